@@ -1,0 +1,29 @@
+"""Install with `pip install -e .` (add `[test]` for the test tools)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="tf_freetickets",
+    version="0.1.0",
+    description=(
+        "Dynamic sparse training and sparse ensembles (FreeTickets, CigL, "
+        "Divide-and-Co-training) for Keras 3 / TensorFlow"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tf_freetickets", "tf_freetickets.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.3",
+        "numpy",
+        "absl-py",
+        "ml-collections",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "ruff"],
+        "datasets": ["tensorflow-datasets"],
+        "tfmot": ["tensorflow-model-optimization", "tf-keras"],
+    },
+    entry_points={},
+)

@@ -1,0 +1,44 @@
+"""tf_freetickets: sparse training and sparse ensembles for Keras 3 / TensorFlow.
+
+The top level re-exports the everyday API:
+
+    import tf_freetickets as tft
+    model = tft.sparsify(model, sparsity=0.9, distribution="erk")
+    model.fit(ds, callbacks=[tft.MaskUpdate(tft.RigL(update_every=100), gradient_data=ds)])
+    print(tft.sparsity_table(model))
+
+Importing the package never imports `tf_keras` or tensorflow-model-optimization,
+so `tf.keras` keeps resolving to whatever it resolved to before.
+"""
+
+from tf_freetickets import sparse
+from tf_freetickets.sparse import (
+    SET,
+    SNFS,
+    MaskUpdate,
+    MaskUpdater,
+    RigL,
+    Static,
+    global_sparsity,
+    layer_densities,
+    masked_class_for,
+    sparsify,
+    sparsity_table,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SET",
+    "SNFS",
+    "MaskUpdate",
+    "MaskUpdater",
+    "RigL",
+    "Static",
+    "global_sparsity",
+    "layer_densities",
+    "masked_class_for",
+    "sparse",
+    "sparsify",
+    "sparsity_table",
+]

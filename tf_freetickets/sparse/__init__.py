@@ -1,0 +1,40 @@
+"""Dynamic sparse training core: masked layers, densities, updaters, callback."""
+
+from tf_freetickets.sparse.callback import MaskUpdate
+from tf_freetickets.sparse.densities import active_count, layer_densities
+from tf_freetickets.sparse.mask_engine import MaskEngine
+from tf_freetickets.sparse.layers import (
+    MaskedKernelMixin,
+    is_masked,
+    masked_class_for,
+    masked_layers,
+    unmasked_kernels,
+)
+from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
+from tf_freetickets.sparse.schedules import UpdateSchedule
+from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
+from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
+
+__all__ = [
+    "SET",
+    "SNFS",
+    "LayerSparsity",
+    "MaskEngine",
+    "MaskUpdate",
+    "MaskUpdater",
+    "MaskedKernelMixin",
+    "RigL",
+    "Static",
+    "UpdateSchedule",
+    "active_count",
+    "global_sparsity",
+    "is_masked",
+    "layer_densities",
+    "maskable_layer_names",
+    "masked_class_for",
+    "masked_layers",
+    "sparsify",
+    "sparsity_rows",
+    "sparsity_table",
+    "unmasked_kernels",
+]

@@ -1,0 +1,60 @@
+"""The prune-and-regrow step shared by every dynamic-sparse-training updater.
+
+Pure `keras.ops` functions on one layer's tensors, compiled inside the
+updater's `tf.function`. Counts are exact: a layer with `n` active weights keeps
+`n - k` of them (largest drop score) and activates `k` new ones (largest grow
+score among the positions it did not keep), so its active count never moves.
+"""
+
+from keras import ops
+
+
+def top_k_mask(scores, k):
+    """A 0/1 vector marking the `k` largest entries of the 1-D `scores`.
+
+    `k` may be a scalar tensor (the drop count varies between updates), so the
+    whole vector is sorted rather than calling a fixed-k top_k, as RigL does
+    for TPUs. Ties go to the lower index.
+    """
+    size = ops.shape(scores)[0]
+    order = ops.argsort(-scores)
+    ranks = ops.scatter(ops.expand_dims(order, 1), ops.arange(size, dtype="int32"), (size,))
+    return ops.cast(ranks < ops.cast(k, "int32"), scores.dtype)
+
+
+def drop_and_grow(mask, drop_scores, grow_scores, num_drop):
+    """Drops the `num_drop` lowest-scoring active weights, grows as many new ones.
+
+    Follows RigL's update (Evci et al. 2020, Sec. 3): the kept set is the
+    `active - num_drop` active positions of largest `drop_scores`; the grown set
+    is the `num_drop` positions of largest `grow_scores` outside the kept set. A
+    position dropped in this update may be grown again in the same update.
+
+    Args:
+      mask: 0/1 tensor, any shape (a layer's kernel mask).
+      drop_scores: tensor of the mask's shape, higher = more worth keeping
+        (|w| for magnitude pruning).
+      grow_scores: tensor of the mask's shape, higher = grown first (|dense
+        gradient| for RigL, random for SET, |momentum| for SNFS).
+      num_drop: int scalar, 0 <= num_drop <= number of active positions.
+
+    Returns:
+      (new_mask, grown): 0/1 tensors of the mask's shape; `grown` marks the
+      positions chosen by the growth step (their weights and optimizer slots are
+      to be reset to zero).
+    """
+    shape = ops.shape(mask)
+    flat_mask = ops.reshape(mask, (-1,))
+    dtype = flat_mask.dtype
+    lowest = ops.cast(float("-inf"), dtype)
+    num_active = ops.cast(ops.sum(flat_mask), "int32")
+    num_drop = ops.cast(num_drop, "int32")
+
+    keep_scores = ops.where(flat_mask > 0, ops.cast(ops.reshape(drop_scores, (-1,)), dtype), lowest)
+    kept = top_k_mask(keep_scores, num_active - num_drop)
+
+    candidate_scores = ops.where(kept > 0, lowest, ops.cast(ops.reshape(grow_scores, (-1,)), dtype))
+    grown = top_k_mask(candidate_scores, num_drop)
+
+    return ops.reshape(kept + grown, shape), ops.reshape(grown, shape)
+

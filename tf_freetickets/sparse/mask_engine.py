@@ -1,0 +1,153 @@
+"""Applies a `MaskUpdater` to a masked model: the compiled mask-update step.
+
+TF-specific glue (tf.function, tf.distribute); the per-layer arithmetic is
+`drop_grow.drop_and_grow` in `keras.ops`.
+
+Distribution: the update runs in cross-replica context. Dense gradients are
+computed on every replica with `strategy.run` and summed (Keras scales each
+replica's loss by 1/num_replicas, so the sum is the global-batch gradient); the
+new masks, weights and slots are then computed once and assigned to the
+mirrored variables, so every replica holds the same mask after every update,
+random growth included (design invariants 5 and 7).
+"""
+
+import tensorflow as tf
+from keras import ops
+
+from tf_freetickets.sparse import layers as masking
+from tf_freetickets.sparse import optimizer_slots
+from tf_freetickets.sparse.drop_grow import drop_and_grow
+
+
+def _as_dataset(data, batch_size):
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
+        return tf.data.Dataset.from_tensor_slices(tuple(data)).shuffle(4096, seed=0).batch(batch_size)
+    raise TypeError(
+        "gradient_data must be a tf.data.Dataset of (x, y[, sample_weight]) batches "
+        f"or an (x, y) tuple of arrays, got {type(data).__name__}."
+    )
+
+
+class MaskEngine:
+    """Runs mask updates of `updater` on `model` (built by `MaskUpdate`).
+
+    Args:
+      model: a compiled model with masked layers (see `sparsify`).
+      updater: a `MaskUpdater` with a resolved schedule.
+      gradient_data: batches for dense gradients (required when
+        `updater.uses_gradients`): a `tf.data.Dataset` yielding (x, y) or
+        (x, y, sample_weight), repeated as needed, or an (x, y) array tuple.
+      gradient_batch_size: batch size used when `gradient_data` is arrays.
+    """
+
+    def __init__(self, model, updater, gradient_data=None, gradient_batch_size=128):
+        self.model = model
+        self.updater = updater
+        self.layers = masking.masked_layers(model)
+        if not self.layers:
+            raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
+        self.strategy = model.distribute_strategy
+        with self.strategy.scope():
+            updater.build()
+        self._iterator = None
+        if updater.uses_gradients:
+            if gradient_data is None:
+                raise ValueError(
+                    f"{type(updater).__name__} grows by dense gradients; pass gradient_data= "
+                    "(e.g. the training dataset) to MaskUpdate."
+                )
+            dataset = _as_dataset(gradient_data, gradient_batch_size).repeat()
+            self._iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
+        self._apply_fn = None
+        self._gradient_fn = None
+
+    # -- dense gradients -------------------------------------------------
+    def _replica_gradients(self, batch):
+        x, y, sample_weight = (tuple(batch) + (None,))[:3]
+        kernels = [layer.kernel_variable for layer in self.layers]
+        with tf.GradientTape() as tape:
+            y_pred = self.model(x, training=True)
+            loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+        return tape.gradient(loss, kernels)
+
+    def _build_gradient_fn(self):
+        # The gradient pass must leave no trace: BatchNorm statistics and
+        # dropout RNG state are restored afterwards. Masks are left alone.
+        mask_ids = {id(layer.kernel_mask) for layer in self.layers}
+        state = [v for v in self.model.non_trainable_variables if id(v) not in mask_ids]
+
+        @tf.function
+        def gradients(batch):
+            saved = [tf.identity(v.value) for v in state]
+            with tf.control_dependencies(saved):
+                per_replica = self.strategy.run(self._replica_gradients, args=(batch,))
+            reduced = [self.strategy.reduce(tf.distribute.ReduceOp.SUM, g, axis=None) for g in per_replica]
+            with tf.control_dependencies(reduced):
+                for variable, value in zip(state, saved):
+                    variable.assign(value)
+            return reduced
+
+        return gradients
+
+    def dense_gradients(self):
+        """Growth signal per masked layer, from `updater.gradient_batches` batches."""
+        with masking.unmasked_kernels(self.model):
+            if self._gradient_fn is None:
+                self._gradient_fn = self._build_gradient_fn()
+            accumulated = [None] * len(self.layers)
+            for _ in range(self.updater.gradient_batches):
+                grads = self._gradient_fn(next(self._iterator))
+                accumulated = [self.updater.accumulate_gradient(a, g) for a, g in zip(accumulated, grads)]
+        return accumulated
+
+    # -- the update --------------------------------------------------------
+    def _build_apply_fn(self):
+        slots = [optimizer_slots.slots_for(self.model.optimizer, layer.kernel_variable) for layer in self.layers]
+
+        @tf.function
+        def apply(drop_fraction, gradients):
+            changed = []
+            for layer, layer_slots, gradient in zip(self.layers, slots, gradients):
+                kernel = layer.kernel_variable
+                mask = layer.kernel_mask
+                # Snapshot values: a Keras variable converts lazily, and would
+                # be read after the assignments below.
+                old_mask = tf.identity(mask.value)
+                weights = tf.identity(kernel.value)
+                num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
+                new_mask, grown = drop_and_grow(
+                    old_mask,
+                    self.updater.drop_scores(weights),
+                    self.updater.grow_scores(weights, gradient),
+                    num_drop,
+                )
+                # Dropped and grown weights, and their slots, restart at zero.
+                keep = new_mask - grown
+                kernel.assign(weights * ops.cast(keep, kernel.dtype))
+                for slot in layer_slots:
+                    slot.assign(slot * ops.cast(keep, slot.dtype))
+                mask.assign(new_mask)
+                changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))
+            return changed
+
+        return apply
+
+    def update(self, step):
+        """Runs the mask update scheduled after optimizer step `step`.
+
+        Returns:
+          dict with "drop_fraction" (float) and "changed" (list of int, the
+          number of newly active weights per masked layer).
+        """
+        drop_fraction = self.updater.schedule.drop_fraction_at(step)
+        if self.updater.uses_gradients:
+            gradients = self.dense_gradients()
+        else:
+            gradients = [None] * len(self.layers)
+        if self._apply_fn is None:
+            self._apply_fn = self._build_apply_fn()
+        with self.strategy.scope():
+            changed = self._apply_fn(tf.constant(drop_fraction, tf.float32), gradients)
+        return {"drop_fraction": drop_fraction, "changed": [int(c) for c in changed]}

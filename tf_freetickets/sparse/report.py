@@ -1,0 +1,58 @@
+"""Per-layer sparsity report of a masked model."""
+
+import dataclasses
+
+import numpy as np
+
+from tf_freetickets.sparse import layers as masking
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSparsity:
+    """One masked layer: its name, kernel shape, density and active weights."""
+
+    name: str
+    shape: tuple
+    active: int
+    total: int
+
+    @property
+    def density(self):
+        return self.active / self.total
+
+
+def sparsity_rows(model):
+    """One `LayerSparsity` per masked layer of `model`, read from the masks."""
+    rows = []
+    for layer in masking.masked_layers(model):
+        mask = np.asarray(layer.kernel_mask.numpy())
+        rows.append(LayerSparsity(layer.name, tuple(mask.shape), int(mask.sum()), int(mask.size)))
+    return rows
+
+
+def global_sparsity(model):
+    """Fraction of zero mask entries over all masked kernels of `model`."""
+    rows = sparsity_rows(model)
+    total = sum(row.total for row in rows)
+    if total == 0:
+        raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
+    return 1.0 - sum(row.active for row in rows) / total
+
+
+def sparsity_table(model):
+    """A printable table: name, kernel shape, density, active / total weights.
+
+    The last line sums the masked layers. Example:
+
+      >>> print(tft.sparsity_table(model))
+    """
+    rows = sparsity_rows(model)
+    lines = [f"{'layer':<28} {'kernel shape':<20} {'density':>8} {'active':>10} {'total':>10}"]
+    for row in rows:
+        shape = "x".join(str(d) for d in row.shape)
+        lines.append(f"{row.name:<28} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}")
+    active = sum(row.active for row in rows)
+    total = sum(row.total for row in rows)
+    if total:
+        lines.append(f"{'all masked layers':<28} {'':<20} {active / total:>8.4f} {active:>10d} {total:>10d}")
+    return "\n".join(lines)
