@@ -1,0 +1,76 @@
+"""MirroredStrategy over two logical CPUs (set up in conftest.py)."""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import tf_freetickets as tft
+from tf_freetickets.sparse import layers as masking
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(16, activation="relu", name="fc")(x)
+    return tft.sparsify(keras.Model(inputs, keras.layers.Dense(4, name="logits")(x)), 0.8, seed=1)
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 4, 64)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices (configured in conftest.py before TF starts)")
+    return tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+
+
+def _replica_values(variable):
+    return [v.numpy() for v in variable.value.values]
+
+
+@pytest.mark.parametrize("updater_cls", [tft.SET, tft.RigL])
+def test_masks_identical_on_every_replica_after_updates(mirrored, updater_cls):
+    with mirrored.scope():
+        model = _model()
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = _data()
+    update = tft.MaskUpdate(updater_cls(update_every=2, drop_fraction=0.5, end_step=8, seed=3), gradient_data=data)
+    model.fit(data.repeat(4), epochs=1, verbose=0, callbacks=[update])
+    assert [step for step, _, _ in update.history] == [2, 4, 6, 8]
+    for layer in masking.masked_layers(model):
+        copies = _replica_values(layer.kernel_mask)
+        assert len(copies) == 2
+        np.testing.assert_array_equal(copies[0], copies[1])
+        kernels = _replica_values(layer.kernel_variable)
+        np.testing.assert_array_equal(kernels[0], kernels[1])
+        assert np.all(kernels[0][copies[0] == 0] == 0)
+
+
+@pytest.mark.parametrize("updater_cls", [tft.SET, tft.RigL])
+def test_update_under_strategy_equals_single_device(mirrored, updater_cls):
+    results = []
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        with strategy.scope():
+            model = _model()
+            model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.optimizer.build(model.trainable_variables)
+        updater = updater_cls(update_every=1, drop_fraction=0.5, end_step=8, seed=3)
+        engine = tft.sparse.MaskEngine(model, updater, gradient_data=_data().take(1).repeat())
+        gradients = [g.numpy() for g in engine.dense_gradients()] if updater.uses_gradients else []
+        engine.update(1)
+        results.append(([layer.kernel_mask.numpy() for layer in masking.masked_layers(model)], gradients))
+    (single_masks, single_grads), (mirrored_masks, mirrored_grads) = results
+    for single, distributed in zip(single_masks, mirrored_masks):
+        np.testing.assert_array_equal(single, distributed)
+    # The global-batch gradient, not one replica's half nor a mean of sums.
+    for single, distributed in zip(single_grads, mirrored_grads):
+        np.testing.assert_allclose(single, distributed, rtol=1e-4, atol=1e-7)

@@ -1,0 +1,45 @@
+"""The prune-and-regrow selection, checked by hand."""
+
+import numpy as np
+import pytest
+
+from tf_freetickets.sparse.drop_grow import drop_and_grow, top_k_mask
+
+
+def test_top_k_mask_marks_largest_and_breaks_ties_by_index():
+    np.testing.assert_array_equal(top_k_mask(np.array([0.5, 0.1, 0.9, 0.3], "float32"), 2), [1, 0, 1, 0])
+    np.testing.assert_array_equal(top_k_mask(np.array([1.0, 2.0, 1.0, 1.0], "float32"), 2), [1, 1, 0, 0])
+    np.testing.assert_array_equal(top_k_mask(np.array([1.0, 2.0], "float32"), 0), [0, 0])
+
+
+def test_drops_smallest_active_magnitudes_and_grows_largest_gradients():
+    mask = np.array([[1, 1, 1, 0], [0, 1, 0, 0]], "float32")
+    weights = np.array([[0.5, -0.1, 0.9, 0.0], [0.0, -0.3, 0.0, 0.0]], "float32")
+    grads = np.array([[9.0, 9.0, 9.0, 0.2], [-0.7, 9.0, 0.05, 0.4]], "float32")
+    new_mask, grown = drop_and_grow(mask, np.abs(weights), np.abs(grads), 2)
+    # Active magnitudes 0.5, 0.1, 0.9, 0.3: drop 0.1 and 0.3, keep 0.5 and 0.9.
+    # Outside the kept set the largest |grad| are 9.0 at (0,1) and (1,1) (the two
+    # just dropped) -> RigL may regrow them; next come 0.7, 0.4, 0.2, 0.05.
+    np.testing.assert_array_equal(grown, [[0, 1, 0, 0], [0, 1, 0, 0]])
+    np.testing.assert_array_equal(new_mask, [[1, 1, 1, 0], [0, 1, 0, 0]])
+
+
+def test_grows_the_k_inactive_positions_of_largest_gradient():
+    mask = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0], "float32")
+    weights = np.array([0.4, -0.2, 0.8, 0.05, 0, 0, 0, 0, 0, 0], "float32")
+    grads = np.array([0.0, 0.0, 0.0, 0.0, 0.3, -2.0, 0.1, 1.5, -0.2, 0.9], "float32")
+    new_mask, grown = drop_and_grow(mask, np.abs(weights), np.abs(grads), 3)
+    # Keep |0.8| only; grow the 3 largest |grad| outside it: positions 5, 7, 9.
+    np.testing.assert_array_equal(np.flatnonzero(grown), [5, 7, 9])
+    np.testing.assert_array_equal(np.flatnonzero(new_mask), [2, 5, 7, 9])
+
+
+@pytest.mark.parametrize("num_drop", [0, 1, 5, 20])
+def test_active_count_is_preserved(num_drop):
+    rng = np.random.default_rng(num_drop)
+    mask = np.zeros(100, "float32")
+    mask[rng.permutation(100)[:20]] = 1
+    new_mask, grown = drop_and_grow(mask, rng.random(100), rng.random(100), num_drop)
+    assert np.asarray(new_mask).sum() == 20
+    assert np.asarray(grown).sum() == num_drop
+    assert np.all(np.asarray(new_mask) >= np.asarray(grown))
