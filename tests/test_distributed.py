@@ -1,8 +1,8 @@
 """MirroredStrategy over two logical CPUs (set up in conftest.py)."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 import tf_freetickets as tft

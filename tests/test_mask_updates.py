@@ -1,8 +1,8 @@
 """MaskEngine and the MaskUpdate callback: exact counts, zeros, slots, RigL by hand."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
 import tf_freetickets as tft

@@ -1,8 +1,8 @@
 """Masked layers: forward uses kernel * mask, masks save and load in safe mode."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 from tf_freetickets.sparse import layers as masking
 

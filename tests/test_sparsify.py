@@ -1,11 +1,12 @@
 """sparsify(): exact per-layer counts, weights kept, clear errors."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 
 import tf_freetickets as tft
-from tf_freetickets.sparse import densities, layers as masking
+from tf_freetickets.sparse import densities
+from tf_freetickets.sparse import layers as masking
 
 
 def small_cnn():

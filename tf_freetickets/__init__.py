@@ -11,7 +11,7 @@ Importing the package never imports `tf_keras` or tensorflow-model-optimization,
 so `tf.keras` keeps resolving to whatever it resolved to before.
 """
 
-from tf_freetickets import sparse
+from tf_freetickets import data, models, sparse
 from tf_freetickets.sparse import (
     SET,
     SNFS,
@@ -38,6 +38,8 @@ __all__ = [
     "global_sparsity",
     "layer_densities",
     "masked_class_for",
+    "data",
+    "models",
     "sparse",
     "sparsify",
     "sparsity_table",

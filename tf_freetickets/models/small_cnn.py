@@ -29,7 +29,11 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, w
     for block, channels in enumerate((32, 64)):
         for conv in range(2):
             x = keras.layers.Conv2D(
-                w(channels), 3, padding="same", use_bias=False, kernel_regularizer=regularizer,
+                w(channels),
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_regularizer=regularizer,
                 name=f"conv{block + 1}_{conv + 1}",
             )(x)
             x = keras.layers.BatchNormalization(name=f"bn{block + 1}_{conv + 1}")(x)

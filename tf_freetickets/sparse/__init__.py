@@ -2,7 +2,6 @@
 
 from tf_freetickets.sparse.callback import MaskUpdate
 from tf_freetickets.sparse.densities import active_count, layer_densities
-from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.layers import (
     MaskedKernelMixin,
     is_masked,
@@ -10,6 +9,7 @@ from tf_freetickets.sparse.layers import (
     masked_layers,
     unmasked_kernels,
 )
+from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
 from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify

@@ -72,8 +72,7 @@ class MaskUpdate(keras.callbacks.Callback):
             logs["mask_changes"] = changed
         if self.verbose:
             keras.utils.io_utils.print_msg(
-                f"\nMask update at step {due[-1]}: drop fraction {result['drop_fraction']:.4f}, "
-                f"{changed} weights regrown"
+                f"\nMask update at step {due[-1]}: drop fraction {result['drop_fraction']:.4f}, {changed} weights regrown"
             )
 
     def on_epoch_end(self, epoch, logs=None):

@@ -57,4 +57,3 @@ def drop_and_grow(mask, drop_scores, grow_scores, num_drop):
     grown = top_k_mask(candidate_scores, num_drop)
 
     return ops.reshape(kept + grown, shape), ops.reshape(grown, shape)
-

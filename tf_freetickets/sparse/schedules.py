@@ -55,8 +55,7 @@ class UpdateSchedule:
             return self
         if total_steps is None:
             raise ValueError(
-                "The number of training steps is unknown (a dataset of unknown length?); "
-                "give the schedule an explicit end_step."
+                "The number of training steps is unknown (a dataset of unknown length?); give the schedule an explicit end_step."
             )
         return dataclasses.replace(self, end_step=int(self.end_fraction * total_steps))
 
@@ -64,11 +63,7 @@ class UpdateSchedule:
         """True when a mask update follows optimizer step `step` (1-based)."""
         if self.end_step is None:
             raise ValueError("Call resolved(total_steps) before asking for update steps.")
-        return (
-            step > 0
-            and self.begin_step <= step <= self.end_step
-            and (step - self.begin_step) % self.update_every == 0
-        )
+        return step > 0 and self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.update_every == 0
 
     def drop_fraction_at(self, step):
         """The drop fraction used by the update at `step`."""

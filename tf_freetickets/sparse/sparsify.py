@@ -1,7 +1,7 @@
 """`sparsify(model, ...)`: turn a built Keras model into a masked sparse one."""
 
-import numpy as np
 import keras
+import numpy as np
 
 from tf_freetickets.sparse import densities as densities_lib
 from tf_freetickets.sparse import layers as masking
@@ -26,9 +26,7 @@ def _check_model(model):
     if not isinstance(model, keras.Model):
         raise TypeError(f"sparsify expects a keras.Model, got {type(model).__name__}.")
     if not model.built:
-        raise ValueError(
-            f"Model {model.name!r} is not built; call it on data or build it with an input shape before sparsify."
-        )
+        raise ValueError(f"Model {model.name!r} is not built; call it on data or build it with an input shape before sparsify.")
     if not isinstance(model, (keras.Sequential, keras.src.models.Functional)):
         raise TypeError(
             f"sparsify supports Functional and Sequential models; {type(model).__name__} is a subclassed model. "
