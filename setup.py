@@ -19,6 +19,7 @@ setup(
         "numpy",
         "absl-py",
         "ml-collections",
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "ruff"],

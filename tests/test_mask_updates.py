@@ -114,12 +114,17 @@ def test_rigl_update_matches_hand_computation():
 
     np.testing.assert_array_equal(layer.kernel_mask.numpy().ravel(), want_mask)
     assert result["changed"] == [int(np.sum(want_mask * (1 - mask.ravel())))]
+    # Survivors (kept, or dropped and regrown at once) keep weight and slot;
+    # new connections start at zero with zero slots.
+    survivors = np.intersect1d(np.flatnonzero(want_mask), active)
+    new_connections = np.setdiff1d(grown, active)
+    assert new_connections.size > 0
     new_kernel = layer.kernel_variable.numpy().ravel()
-    np.testing.assert_array_equal(new_kernel[kept], w.ravel()[kept])
-    assert np.all(new_kernel[grown] == 0)
+    np.testing.assert_array_equal(new_kernel[survivors], w.ravel()[survivors])
+    assert np.all(new_kernel[new_connections] == 0)
     assert np.all(new_kernel[want_mask == 0] == 0)
     slot = momentum.numpy().ravel()
-    assert np.all(slot[kept] == 1) and np.all(slot[grown] == 0) and np.all(slot[want_mask == 0] == 0)
+    assert np.all(slot[survivors] == 1) and np.all(slot[new_connections] == 0) and np.all(slot[want_mask == 0] == 0)
 
 
 def test_snfs_grows_by_momentum_of_dense_gradients():
@@ -190,3 +195,33 @@ def test_engine_rejects_dense_model():
     model = small_model()
     with pytest.raises(ValueError, match="no masked layers"):
         tft.sparse.MaskEngine(model, tft.SET())
+
+
+def test_set_drops_the_smallest_magnitudes():
+    kernel = np.array([[0.9, -0.05, 0.0, 0.0], [0.0, 0.3, -0.7, 0.0], [0.01, 0.0, 0.0, 0.2]], "float32")
+    mask = (kernel != 0).astype("float32")
+    model, layer = _tiny_linear(kernel, mask, 0.0)
+    engine = tft.sparse.MaskEngine(model, tft.SET(update_every=1, drop_fraction=0.5, decay="constant", end_step=9, seed=0))
+    engine.update(1)
+    new_mask = layer.kernel_mask.numpy()
+    # 6 active, drop floor(0.5 * 6) = 3 smallest |w|: -0.05, 0.01, 0.2; keep 0.9, 0.3, -0.7.
+    assert new_mask.sum() == 6
+    assert new_mask[0, 0] == new_mask[1, 1] == new_mask[1, 2] == 1
+    assert layer.kernel_variable.numpy()[0, 0] == np.float32(0.9)
+
+
+def test_sparsity_and_mask_changes_reach_tensorboard(tmp_path):
+    x, y = toy_data(32)
+    model = tft.sparsify(small_model(), 0.7, seed=2)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = tft.MaskUpdate(tft.SET(update_every=1, end_step=4, seed=0))
+    board = keras.callbacks.TensorBoard(str(tmp_path))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[update, board])
+    scalars = {}
+    for path in (tmp_path / "train").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.startswith("epoch_"):
+                    scalars[value.tag] = float(tf.make_ndarray(value.tensor))
+    assert scalars["epoch_sparsity"] == pytest.approx(tft.global_sparsity(model))
+    assert scalars["epoch_mask_changes"] == sum(sum(c) for _, _, c in update.history) > 0

@@ -117,17 +117,19 @@ class MaskEngine:
                 old_mask = tf.identity(mask.value)
                 weights = tf.identity(kernel.value)
                 num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
-                new_mask, grown = drop_and_grow(
+                new_mask, _ = drop_and_grow(
                     old_mask,
                     self.updater.drop_scores(weights),
                     self.updater.grow_scores(weights, gradient),
                     num_drop,
                 )
-                # Dropped and grown weights, and their slots, restart at zero.
-                keep = new_mask - grown
-                kernel.assign(weights * ops.cast(keep, kernel.dtype))
+                # Dropped weights and new connections, with their slots, are zero;
+                # a weight dropped and regrown in the same update keeps its value
+                # and slots (RigL's `reinit_when_same=False`).
+                survivors = new_mask * old_mask
+                kernel.assign(weights * ops.cast(survivors, kernel.dtype))
                 for slot in layer_slots:
-                    slot.assign(slot * ops.cast(keep, slot.dtype))
+                    slot.assign(slot * ops.cast(survivors, slot.dtype))
                 mask.assign(new_mask)
                 changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))
             return changed
