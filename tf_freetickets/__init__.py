@@ -11,7 +11,8 @@ Importing the package never imports `tf_keras` or tensorflow-model-optimization,
 so `tf.keras` keeps resolving to whatever it resolved to before.
 """
 
-from tf_freetickets import data, models, sparse
+from tf_freetickets import data, ensembles, models, sparse
+from tf_freetickets.ensembles import EDST, EnsembleModel, train_independent_ensemble
 from tf_freetickets.sparse import (
     SET,
     SNFS,
@@ -29,6 +30,10 @@ from tf_freetickets.sparse import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EDST",
+    "EnsembleModel",
+    "train_independent_ensemble",
+    "ensembles",
     "SET",
     "SNFS",
     "MaskUpdate",

@@ -71,9 +71,7 @@ class MaskUpdate(keras.callbacks.Callback):
             logs["drop_fraction"] = result["drop_fraction"]
             logs["mask_changes"] = changed
         if self.verbose:
-            keras.utils.io_utils.print_msg(
-                f"\nMask update at step {due[-1]}: drop fraction {result['drop_fraction']:.4f}, {changed} weights regrown"
-            )
+            print(f"\nMask update at step {due[-1]}: drop fraction {result['drop_fraction']:.4f}, {changed} weights regrown")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

@@ -136,14 +136,22 @@ class MaskEngine:
 
         return apply
 
-    def update(self, step):
+    def update(self, step, drop_fraction=None):
         """Runs the mask update scheduled after optimizer step `step`.
+
+        Args:
+          step: the optimizer step the update follows (sets the drop fraction).
+          drop_fraction: overrides the schedule, e.g. EDST's large global
+            exploration drop.
 
         Returns:
           dict with "drop_fraction" (float) and "changed" (list of int, the
           number of newly active weights per masked layer).
         """
-        drop_fraction = self.updater.schedule.drop_fraction_at(step)
+        if drop_fraction is None:
+            drop_fraction = self.updater.schedule.drop_fraction_at(step)
+        elif not 0.0 <= drop_fraction <= 1.0:
+            raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}.")
         if self.updater.uses_gradients:
             gradients = self.dense_gradients()
         else:

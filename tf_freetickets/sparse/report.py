@@ -56,3 +56,35 @@ def sparsity_table(model):
     if total:
         lines.append(f"{'all masked layers':<28} {'':<20} {active / total:>8.4f} {active:>10d} {total:>10d}")
     return "\n".join(lines)
+
+
+def model_masks(model):
+    """{layer name: bool mask array} of every masked layer of `model`."""
+    return {layer.name: layer.kernel_mask.numpy().astype(bool) for layer in masking.masked_layers(model)}
+
+
+def mask_overlap(masks_a, masks_b):
+    """Fraction of the active weights of `masks_a` that are also active in `masks_b`.
+
+    Args:
+      masks_a, masks_b: models with masked layers, or dicts layer name -> mask
+        array, over the same layers and shapes.
+
+    Returns:
+      float in [0, 1]; 1 for identical masks. Symmetric when both masks have the
+      same number of active weights, as DST tickets do.
+    """
+    a = masks_a if isinstance(masks_a, dict) else model_masks(masks_a)
+    b = masks_b if isinstance(masks_b, dict) else model_masks(masks_b)
+    if sorted(a) != sorted(b):
+        raise ValueError(f"Masks cover different layers: {sorted(a)} vs {sorted(b)}.")
+    shared = active = 0
+    for name, mask in a.items():
+        if np.shape(mask) != np.shape(b[name]):
+            raise ValueError(f"Layer {name!r} has mask shape {np.shape(mask)} vs {np.shape(b[name])}.")
+        mask = np.asarray(mask, bool)
+        shared += int(np.sum(mask & np.asarray(b[name], bool)))
+        active += int(mask.sum())
+    if active == 0:
+        raise ValueError("The first masks have no active weight.")
+    return shared / active

@@ -1,0 +1,101 @@
+"""EDST: schedule layout, tickets at the scheduled steps, distinct masks at target sparsity."""
+
+import keras
+import numpy as np
+import pytest
+
+import tf_freetickets as tft
+from tf_freetickets.ensembles import EDSTSchedule
+from tf_freetickets.sparse import densities
+from tf_freetickets.sparse.report import mask_overlap
+
+
+def test_paper_layout_150_plus_3_by_100():
+    schedule = EDSTSchedule(num_tickets=3, exploration_epochs=150, refinement_epochs=100)
+    assert schedule.total_epochs == 450
+    assert schedule.ticket_epochs == [249, 349, 449]
+    assert schedule.global_exploration_epochs == [250, 350]
+    # lr x1 in exploration; x0.1 then x0.01 in each refinement half (0.1 -> 0.01 -> 0.001).
+    factors = {e: schedule.lr_factor(e) for e in (0, 149, 150, 199, 200, 249, 250, 299, 300, 449)}
+    assert factors == {0: 1.0, 149: 1.0, 150: 0.1, 199: 0.1, 200: 0.01, 249: 0.01, 250: 0.1, 299: 0.1, 300: 0.01, 449: 0.01}
+    assert [schedule.phase(e) for e in (0, 149, 150, 249, 250, 449)] == [-1, -1, 0, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(num_tickets=0), "num_tickets"),
+        (dict(refinement_epochs=1), "refinement_epochs"),
+        (dict(exploration_epochs=-1), "exploration"),
+    ],
+)
+def test_bad_schedules_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EDSTSchedule(**kwargs)
+
+
+def _mlp(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16,))
+    x = keras.layers.Dense(64, activation="relu", name="fc1")(inputs)
+    x = keras.layers.Dense(64, activation="relu", name="fc2")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+
+
+def _data(n=128):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 16)).astype("float32")
+    return x, (x[:, :4].argmax(1)).astype("int64")
+
+
+class LearningRateLog(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates = getattr(self, "rates", []) + [float(self.model.optimizer.learning_rate.numpy())]
+
+
+@pytest.mark.parametrize("updater_cls", [tft.SET, tft.RigL])
+def test_edst_produces_m_distinct_tickets_at_scheduled_steps(tmp_path, updater_cls):
+    x, y = _data()
+    model = tft.sparsify(_mlp(), 0.8, seed=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    updater = updater_cls(update_every=4, drop_fraction=0.5, decay="constant", end_fraction=1.0, seed=1)
+    edst = tft.EDST(
+        updater, num_tickets=3, exploration_epochs=2, refinement_epochs=2, export_dir=str(tmp_path),
+        gradient_data=(x, y), verbose=0,
+    )  # fmt: skip
+    lrs = LearningRateLog()
+    history = model.fit(x, y, batch_size=16, epochs=8, shuffle=False, verbose=0, callbacks=[edst, lrs])
+
+    steps_per_epoch = 8
+    assert [(t.index, t.epoch, t.step) for t in edst.tickets] == [(0, 3, 32), (1, 5, 48), (2, 7, 64)]
+    assert history.history["edst_phase"] == [0, 0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_allclose(lrs.rates, [0.1, 0.1, 0.01, 0.001, 0.01, 0.001, 0.01, 0.001], rtol=1e-6)
+    assert steps_per_epoch * 8 == int(model.optimizer.iterations.numpy())
+
+    shapes = [(name, mask.shape) for name, mask in edst.tickets[0].masks.items()]
+    want = densities.layer_densities(shapes, 0.8)
+    for ticket in edst.tickets:
+        for name, mask in ticket.masks.items():
+            assert mask.sum() == densities.active_count(mask.size, want[name])
+        saved = keras.models.load_model(ticket.keras_path)
+        assert mask_overlap(saved, ticket.masks) == 1.0
+    overlaps = edst.ticket_overlaps()
+    off_diagonal = overlaps[~np.eye(3, dtype=bool)]
+    assert np.all(off_diagonal < 0.9), overlaps
+    np.testing.assert_allclose(overlaps, overlaps.T)
+    # The global exploration moves most of the mask: more changes in its epoch than in a plain epoch.
+    changes = history.history["mask_changes"]
+    assert changes[4] > changes[3] and changes[6] > changes[5]
+
+
+def test_edst_checks_epochs_and_learning_rate_type():
+    x, y = _data(32)
+    model = tft.sparsify(_mlp(), 0.5)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    edst = tft.EDST(tft.SET(), num_tickets=2, exploration_epochs=1, refinement_epochs=2, verbose=0)
+    with pytest.raises(ValueError, match=r"needs fit\(epochs=5\), got epochs=3"):
+        model.fit(x, keras.utils.to_categorical(y, 4), epochs=3, verbose=0, callbacks=[edst])
+    model.compile(keras.optimizers.SGD(keras.optimizers.schedules.CosineDecay(0.1, 10)), "mse")
+    edst = tft.EDST(tft.SET(), num_tickets=2, exploration_epochs=1, refinement_epochs=2, verbose=0)
+    with pytest.raises(ValueError, match="manage_learning_rate=False"):
+        model.fit(x, keras.utils.to_categorical(y, 4), epochs=5, verbose=0, callbacks=[edst])

@@ -1,0 +1,212 @@
+"""EDST ensembles: M sparse tickets harvested from one dynamic-sparse-training run.
+
+FreeTickets (Liu et al., ICLR 2022, Sec. 3.2 and the official `main_EDST.py`):
+an exploration phase of `t_ex` epochs at the base learning rate, then M
+refinement phases of `t_re` epochs. Each refinement phase trains at lr/10 for
+its first half and lr/100 for its second half, and ends by saving a ticket.
+Before refinement phases 2..M a *global exploration* step drops a large
+fraction q (0.8) of every layer's active weights by magnitude and regrows as
+many with the updater's growth rule, pushing the run into a new basin. Normal
+DST mask updates go on in every phase (the paper keeps drop fraction 0.5
+constant, every 1000 steps at batch 128 on CIFAR).
+"""
+
+import dataclasses
+import os
+
+import keras
+import numpy as np
+
+from tf_freetickets.sparse.callback import MaskUpdate
+from tf_freetickets.sparse.report import mask_overlap, model_masks
+
+
+@dataclasses.dataclass(frozen=True)
+class EDSTSchedule:
+    """Epoch layout of an EDST run.
+
+    Attributes:
+      num_tickets: M, tickets (ensemble members) produced.
+      exploration_epochs: t_ex, epochs before the first refinement phase.
+      refinement_epochs: t_re, epochs per refinement phase (>= 2, halved for
+        the two learning rates).
+      refinement_lr_factors: learning-rate multipliers for the first and second
+        half of each refinement phase (paper: 0.1 -> 0.01 of 0.1).
+    """
+
+    num_tickets: int = 3
+    exploration_epochs: int = 150
+    refinement_epochs: int = 100
+    refinement_lr_factors: tuple = (0.1, 0.01)
+
+    def __post_init__(self):
+        if self.num_tickets < 1:
+            raise ValueError(f"num_tickets must be >= 1, got {self.num_tickets!r}.")
+        if self.exploration_epochs < 0:
+            raise ValueError(f"exploration_epochs must be >= 0, got {self.exploration_epochs!r}.")
+        if self.refinement_epochs < 2:
+            raise ValueError(f"refinement_epochs must be >= 2 (two learning-rate halves), got {self.refinement_epochs!r}.")
+        if len(self.refinement_lr_factors) != 2:
+            raise ValueError(f"refinement_lr_factors needs two values, got {self.refinement_lr_factors!r}.")
+
+    @property
+    def total_epochs(self):
+        return self.exploration_epochs + self.num_tickets * self.refinement_epochs
+
+    def phase(self, epoch):
+        """-1 during exploration, else the 0-based refinement phase of `epoch`."""
+        if epoch < self.exploration_epochs:
+            return -1
+        return min((epoch - self.exploration_epochs) // self.refinement_epochs, self.num_tickets - 1)
+
+    def lr_factor(self, epoch):
+        """Multiplier on the base learning rate during `epoch` (0-based)."""
+        phase = self.phase(epoch)
+        if phase < 0:
+            return 1.0
+        within = epoch - self.exploration_epochs - phase * self.refinement_epochs
+        return self.refinement_lr_factors[0 if within < self.refinement_epochs // 2 else 1]
+
+    @property
+    def ticket_epochs(self):
+        """0-based epochs at whose end ticket k is saved."""
+        return [self.exploration_epochs + (k + 1) * self.refinement_epochs - 1 for k in range(self.num_tickets)]
+
+    @property
+    def global_exploration_epochs(self):
+        """0-based epochs at whose start a global exploration step runs."""
+        return [self.exploration_epochs + k * self.refinement_epochs for k in range(1, self.num_tickets)]
+
+
+@dataclasses.dataclass
+class Ticket:
+    """One saved EDST ticket: where it is and the masks it had."""
+
+    index: int
+    epoch: int
+    step: int
+    keras_path: str | None
+    saved_model_path: str | None
+    masks: dict  # layer name -> bool array
+
+
+class EDST(MaskUpdate):
+    """Keras callback that trains an EDST ensemble inside one `model.fit`.
+
+    Drives the DST mask updates of `updater` (it is a `MaskUpdate`), sets the
+    learning rate of each phase, runs the global exploration steps and saves
+    each ticket as `ticket_<k>.keras` and a SavedModel `ticket_<k>/` under
+    `export_dir`. Call `fit` with `epochs=schedule.total_epochs`.
+
+    Args:
+      updater: the DST updater (FreeTickets: SET or RigL with
+        `drop_fraction=0.5, decay="constant", end_fraction=1.0`).
+      num_tickets, exploration_epochs, refinement_epochs,
+      refinement_lr_factors: see `EDSTSchedule`.
+      large_drop_fraction: q, fraction of active weights replaced by the global
+        exploration step (paper: 0.8).
+      export_dir: where tickets are written; None keeps them in memory only
+        (`tickets[k].masks`).
+      export_saved_model: also write each ticket as a SavedModel.
+      manage_learning_rate: set the optimizer's learning rate per phase from
+        its value at the start of training (needs a float learning rate, not a
+        schedule).
+      gradient_data, gradient_batch_size: as for `MaskUpdate`.
+      verbose: 1 prints the phases and the saved tickets, 2 also every DST
+        mask update.
+    """
+
+    def __init__(
+        self,
+        updater,
+        num_tickets=3,
+        exploration_epochs=150,
+        refinement_epochs=100,
+        large_drop_fraction=0.8,
+        refinement_lr_factors=(0.1, 0.01),
+        export_dir=None,
+        export_saved_model=True,
+        manage_learning_rate=True,
+        gradient_data=None,
+        gradient_batch_size=128,
+        verbose=1,
+    ):
+        super().__init__(updater, gradient_data, gradient_batch_size, verbose=max(0, verbose - 1))
+        self.phase_verbose = verbose
+        self.schedule = EDSTSchedule(num_tickets, exploration_epochs, refinement_epochs, tuple(refinement_lr_factors))
+        if not 0.0 < large_drop_fraction <= 1.0:
+            raise ValueError(f"large_drop_fraction must be in (0, 1], got {large_drop_fraction!r}.")
+        self.large_drop_fraction = large_drop_fraction
+        self.export_dir = export_dir
+        self.export_saved_model = export_saved_model
+        self.manage_learning_rate = manage_learning_rate
+        self.tickets = []
+
+    def on_train_begin(self, logs=None):
+        epochs = (self.params or {}).get("epochs")
+        if epochs != self.schedule.total_epochs:
+            raise ValueError(
+                f"EDST with {self.schedule.num_tickets} tickets, {self.schedule.exploration_epochs} exploration and "
+                f"{self.schedule.refinement_epochs} refinement epochs needs fit(epochs={self.schedule.total_epochs}), "
+                f"got epochs={epochs}."
+            )
+        super().on_train_begin(logs)
+        if self.manage_learning_rate:
+            learning_rate = self.model.optimizer.learning_rate
+            if not isinstance(learning_rate, keras.Variable):
+                raise ValueError(
+                    "EDST sets the learning rate of each phase and needs a float learning rate; the optimizer "
+                    "has a schedule. Pass manage_learning_rate=False to keep your schedule."
+                )
+            self._base_lr = float(learning_rate.numpy())
+        if self.export_dir:
+            os.makedirs(self.export_dir, exist_ok=True)
+
+    def _say(self, message):
+        if self.phase_verbose:
+            print(f"EDST: {message}", flush=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self.manage_learning_rate:
+            self.model.optimizer.learning_rate.assign(self._base_lr * self.schedule.lr_factor(epoch))
+        if epoch == 0 and self.schedule.exploration_epochs:
+            self._say(f"exploration phase, epochs 1-{self.schedule.exploration_epochs}")
+        if epoch in self.schedule.global_exploration_epochs:
+            result = self.engine.update(self._step, drop_fraction=self.large_drop_fraction)
+            self._epoch_changes += sum(result["changed"])
+            self._say(
+                f"global exploration before ticket {self.schedule.phase(epoch) + 1}: "
+                f"{sum(result['changed'])} weights moved (q={self.large_drop_fraction})"
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if logs is not None:
+            logs["edst_phase"] = self.schedule.phase(epoch) + 1
+        if epoch in self.schedule.ticket_epochs:
+            self._save_ticket(self.schedule.ticket_epochs.index(epoch), epoch)
+
+    def _save_ticket(self, index, epoch):
+        masks = model_masks(self.model)
+        keras_path = saved_model_path = None
+        if self.export_dir:
+            keras_path = os.path.join(self.export_dir, f"ticket_{index}.keras")
+            self.model.save(keras_path)
+            if self.export_saved_model:
+                from tf_freetickets.export import export_member
+
+                saved_model_path = export_member(self.model, os.path.join(self.export_dir, f"ticket_{index}"))
+        self.tickets.append(Ticket(index, epoch, self._step, keras_path, saved_model_path, masks))
+        where = f" to {keras_path}" if keras_path else ""
+        self._say(f"ticket {index + 1}/{self.schedule.num_tickets} saved after epoch {epoch + 1} (step {self._step}){where}")
+
+    def ticket_overlaps(self):
+        """(M, M) matrix: fraction of ticket i's active weights also active in ticket j."""
+        count = len(self.tickets)
+        matrix = np.ones((count, count))
+        for i in range(count):
+            for j in range(count):
+                if i != j:
+                    matrix[i, j] = mask_overlap(self.tickets[i].masks, self.tickets[j].masks)
+        return matrix

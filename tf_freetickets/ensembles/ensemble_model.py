@@ -1,0 +1,196 @@
+"""`EnsembleModel`: a Keras model averaging the probabilities of M members."""
+
+import os
+import re
+
+import keras
+from keras import ops
+
+_EPS = 1e-12
+
+
+def _spec(member, index):
+    if not isinstance(member, keras.Model) or not member.built or len(member.inputs) != 1 or len(member.outputs) != 1:
+        raise ValueError(
+            f"Ensemble member {index} ({getattr(member, 'name', member)!r}) must be a built Keras model "
+            "with one input and one output."
+        )
+    return (tuple(member.inputs[0].shape[1:]), str(member.inputs[0].dtype), tuple(member.outputs[0].shape[1:]))
+
+
+def check_members_agree(members, labels=None):
+    """Raises ValueError naming the first member whose input/output spec differs from member 0's.
+
+    Args:
+      members: list of built single-input, single-output Keras models.
+      labels: optional names for the members in messages (e.g. file paths).
+
+    Returns:
+      (input shape per example, input dtype, output shape per example).
+    """
+    if not members:
+        raise ValueError("An ensemble needs at least one member.")
+    labels = labels or [f"member {i} ({m.name!r})" for i, m in enumerate(members)]
+    reference = _spec(members[0], 0)
+    for index, member in enumerate(members[1:], start=1):
+        spec = _spec(member, index)
+        if spec != reference:
+            raise ValueError(
+                f"{labels[index]} has input {spec[0]} {spec[1]} -> output {spec[2]}, but {labels[0]} has "
+                f"input {reference[0]} {reference[1]} -> output {reference[2]}; ensemble members must agree."
+            )
+    return reference
+
+
+def _entropy(probs):
+    return -ops.sum(probs * ops.log(ops.clip(probs, _EPS, 1.0)), axis=-1)
+
+
+class EnsembleModel(keras.Model):
+    """Mean-of-probabilities ensemble over member models (FreeTickets Sec. 4).
+
+    Calling it returns the mean of the members' softmax probabilities, (N, C),
+    so it compiles and evaluates like any classifier (use a loss/metrics that
+    take probabilities). `member_probabilities(x)` gives (M, N, C) and
+    `uncertainty(x)` the predictive entropy and mutual information.
+
+    Args:
+      members: list of built Keras models with the same input and output
+        specs (sparse tickets, DST runs, dense models, DNC members).
+      from_logits: members output logits (True, the library's models) or
+        probabilities (False).
+      name: model name.
+
+    Raises:
+      ValueError: no members, or a member whose spec differs (named).
+    """
+
+    def __init__(self, members, from_logits=True, name="ensemble", member_labels=None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        members = list(members)
+        spec = check_members_agree(members, member_labels)
+        self.members = members
+        self.from_logits = from_logits
+        self.input_shape_per_example, self.member_input_dtype, self.output_shape_per_example = spec
+        self.build((None, *self.input_shape_per_example))
+
+    @property
+    def num_members(self):
+        return len(self.members)
+
+    def build(self, input_shape):
+        self.built = True
+
+    def _probabilities(self, member, x, training):
+        out = member(x, training=training)
+        return ops.softmax(out, axis=-1) if self.from_logits else out
+
+    def member_probabilities(self, x, training=False):
+        """Probabilities of every member, shape (M, N, C)."""
+        return ops.stack([self._probabilities(m, x, training) for m in self.members], axis=0)
+
+    def call(self, x, training=False):
+        return ops.mean(self.member_probabilities(x, training), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.output_shape_per_example)
+
+    def uncertainty(self, x):
+        """dict: mean_probabilities (N, C), predictive_entropy (N,), mutual_information (N,).
+
+        Predictive entropy H[mean p]; mutual information H[mean p] - mean H[p_m]
+        (the members' disagreement, zero when they agree), natural log.
+        """
+        probs = self.member_probabilities(x)
+        mean = ops.mean(probs, axis=0)
+        entropy = _entropy(mean)
+        return {
+            "mean_probabilities": mean,
+            "predictive_entropy": entropy,
+            "mutual_information": entropy - ops.mean(_entropy(probs), axis=0),
+        }
+
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Writes one SavedModel with `serve`, `member_probabilities`, `uncertainty` endpoints."""
+        if format != "tf_saved_model":
+            raise ValueError(f"EnsembleModel exports only format='tf_saved_model', got {format!r}.")
+        from tf_freetickets.export import export_ensemble
+
+        return export_ensemble(self, filepath)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "from_logits": self.from_logits,
+            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+    @classmethod
+    def from_saved_models(cls, source, from_logits=True, name="ensemble"):
+        """Builds an ensemble from saved members.
+
+        Args:
+          source: a folder or a list of paths. A folder contributes its
+            `*.keras` files if it has any, else its SavedModel sub-folders, in
+            natural order (ticket_2 before ticket_10). A `.keras` path is loaded
+            with `keras.models.load_model` (masks and all); a SavedModel folder
+            is wrapped with `keras.layers.TFSMLayer` on its `serve` endpoint.
+          from_logits: whether members output logits.
+
+        Raises:
+          FileNotFoundError: nothing to load at `source`.
+          ValueError: members disagree on input/output specs (the path is named).
+        """
+        paths = _member_paths(source)
+        members = [_load_member(path) for path in paths]
+        return cls(members, from_logits=from_logits, name=name, member_labels=[repr(p) for p in paths])
+
+
+def _natural_key(path):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", os.path.basename(path))]
+
+
+def _is_saved_model(path):
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+def _member_paths(source):
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        if not os.path.isdir(source):
+            raise FileNotFoundError(f"No ensemble members at {source!r}: not a folder.")
+        entries = sorted((os.path.join(source, e) for e in os.listdir(source)), key=_natural_key)
+        paths = [e for e in entries if e.endswith(".keras")] or [e for e in entries if _is_saved_model(e)]
+        if not paths:
+            raise FileNotFoundError(f"No *.keras files or SavedModel folders in {source!r}.")
+        return paths
+    paths = [os.fspath(p) for p in source]
+    if not paths:
+        raise FileNotFoundError("Empty list of ensemble member paths.")
+    return paths
+
+
+def _load_member(path):
+    if path.endswith(".keras"):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Ensemble member {path!r} does not exist.")
+        import tf_freetickets.sparse.layers  # noqa: F401  (registers the masked layer classes)
+
+        return keras.models.load_model(path)
+    if not _is_saved_model(path):
+        raise FileNotFoundError(f"Ensemble member {path!r} is neither a .keras file nor a SavedModel folder.")
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    specs = list(signature.structured_input_signature[1].values())
+    if len(specs) != 1:
+        raise ValueError(f"SavedModel {path!r} has {len(specs)} inputs; ensemble members need one.")
+    inputs = keras.Input(shape=specs[0].shape[1:], dtype=specs[0].dtype)
+    outputs = keras.layers.TFSMLayer(path, call_endpoint="serve")(inputs)
+    name = re.sub(r"\W", "_", os.path.basename(os.path.normpath(path)))
+    return keras.Model(inputs, outputs, name=name)
