@@ -20,6 +20,7 @@ setup(
         "absl-py",
         "ml-collections",
         "tensorboard",
+        "scikit-learn",
     ],
     extras_require={
         "test": ["pytest", "pytest-xdist", "ruff"],

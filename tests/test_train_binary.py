@@ -16,37 +16,59 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def _train(tmp_path, *overrides):
-    cmd = [
-        sys.executable, "-m", "tf_freetickets.train", "--config=configs/fashion_mnist_rigl.py",
-        f"--workdir={tmp_path}", *overrides,
-    ]  # fmt: skip
+def _train(tmp_path, *overrides, config="configs/fashion_mnist_rigl.py"):
+    cmd = [sys.executable, "-m", "tf_freetickets.train", f"--config={config}", f"--workdir={tmp_path}", *overrides]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+
+
+def _results(tmp_path):
+    with open(tmp_path / "results.json") as f:
+        return json.load(f)
+
+
+SMALL = ["--config.train_examples=1024", "--config.batch_size=64", "--config.sparse.update_every=4"]
 
 
 @needs_data
-def test_rigl_run_writes_model_and_results(tmp_path):
-    result = _train(
-        tmp_path, "--config.train_examples=1024", "--config.epochs=2", "--config.batch_size=64",
-        "--config.sparse.update_every=4", "--config.sparse.sparsity=0.8",
-    )  # fmt: skip
+def test_rigl_single_run_writes_member_and_results(tmp_path):
+    result = _train(tmp_path, *SMALL, "--config.epochs=2", "--config.sparse.sparsity=0.8")
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "results.json") as f:
-        results = json.load(f)["results"]
-    assert results["method"] == "rigl"
+    saved = _results(tmp_path)
+    assert saved["name"] == "rigl" and saved["config"]["sparse"]["sparsity"] == 0.8
+    results = saved["results"]
+    assert results["members"] == 1
     assert results["sparsity"] == pytest.approx(0.8, abs=1e-3)
-    assert 0.1 < results["test_accuracy"] <= 1.0
-    assert "all masked layers" in result.stdout and "rigl" in result.stdout.splitlines()[-1]
+    assert 0.1 < results["accuracy"] <= 1.0 and results["nll"] > 0 and 0 <= results["ece"] <= 1
+    assert "all masked layers" in result.stdout
+    assert result.stdout.splitlines()[-1].split()[:2] == ["rigl", "1"]
 
     import keras
 
     import tf_freetickets as tft
 
-    model = keras.models.load_model(tmp_path / "model.keras")
+    model = keras.models.load_model(tmp_path / "members" / "member_0.keras")
     assert tft.global_sparsity(model) == pytest.approx(results["sparsity"])
     for layer in tft.sparse.masked_layers(model):
         assert np.all(layer.kernel_variable.numpy()[layer.kernel_mask.numpy() == 0] == 0)
+
+
+@needs_data
+@pytest.mark.slow
+def test_edst_config_trains_three_tickets_and_prints_the_table(tmp_path):
+    result = _train(tmp_path, *SMALL, config="configs/fashion_mnist_edst.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    members = sorted(os.listdir(tmp_path / "members"))
+    assert members == ["ticket_0", "ticket_0.keras", "ticket_1", "ticket_1.keras", "ticket_2", "ticket_2.keras"]
+    results = _results(tmp_path)["results"]
+    assert results["members"] == 3 and 0 < results["disagreement"] < 1 and results["kl"] > 0
+    assert results["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    overlap = np.array(results["ticket_mask_overlap"])
+    assert overlap.shape == (3, 3) and np.all(np.diag(overlap) == 1) and np.all(overlap[~np.eye(3, dtype=bool)] < 1)
+    header, row = result.stdout.splitlines()[-2:]
+    assert header.split()[:4] == ["run", "M", "acc", "NLL"]
+    assert row.split()[:2] == ["set-edst", "3"]
+    assert "EDST: ticket 3/3 saved" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -56,10 +78,13 @@ def test_rigl_run_writes_model_and_results(tmp_path):
         ("--config.sparse.drop_fraction=-0.5", "config.sparse.drop_fraction=-0.5 must be in [0, 1]"),
         ("--config.sparse.method=magic", "config.sparse.method='magic' is unknown"),
         ("--config.data_dir=/nonexistent", "not found in /nonexistent"),
+        ("--config.ensemble.kind=edst", "needs a dynamic sparse method"),
+        ("--config.ensemble.kind=bagging", "config.ensemble.kind='bagging' is unknown"),
     ],
 )
 def test_bad_values_give_one_error_line_and_exit_2(tmp_path, override, message):
-    result = _train(tmp_path, override)
+    extra = ["--config.sparse.method=static"] if "kind=edst" in override else []
+    result = _train(tmp_path, override, *extra)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr

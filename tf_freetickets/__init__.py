@@ -11,7 +11,7 @@ Importing the package never imports `tf_keras` or tensorflow-model-optimization,
 so `tf.keras` keeps resolving to whatever it resolved to before.
 """
 
-from tf_freetickets import data, ensembles, models, sparse
+from tf_freetickets import data, ensembles, metrics, models, sparse
 from tf_freetickets.ensembles import EDST, EnsembleModel, train_independent_ensemble
 from tf_freetickets.sparse import (
     SET,
@@ -34,6 +34,7 @@ __all__ = [
     "EnsembleModel",
     "train_independent_ensemble",
     "ensembles",
+    "metrics",
     "SET",
     "SNFS",
     "MaskUpdate",

@@ -1,0 +1,113 @@
+"""Defaults and validation of the ml_collections configs the binaries take.
+
+Config files in configs/ start from `fashion_mnist_defaults()` and change what
+their experiment needs; `validate` turns a bad value into one `ConfigError`
+that names the field, the value and what is allowed.
+"""
+
+import ml_collections
+
+SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs")
+ENSEMBLE_KINDS = ("none", "independent", "edst")
+DATASETS = ("fashion_mnist",)
+MODELS = ("small_cnn",)
+LR_SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A config value outside what the library accepts."""
+
+
+def fashion_mnist_defaults():
+    """A single RigL model at 90% sparsity (ERK) on Fashion-MNIST with the small CNN."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.dataset = "fashion_mnist"
+    config.data_dir = ""  # empty: $TFT_FASHION_MNIST_DIR, then Debian's /usr/share/datasets/fashion-mnist
+    config.train_examples = 0  # 0 = whole training split; fewer for smoke runs
+    config.model = "small_cnn"
+    config.width = 1.0
+    config.epochs = 3
+    config.batch_size = 128
+    config.verbose = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 0.05
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 5e-4  # L2 on kernels
+    config.optimizer.schedule = "cosine"  # EDST sets its own per-phase rates
+
+    config.sparse = ml_collections.ConfigDict()
+    config.sparse.method = "rigl"
+    config.sparse.sparsity = 0.9
+    config.sparse.distribution = "erk"
+    config.sparse.update_every = 100
+    config.sparse.drop_fraction = 0.3
+    config.sparse.end_fraction = 0.75
+    config.sparse.decay = "cosine"
+
+    config.ensemble = ml_collections.ConfigDict()
+    config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst
+    config.ensemble.num_members = 3
+    config.ensemble.exploration_epochs = 1  # EDST t_ex
+    config.ensemble.refinement_epochs = 2  # EDST t_re
+    config.ensemble.large_drop_fraction = 0.8  # EDST q
+    return config
+
+
+def _choice(value, allowed, field):
+    if value not in allowed:
+        raise ConfigError(f"config.{field}={value!r} is unknown; use one of {allowed}.")
+
+
+def _positive_int(value, field, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"config.{field}={value!r} must be an integer >= {minimum}.")
+
+
+def _fraction(value, field, low_open=False):
+    ok = isinstance(value, (int, float)) and (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0)
+    if not ok:
+        raise ConfigError(f"config.{field}={value!r} must be in {'(0' if low_open else '[0'}, 1].")
+
+
+def validate(config):
+    """Raises ConfigError for the first bad field; returns the config otherwise."""
+    from tf_freetickets.sparse.densities import DISTRIBUTIONS, check_sparsity
+    from tf_freetickets.sparse.schedules import DECAYS
+
+    _choice(config.dataset, DATASETS, "dataset")
+    _choice(config.model, MODELS, "model")
+    if not config.width > 0:
+        raise ConfigError(f"config.width={config.width!r} must be positive.")
+    _positive_int(config.epochs, "epochs")
+    _positive_int(config.batch_size, "batch_size")
+    _positive_int(config.train_examples, "train_examples", minimum=0)
+    _choice(config.optimizer.schedule, LR_SCHEDULES, "optimizer.schedule")
+    if not config.optimizer.learning_rate > 0:
+        raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be positive.")
+
+    sparse = config.sparse
+    _choice(sparse.method, SPARSE_METHODS, "sparse.method")
+    try:
+        check_sparsity(sparse.sparsity, "config.sparse.sparsity")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    _choice(sparse.distribution, DISTRIBUTIONS, "sparse.distribution")
+    _fraction(sparse.drop_fraction, "sparse.drop_fraction")
+    _fraction(sparse.end_fraction, "sparse.end_fraction", low_open=True)
+    _choice(sparse.decay, DECAYS, "sparse.decay")
+    _positive_int(sparse.update_every, "sparse.update_every")
+
+    ensemble = config.ensemble
+    _choice(ensemble.kind, ENSEMBLE_KINDS, "ensemble.kind")
+    _positive_int(ensemble.num_members, "ensemble.num_members")
+    if ensemble.kind == "edst":
+        if sparse.method in ("dense", "static"):
+            raise ConfigError(
+                f"config.ensemble.kind='edst' needs a dynamic sparse method (set, rigl, snfs), got {sparse.method!r}."
+            )
+        _positive_int(ensemble.exploration_epochs, "ensemble.exploration_epochs", minimum=0)
+        _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=2)
+        _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
+    return config

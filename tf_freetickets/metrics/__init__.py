@@ -1,0 +1,51 @@
+"""Evaluation metrics of the FreeTickets / CigL / Divide-and-Co-training papers.
+
+- calibration: accuracy, NLL, Brier score, ECE (15 equal-width bins as in FreeTickets, arXiv
+  2106.14568), reliability-diagram bins, and the Keras metrics ExpectedCalibrationError,
+  BrierScore, NegativeLogLikelihood for model.compile(metrics=[...]).
+- uncertainty: predictive entropy, expected entropy, mutual information of an ensemble.
+- diversity: pairwise prediction disagreement and KL divergence between ensemble members.
+- ood: OoD scores (entropy, 1 - max prob) and AUROC / AUPR with OoD as the positive class.
+
+Probabilities are (N, C), labels (N,) integers in [0, C), ensemble members (M, N, C). Inputs may be
+numpy arrays or tensors; scalars come back as Python floats, per-example values and matrices as
+numpy arrays.
+"""
+
+from tf_freetickets.metrics.calibration import (
+    BrierScore,
+    ExpectedCalibrationError,
+    NegativeLogLikelihood,
+    ReliabilityBins,
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_diagram_bins,
+)
+from tf_freetickets.metrics.diversity import mean_disagreement, mean_kl, pairwise_disagreement, pairwise_kl
+from tf_freetickets.metrics.ood import aupr, auroc, ood_detection, ood_scores
+from tf_freetickets.metrics.uncertainty import expected_entropy, mutual_information, predictive_entropy
+
+__all__ = [
+    "BrierScore",
+    "ExpectedCalibrationError",
+    "NegativeLogLikelihood",
+    "ReliabilityBins",
+    "accuracy",
+    "aupr",
+    "auroc",
+    "brier_score",
+    "expected_calibration_error",
+    "expected_entropy",
+    "mean_disagreement",
+    "mean_kl",
+    "mutual_information",
+    "negative_log_likelihood",
+    "ood_detection",
+    "ood_scores",
+    "pairwise_disagreement",
+    "pairwise_kl",
+    "predictive_entropy",
+    "reliability_diagram_bins",
+]

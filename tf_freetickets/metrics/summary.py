@@ -1,0 +1,88 @@
+"""One evaluation of a set of members: the numbers the FreeTickets tables report.
+
+`summarize_members` takes the members' probabilities on a test set (and
+optionally on an out-of-distribution set) and returns the ensemble's accuracy,
+NLL, ECE and Brier score, the members' mean and spread of each, their
+diversity (prediction disagreement, KL) and OoD AUROC/AUPR.
+"""
+
+import numpy as np
+from keras import ops
+
+from tf_freetickets.metrics.calibration import accuracy, brier_score, expected_calibration_error, negative_log_likelihood
+from tf_freetickets.metrics.diversity import mean_disagreement, mean_kl
+from tf_freetickets.metrics.ood import ood_detection
+
+_SCORES = {
+    "accuracy": accuracy,
+    "nll": negative_log_likelihood,
+    "ece": expected_calibration_error,
+    "brier": brier_score,
+}
+
+
+def member_probabilities(members, x, from_logits=True, batch_size=512):
+    """Stacks the members' probabilities on `x` (array or batched dataset of x), shape (M, N, C)."""
+    stacked = []
+    for member in members:
+        out = member.predict(x, batch_size=batch_size, verbose=0)
+        stacked.append(ops.convert_to_numpy(ops.softmax(out, axis=-1)) if from_logits else np.asarray(out))
+    return np.stack(stacked)
+
+
+def summarize_members(member_probs, labels, ood_member_probs=None):
+    """Metrics of the mean-probability ensemble, of its members and their diversity.
+
+    Args:
+      member_probs: (M, N, C) probabilities of M members on N test examples.
+      labels: (N,) integer labels.
+      ood_member_probs: optional (M, N_ood, C) probabilities on OoD inputs.
+
+    Returns:
+      dict with "members" (M), ensemble metrics ("accuracy", "nll", "ece",
+      "brier"), members' "member_<metric>_mean"/"_std", and with M > 1
+      "disagreement" and "kl"; with OoD data "ood_auroc" and "ood_aupr"
+      (predictive entropy as the score).
+    """
+    member_probs = np.asarray(member_probs, dtype=np.float64)
+    if member_probs.ndim != 3:
+        raise ValueError(f"member_probs must have shape (M, N, C), got {member_probs.shape}.")
+    mean = member_probs.mean(axis=0)
+    result = {"members": int(member_probs.shape[0])}
+    for name, score in _SCORES.items():
+        result[name] = float(score(mean, labels))
+        per_member = [float(score(p, labels)) for p in member_probs]
+        result[f"member_{name}_mean"] = float(np.mean(per_member))
+        result[f"member_{name}_std"] = float(np.std(per_member))
+    if member_probs.shape[0] > 1:
+        result["disagreement"] = float(mean_disagreement(member_probs))
+        result["kl"] = float(mean_kl(member_probs))
+    if ood_member_probs is not None:
+        ood = ood_detection(mean, np.asarray(ood_member_probs, dtype=np.float64).mean(axis=0), score="entropy")
+        result["ood_auroc"], result["ood_aupr"] = float(ood["auroc"]), float(ood["aupr"])
+    return result
+
+
+_COLUMNS = [
+    ("accuracy", "acc", "{:.4f}"),
+    ("nll", "NLL", "{:.4f}"),
+    ("ece", "ECE", "{:.4f}"),
+    ("brier", "Brier", "{:.4f}"),
+    ("disagreement", "disagr", "{:.4f}"),
+    ("kl", "KL", "{:.4f}"),
+    ("ood_auroc", "OoD AUROC", "{:.4f}"),
+]
+
+
+def format_table(rows):
+    """Renders {run name: summarize_members(...) dict} as an aligned text table.
+
+    Columns absent from every row are left out; a missing cell prints "-".
+    """
+    columns = [c for c in _COLUMNS if any(c[0] in row for row in rows.values())]
+    width = max([len("run")] + [len(name) for name in rows])
+    lines = [f"{'run':<{width}}  {'M':>2}  " + "  ".join(f"{title:>9}" for _, title, _ in columns)]
+    for name, row in rows.items():
+        cells = [fmt.format(row[key]) if key in row else "-" for key, _, fmt in columns]
+        lines.append(f"{name:<{width}}  {row.get('members', 1):>2}  " + "  ".join(f"{cell:>9}" for cell in cells))
+    return "\n".join(lines)
