@@ -12,10 +12,11 @@ so `tf.keras` keeps resolving to whatever it resolved to before.
 """
 
 from tf_freetickets import data, ensembles, metrics, models, sparse
-from tf_freetickets.ensembles import EDST, EnsembleModel, train_independent_ensemble
+from tf_freetickets.ensembles import EDST, EnsembleModel, WeightAveraging, train_independent_ensemble
 from tf_freetickets.sparse import (
     SET,
     SNFS,
+    CigL,
     MaskUpdate,
     MaskUpdater,
     RigL,
@@ -30,8 +31,10 @@ from tf_freetickets.sparse import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CigL",
     "EDST",
     "EnsembleModel",
+    "WeightAveraging",
     "train_independent_ensemble",
     "ensembles",
     "metrics",

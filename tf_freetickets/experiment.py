@@ -11,12 +11,12 @@ import keras
 import numpy as np
 
 from tf_freetickets import data, models
-from tf_freetickets.ensembles import EDST, EnsembleModel, train_independent_ensemble
+from tf_freetickets.ensembles import EDST, EnsembleModel, WeightAveraging, train_independent_ensemble
 from tf_freetickets.experiment_config import validate
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
-from tf_freetickets.sparse import SET, SNFS, MaskUpdate, RigL, Static, global_sparsity, sparsify, sparsity_table
+from tf_freetickets.sparse import SET, SNFS, CigL, MaskUpdate, RigL, Static, global_sparsity, sparsify, sparsity_table
 
-_UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS}
+_UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
 
 
 def make_updater(sparse, seed):
@@ -25,12 +25,14 @@ def make_updater(sparse, seed):
         return None
     if sparse.method == "static":
         return Static()
+    extra = {"random_drop_rate": float(sparse.random_drop_rate)} if sparse.method == "cigl" else {}
     return _UPDATERS[sparse.method](
         update_every=int(sparse.update_every),
         drop_fraction=float(sparse.drop_fraction),
         end_fraction=float(sparse.end_fraction),
         decay=sparse.decay,
         seed=seed,
+        **extra,
     )
 
 
@@ -94,7 +96,10 @@ def train_members(config, workdir, train_ds, steps_per_epoch):
 
     def make_callbacks(seed):
         updater = make_updater(config.sparse, seed)
-        return [MaskUpdate(updater, gradient_data=train_ds)] if updater else []
+        callbacks = [MaskUpdate(updater, gradient_data=train_ds)] if updater else []
+        if config.weight_averaging.enabled:
+            callbacks.append(WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=train_ds))
+        return callbacks
 
     num_members = config.ensemble.num_members if kind == "independent" else 1
     seeds = [config.seed + i for i in range(num_members)]

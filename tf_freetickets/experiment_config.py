@@ -7,7 +7,7 @@ that names the field, the value and what is allowed.
 
 import ml_collections
 
-SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs")
+SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl")
 ENSEMBLE_KINDS = ("none", "independent", "edst")
 DATASETS = ("fashion_mnist",)
 MODELS = ("small_cnn",)
@@ -45,6 +45,11 @@ def fashion_mnist_defaults():
     config.sparse.drop_fraction = 0.3
     config.sparse.end_fraction = 0.75
     config.sparse.decay = "cosine"
+    config.sparse.random_drop_rate = 0.01  # CigL's random mask (1/dpnum)
+
+    config.weight_averaging = ml_collections.ConfigDict()
+    config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
+    config.weight_averaging.start_fraction = 0.8
 
     config.ensemble = ml_collections.ConfigDict()
     config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst
@@ -98,6 +103,10 @@ def validate(config):
     _fraction(sparse.end_fraction, "sparse.end_fraction", low_open=True)
     _choice(sparse.decay, DECAYS, "sparse.decay")
     _positive_int(sparse.update_every, "sparse.update_every")
+    if not 0.0 <= sparse.random_drop_rate < 1.0:
+        raise ConfigError(f"config.sparse.random_drop_rate={sparse.random_drop_rate!r} must be in [0, 1).")
+    if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
+        raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
 
     ensemble = config.ensemble
     _choice(ensemble.kind, ENSEMBLE_KINDS, "ensemble.kind")

@@ -1,6 +1,7 @@
 """Dynamic sparse training core: masked layers, densities, updaters, callback."""
 
 from tf_freetickets.sparse.callback import MaskUpdate
+from tf_freetickets.sparse.cigl import CigL, random_keep_mask
 from tf_freetickets.sparse.densities import active_count, layer_densities
 from tf_freetickets.sparse.layers import (
     MaskedKernelMixin,
@@ -16,6 +17,8 @@ from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
 from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
 
 __all__ = [
+    "CigL",
+    "random_keep_mask",
     "SET",
     "SNFS",
     "LayerSparsity",

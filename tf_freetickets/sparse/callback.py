@@ -47,6 +47,9 @@ class MaskUpdate(keras.callbacks.Callback):
         total = steps * epochs if steps and epochs else None
         self.updater.schedule = self.updater.schedule.resolved(total)
         self.engine = MaskEngine(self.model, self.updater, self.gradient_data, self.gradient_batch_size)
+        if self.updater.attach(self.model):
+            # `fit` has built its train function already; retrace it with the change.
+            self.model.make_train_function(force=True)
         # One host read here; later steps are counted without device syncs.
         self._step = int(self.model.optimizer.iterations.numpy())
         self._epoch_changes = 0
@@ -72,6 +75,10 @@ class MaskUpdate(keras.callbacks.Callback):
             logs["mask_changes"] = changed
         if self.verbose:
             print(f"\nMask update at step {due[-1]}: drop fraction {result['drop_fraction']:.4f}, {changed} weights regrown")
+
+    def on_train_end(self, logs=None):
+        if self.updater.detach(self.model):
+            self.model.train_function = None  # the next fit retraces without it
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:

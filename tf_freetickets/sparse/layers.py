@@ -17,6 +17,7 @@ import contextlib
 
 import keras
 from keras import ops
+from keras.src.backend.common import global_state  # the call context holds `training`
 
 MASK_NAME = "kernel_mask"
 _SERIAL_PACKAGE = "tf_freetickets"
@@ -32,6 +33,9 @@ class MaskedKernelMixin:
 
     # Read while tracing: False inside `unmasked_kernels`.
     _apply_kernel_mask = True
+    # Optional fn(layer, masked_kernel) -> kernel applied only in training calls
+    # (CigL's random mask); set and cleared by the updater that owns it.
+    training_kernel_transform = None
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -50,7 +54,10 @@ class MaskedKernelMixin:
         kernel = self._unmasked_kernel()
         if not self._apply_kernel_mask or getattr(self, "kernel_mask", None) is None:
             return kernel
-        return kernel * ops.cast(self.kernel_mask, kernel.dtype)
+        kernel = kernel * ops.cast(self.kernel_mask, kernel.dtype)
+        if self.training_kernel_transform is not None and _in_training_call():
+            kernel = self.training_kernel_transform(self, kernel)
+        return kernel
 
     @kernel.setter
     def kernel(self, value):
@@ -90,6 +97,12 @@ class MaskedKernelMixin:
         super().load_own_variables(store)
         if MASK_NAME in list(store.keys()):
             self.kernel_mask.assign(store[MASK_NAME])
+
+
+def _in_training_call():
+    """True while Keras runs a layer call with training=True (read at trace time)."""
+    context = global_state.get_global_attribute("current_call_ctx")
+    return context is not None and context.get_value("training") is True
 
 
 _MASKED_CLASSES = {}

@@ -59,6 +59,18 @@ class MaskUpdater:
     def updates_masks(self):
         return True
 
+    def attach(self, model):
+        """Called when training starts; returns True if it changed the forward pass.
+
+        Updaters that alter training-time computation (CigL's random mask)
+        install it here; `MaskUpdate` then rebuilds the train function.
+        """
+        return False
+
+    def detach(self, model):
+        """Called when training ends; undoes `attach`. Returns True if it did anything."""
+        return False
+
     def drop_scores(self, weight):
         """Higher = kept: the weight magnitude (all methods here)."""
         return ops.abs(weight)
