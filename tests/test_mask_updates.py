@@ -225,3 +225,21 @@ def test_sparsity_and_mask_changes_reach_tensorboard(tmp_path):
                     scalars[value.tag] = float(tf.make_ndarray(value.tensor))
     assert scalars["epoch_sparsity"] == pytest.approx(tft.global_sparsity(model))
     assert scalars["epoch_mask_changes"] == sum(sum(c) for _, _, c in update.history) > 0
+
+
+@pytest.mark.parametrize("optimizer_cls", [keras.optimizers.Adam, keras.optimizers.RMSprop])
+def test_slots_of_same_named_layers_in_two_members_are_kept_apart(optimizer_cls):
+    def member(name):
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(2, name="fc")(inputs), name=name)
+
+    a, b = member("a"), member("b")
+    assert a.layers[1].kernel.path == b.layers[1].kernel.path  # same path: names alone cannot tell them apart
+    optimizer = optimizer_cls(momentum=0.5) if optimizer_cls is keras.optimizers.RMSprop else optimizer_cls()
+    optimizer.build(a.trainable_variables + b.trainable_variables)
+    slots_a = slots_for(optimizer, a.layers[1].kernel)
+    slots_b = slots_for(optimizer, b.layers[1].kernel)
+    assert len(slots_a) == len(slots_b) == 2
+    assert not {id(s) for s in slots_a} & {id(s) for s in slots_b}
+    index = optimizer._get_variable_index(b.layers[1].kernel)
+    assert any(s is optimizer._velocities[index] for s in slots_b)

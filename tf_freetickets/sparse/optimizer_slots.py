@@ -1,29 +1,38 @@
 """Find the per-weight optimizer state (momentum, Adam moments, ...) of a variable."""
 
+import keras
+
 
 def slots_for(optimizer, variable):
     """Optimizer variables that hold per-element state of `variable`.
 
-    Keras 3 optimizers name every such variable
-    `<variable.path with '/' -> '_'>_<slot name>` (`add_variable_from_reference`)
-    and give it the variable's shape; both are checked. Covers SGD momentum,
-    Adam/AdamW/Nadam moments, RMSprop, Adagrad accumulators, gradient
-    accumulators and EMA copies.
+    Keras 3 optimizers keep each kind of state as a list aligned with their
+    trainable variables (`momentums`, `_velocities`, EMA copies, gradient
+    accumulators, ...). Every such list contributes its entry at `variable`'s
+    index when that entry has `variable`'s shape. Looking up by index, not by
+    name, keeps two layers with the same name (members of one ensemble model)
+    apart.
 
     Args:
-      optimizer: a built `keras.optimizers.Optimizer` (None gives []).
+      optimizer: a `keras.optimizers.Optimizer` (None, or not yet built, gives []).
       variable: a model variable, e.g. a masked layer's kernel.
 
     Returns:
       list of optimizer variables, possibly empty (plain SGD has none).
     """
-    if optimizer is None:
+    if optimizer is None or not getattr(optimizer, "built", False):
         return []
-    prefix = variable.path.replace("/", "_") + "_"
+    trainable = optimizer._trainable_variables
+    try:
+        index = optimizer._get_variable_index(variable)
+    except KeyError:
+        return []
     shape = tuple(variable.shape)
-    found = []
-    for slot in optimizer.variables:
-        name = getattr(slot, "path", slot.name).split("/")[-1]
-        if name.startswith(prefix) and tuple(slot.shape) == shape:
-            found.append(slot)
-    return found
+    found = {}
+    for value in vars(optimizer).values():
+        if value is trainable or not isinstance(value, (list, tuple)) or len(value) != len(trainable):
+            continue
+        slot = value[index]
+        if isinstance(slot, keras.Variable) and slot is not variable and tuple(slot.shape) == shape:
+            found[id(slot)] = slot
+    return list(found.values())
