@@ -12,7 +12,7 @@ so `tf.keras` keeps resolving to whatever it resolved to before.
 """
 
 from tf_freetickets import data, ensembles, metrics, models, sparse
-from tf_freetickets.ensembles import EDST, EnsembleModel, WeightAveraging, train_independent_ensemble
+from tf_freetickets.ensembles import EDST, CoTrainingModel, EnsembleModel, WeightAveraging, train_independent_ensemble
 from tf_freetickets.sparse import (
     SET,
     SNFS,
@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CigL",
     "EDST",
+    "CoTrainingModel",
     "EnsembleModel",
     "WeightAveraging",
     "train_independent_ensemble",

@@ -11,7 +11,14 @@ import keras
 import numpy as np
 
 from tf_freetickets import data, models
-from tf_freetickets.ensembles import EDST, EnsembleModel, WeightAveraging, train_independent_ensemble
+from tf_freetickets.ensembles import (
+    EDST,
+    CoTrainingModel,
+    EnsembleModel,
+    WeightAveraging,
+    build_divided_members,
+    train_independent_ensemble,
+)
 from tf_freetickets.experiment_config import validate
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.sparse import SET, SNFS, CigL, MaskUpdate, RigL, Static, global_sparsity, sparsify, sparsity_table
@@ -42,19 +49,48 @@ def _learning_rate(config, total_steps):
     return keras.optimizers.schedules.CosineDecay(config.optimizer.learning_rate, total_steps)
 
 
+def _optimizer(config, total_steps):
+    return keras.optimizers.SGD(_learning_rate(config, total_steps), momentum=config.optimizer.momentum)
+
+
 def _model_factory(config, total_steps):
     def make_model(seed):
         model = models.small_cnn(width=config.width, weight_decay=config.optimizer.weight_decay)
         if config.sparse.method != "dense":
             model = sparsify(model, config.sparse.sparsity, config.sparse.distribution, seed=seed)
         model.compile(
-            keras.optimizers.SGD(_learning_rate(config, total_steps), momentum=config.optimizer.momentum),
+            _optimizer(config, total_steps),
             keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
         )
         return model
 
     return make_model
+
+
+def _train_dnc(config, members_dir, train_ds, epochs, steps_per_epoch, callbacks):
+    """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
+    keras.utils.set_random_seed(config.seed)
+    members = build_divided_members(
+        models.small_cnn, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay
+    )
+    if config.sparse.method != "dense":
+        members = [
+            sparsify(m, config.sparse.sparsity, config.sparse.distribution, seed=config.seed + i) for i, m in enumerate(members)
+        ]
+    model = CoTrainingModel(
+        members,
+        cotraining_weight=config.ensemble.cotraining_weight,
+        warmup_steps=config.ensemble.cotraining_warmup_epochs * steps_per_epoch,
+    )
+    model.compile(_optimizer(config, epochs * steps_per_epoch), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    print(f"Divide-and-Co-training: {len(members)} members of {members[0].count_params()} parameters", flush=True)
+    model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=config.verbose, shuffle=False)
+    os.makedirs(members_dir, exist_ok=True)
+    for index, member in enumerate(model.members):
+        member.save(os.path.join(members_dir, f"member_{index}.keras"))
+    model.export(os.path.join(members_dir, "..", "ensemble"))
+    return model.members
 
 
 def fit_epochs(config):
@@ -94,6 +130,11 @@ def train_members(config, workdir, train_ds, steps_per_epoch):
         print(np.array2string(overlaps, precision=4))
         return EnsembleModel.from_saved_models(members_dir).members, {"ticket_mask_overlap": overlaps.tolist()}
 
+    if kind == "dnc":
+        updater = make_updater(config.sparse, config.seed)
+        callbacks = [MaskUpdate(updater, gradient_data=train_ds)] if updater else []
+        return _train_dnc(config, members_dir, train_ds, epochs, steps_per_epoch, callbacks), {}
+
     def make_callbacks(seed):
         updater = make_updater(config.sparse, seed)
         callbacks = [MaskUpdate(updater, gradient_data=train_ds)] if updater else []
@@ -123,7 +164,9 @@ def run(config, workdir):
     x_test, y_test = data.load_fashion_mnist("test", config.data_dir or None)
     if config.train_examples:
         x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
-    train_ds = data.train_dataset(x_train, y_train, config.batch_size, seed=config.seed)
+    # Co-training augments inside the model, a different view per member.
+    augment = config.ensemble.kind != "dnc"
+    train_ds = data.train_dataset(x_train, y_train, config.batch_size, seed=config.seed, augment=augment)
     test_ds = data.eval_dataset(x_test, y_test)
 
     members, extra = train_members(config, workdir, train_ds, len(x_train) // config.batch_size)

@@ -8,7 +8,7 @@ that names the field, the value and what is allowed.
 import ml_collections
 
 SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl")
-ENSEMBLE_KINDS = ("none", "independent", "edst")
+ENSEMBLE_KINDS = ("none", "independent", "edst", "dnc")
 DATASETS = ("fashion_mnist",)
 MODELS = ("small_cnn",)
 LR_SCHEDULES = ("cosine", "constant")
@@ -52,11 +52,13 @@ def fashion_mnist_defaults():
     config.weight_averaging.start_fraction = 0.8
 
     config.ensemble = ml_collections.ConfigDict()
-    config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst
+    config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst | dnc (Divide-and-Co-training)
     config.ensemble.num_members = 3
     config.ensemble.exploration_epochs = 1  # EDST t_ex
     config.ensemble.refinement_epochs = 2  # EDST t_re
     config.ensemble.large_drop_fraction = 0.8  # EDST q
+    config.ensemble.cotraining_weight = 0.5  # DNC: weight of the JS co-training term
+    config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
     return config
 
 
@@ -111,6 +113,8 @@ def validate(config):
     ensemble = config.ensemble
     _choice(ensemble.kind, ENSEMBLE_KINDS, "ensemble.kind")
     _positive_int(ensemble.num_members, "ensemble.num_members")
+    if ensemble.kind == "dnc" and ensemble.cotraining_weight < 0:
+        raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
     if ensemble.kind == "edst":
         if sparse.method in ("dense", "static"):
             raise ConfigError(

@@ -60,34 +60,51 @@ class EnsembleModel(keras.Model):
       from_logits: members output logits (True, the library's models) or
         probabilities (False).
       name: model name.
+      member_labels: names for the members in error messages (file paths).
+      member_devices: optional device per member (e.g. ["/GPU:0", "/GPU:1"]) to
+        run members side by side, as Divide-and-Co-training's multi-GPU test.
 
     Raises:
       ValueError: no members, or a member whose spec differs (named).
     """
 
-    def __init__(self, members, from_logits=True, name="ensemble", member_labels=None, **kwargs):
+    def __init__(self, members, from_logits=True, name="ensemble", member_labels=None, member_devices=None, **kwargs):
         super().__init__(name=name, **kwargs)
         members = list(members)
         spec = check_members_agree(members, member_labels)
+        if member_devices is not None and len(member_devices) != len(members):
+            raise ValueError(f"Got {len(member_devices)} member_devices for {len(members)} members.")
         self.members = members
+        self.member_devices = list(member_devices) if member_devices else None
         self.from_logits = from_logits
         self.input_shape_per_example, self.member_input_dtype, self.output_shape_per_example = spec
-        self.build((None, *self.input_shape_per_example))
+        # Members are built; marking the ensemble built directly (not via build())
+        # leaves its state unlocked for subclasses to add layers and metrics.
+        self.built = True
 
     @property
     def num_members(self):
         return len(self.members)
 
-    def build(self, input_shape):
-        self.built = True
+    def _probabilities(self, index, x, training):
+        member = self.members[index]
+        if self.member_devices:
+            import tensorflow as tf
 
-    def _probabilities(self, member, x, training):
-        out = member(x, training=training)
+            with tf.device(self.member_devices[index]):
+                out = member(x, training=training)
+        else:
+            out = member(x, training=training)
         return ops.softmax(out, axis=-1) if self.from_logits else out
 
     def member_probabilities(self, x, training=False):
-        """Probabilities of every member, shape (M, N, C)."""
-        return ops.stack([self._probabilities(m, x, training) for m in self.members], axis=0)
+        """Probabilities of every member, shape (M, N, C).
+
+        In a compiled call (predict, evaluate, the exported `serve`) the members'
+        subgraphs share no data, so TensorFlow's executor runs them concurrently
+        on its inter-op threads; `member_devices` also puts each on its own device.
+        """
+        return ops.stack([self._probabilities(i, x, training) for i in range(len(self.members))], axis=0)
 
     def call(self, x, training=False):
         return ops.mean(self.member_probabilities(x, training), axis=0)

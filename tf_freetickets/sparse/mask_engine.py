@@ -68,8 +68,12 @@ class MaskEngine:
         x, y, sample_weight = (tuple(batch) + (None,))[:3]
         kernels = [layer.kernel_variable for layer in self.layers]
         with tf.GradientTape() as tape:
-            y_pred = self.model(x, training=True)
-            loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
+            if hasattr(self.model, "sparse_training_loss"):
+                # Models with their own training loss (co-training) say what it is.
+                loss = self.model.sparse_training_loss(x, y, sample_weight)
+            else:
+                y_pred = self.model(x, training=True)
+                loss = self.model.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True)
         return tape.gradient(loss, kernels)
 
     def _build_gradient_fn(self):
