@@ -28,6 +28,7 @@ import functools
 import tensorflow as tf
 
 from tf_freetickets.sparse import layers as masking
+from tf_freetickets.sparse.stateless_random import stateless_uniform
 from tf_freetickets.sparse.updaters import RigL
 
 
@@ -44,8 +45,8 @@ def random_keep_mask(shape, seed, layer_index, step, drop_rate):
     Returns:
       float32 tensor of `shape`.
     """
-    key = tf.stack([tf.constant(seed * 1_000_003 + layer_index, tf.int64), tf.cast(step, tf.int64)])
-    keep = tf.random.stateless_uniform(shape, seed=key) >= drop_rate
+    # Stream offset 1 << 16 keeps the random mask apart from SET-style growth draws.
+    keep = stateless_uniform(shape, seed, (1 << 16) + layer_index, step) >= drop_rate
     return tf.cast(keep, tf.float32) / (1.0 - drop_rate)
 
 
@@ -75,8 +76,6 @@ class CigL(RigL):
         if not 0.0 <= random_drop_rate < 1.0:
             raise ValueError(f"random_drop_rate must be in [0, 1), got {random_drop_rate!r}.")
         self.random_drop_rate = random_drop_rate
-        if self.seed is None:
-            self.seed = int(tf.random.uniform((), maxval=2**31 - 1, dtype=tf.int64).numpy())
 
     def attach(self, model):
         """Installs the random mask on the masked layers of `model`."""

@@ -49,8 +49,6 @@ class MaskEngine:
         if not self.layers:
             raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
         self.strategy = model.distribute_strategy
-        with self.strategy.scope():
-            updater.build()
         self._iterator = None
         if updater.uses_gradients:
             if gradient_data is None:
@@ -111,9 +109,9 @@ class MaskEngine:
         slots = [optimizer_slots.slots_for(self.model.optimizer, layer.kernel_variable) for layer in self.layers]
 
         @tf.function
-        def apply(drop_fraction, gradients):
+        def apply(drop_fraction, step, gradients):
             changed = []
-            for layer, layer_slots, gradient in zip(self.layers, slots, gradients):
+            for index, (layer, layer_slots, gradient) in enumerate(zip(self.layers, slots, gradients)):
                 kernel = layer.kernel_variable
                 mask = layer.kernel_mask
                 # Snapshot values: a Keras variable converts lazily, and would
@@ -124,7 +122,7 @@ class MaskEngine:
                 new_mask, _ = drop_and_grow(
                     old_mask,
                     self.updater.drop_scores(weights),
-                    self.updater.grow_scores(weights, gradient),
+                    self.updater.grow_scores(weights, gradient, index, step),
                     num_drop,
                 )
                 # Dropped weights and new connections, with their slots, are zero;
@@ -163,5 +161,5 @@ class MaskEngine:
         if self._apply_fn is None:
             self._apply_fn = self._build_apply_fn()
         with self.strategy.scope():
-            changed = self._apply_fn(tf.constant(drop_fraction, tf.float32), gradients)
+            changed = self._apply_fn(tf.constant(drop_fraction, tf.float32), tf.constant(step, tf.int64), gradients)
         return {"drop_fraction": drop_fraction, "changed": [int(c) for c in changed]}

@@ -6,10 +6,10 @@ the score that picks the weights to grow. Applying the update to a model (the
 compiled step, optimizer slots, `tf.distribute`) is `MaskEngine`'s job.
 """
 
-import keras
 from keras import ops
 
 from tf_freetickets.sparse.schedules import UpdateSchedule
+from tf_freetickets.sparse.stateless_random import fresh_seed, stateless_uniform
 
 
 class MaskUpdater:
@@ -23,7 +23,7 @@ class MaskUpdater:
       end_step: absolute last update step (overrides `end_fraction`).
       begin_step: first step an update may happen.
       decay: drop-fraction decay, "cosine" (RigL) or "constant".
-      seed: int seed for random growth; None draws one.
+      seed: int seed for random growth (and CigL's random mask); None draws one.
     """
 
     #: Whether growth needs dense gradients (then `MaskUpdate` needs data).
@@ -49,11 +49,7 @@ class MaskUpdater:
             begin_step=begin_step,
             decay=decay,
         )
-        self.seed = seed
-
-    def build(self):
-        """Creates the updater's variables (call inside the strategy scope)."""
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        self.seed = fresh_seed() if seed is None else int(seed)
 
     @property
     def updates_masks(self):
@@ -75,8 +71,15 @@ class MaskUpdater:
         """Higher = kept: the weight magnitude (all methods here)."""
         return ops.abs(weight)
 
-    def grow_scores(self, weight, gradient):
-        """Higher = grown first; `gradient` is None unless `uses_gradients`."""
+    def grow_scores(self, weight, gradient, layer_index, step):
+        """Higher = grown first.
+
+        Args:
+          weight: the layer's kernel.
+          gradient: its growth signal (None unless `uses_gradients`).
+          layer_index: the layer's position among the masked layers.
+          step: int scalar tensor, the optimizer step of the update.
+        """
         raise NotImplementedError
 
     def accumulate_gradient(self, accumulated, gradient):
@@ -99,12 +102,12 @@ class SET(MaskUpdater):
     """Sparse Evolutionary Training (Mocanu et al. 2018): grow at random.
 
     Drops the smallest magnitudes and grows uniformly at random among the
-    positions not kept, drawn from a `keras.random.SeedGenerator` whose state is
-    a variable, so every replica and a resumed run draw the same positions.
+    positions not kept. The random scores are a pure function of (seed, layer,
+    step), so every replica and a resumed run draw the same positions.
     """
 
-    def grow_scores(self, weight, gradient):
-        return keras.random.uniform(ops.shape(weight), seed=self.seed_generator)
+    def grow_scores(self, weight, gradient, layer_index, step):
+        return stateless_uniform(ops.shape(weight), self.seed, layer_index, step)
 
 
 class RigL(MaskUpdater):
@@ -123,7 +126,7 @@ class RigL(MaskUpdater):
             raise ValueError(f"gradient_batches must be >= 1, got {gradient_batches!r}.")
         self.gradient_batches = gradient_batches
 
-    def grow_scores(self, weight, gradient):
+    def grow_scores(self, weight, gradient, layer_index, step):
         return ops.abs(gradient)
 
     def accumulate_gradient(self, accumulated, gradient):
@@ -153,7 +156,7 @@ class SNFS(MaskUpdater):
         self.gradient_batches = gradient_batches
         self.momentum = momentum
 
-    def grow_scores(self, weight, gradient):
+    def grow_scores(self, weight, gradient, layer_index, step):
         return ops.abs(gradient)
 
     def accumulate_gradient(self, accumulated, gradient):
