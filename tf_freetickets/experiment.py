@@ -1,16 +1,22 @@
-"""Runs one experiment from a config: a single model, an independent-run ensemble or EDST.
+"""Runs one experiment from a config: a single model, an independent-run ensemble, EDST or DNC.
 
 The training binary (`python -m tf_freetickets.train`) is a thin absl shell
-around `run`; tests and tools call `run` directly.
+around `run`; tests and tools call `run` directly. Every training is
+resumable: rerunning the same command on the same workdir continues from the
+last epoch checkpoint (WORKDIR/checkpoints/) and ends with the same result.
 """
 
+import contextlib
+import dataclasses
 import json
 import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_freetickets import data, models
+from tf_freetickets.checkpointing import EpochCheckpoint, restore_latest
 from tf_freetickets.ensembles import (
     EDST,
     CoTrainingModel,
@@ -24,6 +30,8 @@ from tf_freetickets.metrics.summary import format_table, member_probabilities, s
 from tf_freetickets.sparse import SET, SNFS, CigL, MaskUpdate, RigL, Static, global_sparsity, sparsify, sparsity_table
 
 _UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
+# Dense-gradient batches come from their own stream, apart from the training order.
+_GRADIENT_SEED_OFFSET = 7919
 
 
 def make_updater(sparse, seed):
@@ -43,56 +51,6 @@ def make_updater(sparse, seed):
     )
 
 
-def _learning_rate(config, total_steps):
-    if config.ensemble.kind == "edst" or config.optimizer.schedule == "constant":
-        return config.optimizer.learning_rate
-    return keras.optimizers.schedules.CosineDecay(config.optimizer.learning_rate, total_steps)
-
-
-def _optimizer(config, total_steps):
-    return keras.optimizers.SGD(_learning_rate(config, total_steps), momentum=config.optimizer.momentum)
-
-
-def _model_factory(config, total_steps):
-    def make_model(seed):
-        model = models.small_cnn(width=config.width, weight_decay=config.optimizer.weight_decay)
-        if config.sparse.method != "dense":
-            model = sparsify(model, config.sparse.sparsity, config.sparse.distribution, seed=seed)
-        model.compile(
-            _optimizer(config, total_steps),
-            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-        )
-        return model
-
-    return make_model
-
-
-def _train_dnc(config, members_dir, train_ds, epochs, steps_per_epoch, callbacks):
-    """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
-    keras.utils.set_random_seed(config.seed)
-    members = build_divided_members(
-        models.small_cnn, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay
-    )
-    if config.sparse.method != "dense":
-        members = [
-            sparsify(m, config.sparse.sparsity, config.sparse.distribution, seed=config.seed + i) for i, m in enumerate(members)
-        ]
-    model = CoTrainingModel(
-        members,
-        cotraining_weight=config.ensemble.cotraining_weight,
-        warmup_steps=config.ensemble.cotraining_warmup_epochs * steps_per_epoch,
-    )
-    model.compile(_optimizer(config, epochs * steps_per_epoch), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    print(f"Divide-and-Co-training: {len(members)} members of {members[0].count_params()} parameters", flush=True)
-    model.fit(train_ds, epochs=epochs, callbacks=callbacks, verbose=config.verbose, shuffle=False)
-    os.makedirs(members_dir, exist_ok=True)
-    for index, member in enumerate(model.members):
-        member.save(os.path.join(members_dir, f"member_{index}.keras"))
-    model.export(os.path.join(members_dir, "..", "ensemble"))
-    return model.members
-
-
 def fit_epochs(config):
     """Epochs `fit` runs: EDST's t_ex + M * t_re, else config.epochs."""
     ensemble = config.ensemble
@@ -101,83 +59,177 @@ def fit_epochs(config):
     return config.epochs
 
 
-def train_members(config, workdir, train_ds, steps_per_epoch):
-    """Trains what `config.ensemble.kind` asks for.
+@dataclasses.dataclass
+class _Run:
+    """What every training path of one experiment shares."""
 
-    Returns:
-      (members, extra): the member models and a dict of run facts for the
-      results (EDST: the tickets' pairwise mask overlap).
-    """
-    epochs = fit_epochs(config)
-    make_model = _model_factory(config, epochs * steps_per_epoch)
-    members_dir = os.path.join(workdir, "members")
-    kind = config.ensemble.kind
-    if kind == "edst":
-        keras.utils.set_random_seed(config.seed)
-        model = make_model(config.seed)
-        edst = EDST(
-            make_updater(config.sparse, config.seed),
-            num_tickets=config.ensemble.num_members,
-            exploration_epochs=config.ensemble.exploration_epochs,
-            refinement_epochs=config.ensemble.refinement_epochs,
-            large_drop_fraction=config.ensemble.large_drop_fraction,
-            export_dir=members_dir,
-            gradient_data=train_ds,
+    config: object
+    workdir: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    strategy: object
+
+    @property
+    def epochs(self):
+        return fit_epochs(self.config)
+
+    @property
+    def steps_per_epoch(self):
+        return data.steps_per_epoch(len(self.x_train), self.config.batch_size)
+
+    @property
+    def members_dir(self):
+        return os.path.join(self.workdir, "members")
+
+    def stream(self, seed, start_epoch):
+        # Co-training augments inside the model, a different view per member.
+        augment = self.config.ensemble.kind != "dnc"
+        return data.train_dataset(
+            self.x_train, self.y_train, self.config.batch_size, seed=seed, augment=augment,
+            start_epoch=start_epoch, num_epochs=self.epochs,
+        )  # fmt: skip
+
+    def gradient_stream(self, seed):
+        return data.train_dataset(self.x_train, self.y_train, self.config.batch_size, seed=seed + _GRADIENT_SEED_OFFSET)
+
+    def scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def optimizer(self):
+        config = self.config
+        learning_rate = config.optimizer.learning_rate
+        if config.ensemble.kind != "edst" and config.optimizer.schedule == "cosine":
+            learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, self.epochs * self.steps_per_epoch)
+        return keras.optimizers.SGD(learning_rate, momentum=config.optimizer.momentum)
+
+    def make_model(self, seed):
+        config = self.config
+        model = models.small_cnn(width=config.width, weight_decay=config.optimizer.weight_decay)
+        if config.sparse.method != "dense":
+            model = sparsify(model, config.sparse.sparsity, config.sparse.distribution, seed=seed)
+        model.compile(self.optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    def fit(self, model, seed, callbacks, checkpoint_name):
+        """`model.fit` from the last checkpoint of this run (or from scratch)."""
+        stateful = [c for c in callbacks if hasattr(c, "get_state")]
+        directory = os.path.join(self.workdir, "checkpoints", checkpoint_name)
+        initial_epoch = restore_latest(model, directory, stateful)
+        if initial_epoch:
+            print(f"Resuming {checkpoint_name} after epoch {initial_epoch} from {directory}", flush=True)
+        # Called even when every epoch is done, so that end-of-training callbacks run.
+        model.fit(
+            self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
+            steps_per_epoch=self.steps_per_epoch, callbacks=[*callbacks, EpochCheckpoint(directory, stateful)],
+            verbose=self.config.verbose,
+        )  # fmt: skip
+
+
+def _train_edst(run):
+    config = run.config
+    keras.utils.set_random_seed(config.seed)
+    with run.scope():
+        model = run.make_model(config.seed)
+    edst = EDST(
+        make_updater(config.sparse, config.seed),
+        num_tickets=config.ensemble.num_members,
+        exploration_epochs=config.ensemble.exploration_epochs,
+        refinement_epochs=config.ensemble.refinement_epochs,
+        large_drop_fraction=config.ensemble.large_drop_fraction,
+        export_dir=run.members_dir,
+        gradient_data=run.gradient_stream(config.seed),
+    )
+    run.fit(model, config.seed, [edst], "edst")
+    overlaps = edst.ticket_overlaps()
+    print("EDST ticket mask overlap (fraction of ticket i's active weights active in ticket j):")
+    print(np.array2string(overlaps, precision=4))
+    return EnsembleModel.from_saved_models(run.members_dir).members, {"ticket_mask_overlap": overlaps.tolist()}
+
+
+def _train_dnc(run):
+    """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
+    config = run.config
+    keras.utils.set_random_seed(config.seed)
+    with run.scope():
+        members = build_divided_members(
+            models.small_cnn, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay
         )
-        model.fit(train_ds, epochs=epochs, callbacks=[edst], verbose=config.verbose, shuffle=False)
-        overlaps = edst.ticket_overlaps()
-        print("EDST ticket mask overlap (fraction of ticket i's active weights active in ticket j):")
-        print(np.array2string(overlaps, precision=4))
-        return EnsembleModel.from_saved_models(members_dir).members, {"ticket_mask_overlap": overlaps.tolist()}
+        if config.sparse.method != "dense":
+            members = [
+                sparsify(m, config.sparse.sparsity, config.sparse.distribution, seed=config.seed + i)
+                for i, m in enumerate(members)
+            ]
+        model = CoTrainingModel(
+            members,
+            cotraining_weight=config.ensemble.cotraining_weight,
+            warmup_steps=config.ensemble.cotraining_warmup_epochs * run.steps_per_epoch,
+        )
+        model.compile(run.optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    print(f"Divide-and-Co-training: {len(members)} members of {members[0].count_params()} parameters", flush=True)
+    updater = make_updater(config.sparse, config.seed)
+    callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(config.seed))] if updater else []
+    run.fit(model, config.seed, callbacks, "dnc")
+    os.makedirs(run.members_dir, exist_ok=True)
+    for index, member in enumerate(model.members):
+        member.save(os.path.join(run.members_dir, f"member_{index}.keras"))
+    model.export(os.path.join(run.workdir, "ensemble"))
+    return model.members, {}
 
-    if kind == "dnc":
-        updater = make_updater(config.sparse, config.seed)
-        callbacks = [MaskUpdate(updater, gradient_data=train_ds)] if updater else []
-        return _train_dnc(config, members_dir, train_ds, epochs, steps_per_epoch, callbacks), {}
+
+def _train_independent(run):
+    config = run.config
+    num_members = config.ensemble.num_members if config.ensemble.kind == "independent" else 1
 
     def make_callbacks(seed):
         updater = make_updater(config.sparse, seed)
-        callbacks = [MaskUpdate(updater, gradient_data=train_ds)] if updater else []
+        callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(seed))] if updater else []
         if config.weight_averaging.enabled:
-            callbacks.append(WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=train_ds))
+            batchnorm_data = run.stream(seed, 0).take(run.steps_per_epoch)
+            callbacks.append(WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=batchnorm_data))
         return callbacks
 
-    num_members = config.ensemble.num_members if kind == "independent" else 1
-    seeds = [config.seed + i for i in range(num_members)]
     members = train_independent_ensemble(
-        make_model, train_ds, epochs, num_members=num_members, seeds=seeds, make_callbacks=make_callbacks,
-        export_dir=members_dir, verbose=config.verbose, shuffle=False,
+        run.make_model, None, run.epochs, num_members=num_members,
+        seeds=[config.seed + i for i in range(num_members)], make_callbacks=make_callbacks,
+        export_dir=run.members_dir, strategy=run.strategy, verbose=config.verbose, fit_fn=run.fit,
     )  # fmt: skip
     return members, {}
 
 
-def run(config, workdir):
-    """Trains and evaluates as `config` says.
+_TRAINERS = {"none": _train_independent, "independent": _train_independent, "edst": _train_edst, "dnc": _train_dnc}
+
+
+def run(config, workdir, strategy=None):
+    """Trains (or resumes) and evaluates as `config` says.
+
+    Args:
+      config: an ml_collections config (see experiment_config.fashion_mnist_defaults).
+      workdir: output folder; rerunning on it resumes from its checkpoints.
+      strategy: optional `tf.distribute.Strategy` to build and train under.
 
     Writes WORKDIR/members/ (each member as .keras and SavedModel),
     WORKDIR/results.json (metrics and the config) and prints the evaluation
     table. Returns the results dict.
     """
     validate(config)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
     x_train, y_train = data.load_fashion_mnist("train", config.data_dir or None)
     x_test, y_test = data.load_fashion_mnist("test", config.data_dir or None)
     if config.train_examples:
         x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
-    # Co-training augments inside the model, a different view per member.
-    augment = config.ensemble.kind != "dnc"
-    train_ds = data.train_dataset(x_train, y_train, config.batch_size, seed=config.seed, augment=augment)
-    test_ds = data.eval_dataset(x_test, y_test)
+    os.makedirs(workdir, exist_ok=True)
 
-    members, extra = train_members(config, workdir, train_ds, len(x_train) // config.batch_size)
-    results = summarize_members(member_probabilities(members, test_ds.map(lambda x, y: x)), y_test)
+    members, extra = _TRAINERS[config.ensemble.kind](_Run(config, workdir, x_train, y_train, strategy))
+    test_inputs = data.eval_dataset(x_test, y_test).map(lambda x, y: x)
+    results = summarize_members(member_probabilities(members, test_inputs), y_test)
     results.update(extra)
     if config.sparse.method != "dense":
         print(sparsity_table(members[0]))
         results["sparsity"] = global_sparsity(members[0])
     name = config.sparse.method if config.ensemble.kind == "none" else f"{config.sparse.method}-{config.ensemble.kind}"
-    table = format_table({name: results})
-    print(table)
+    print(format_table({name: results}))
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump({"name": name, "results": results, "config": config.to_dict()}, f, indent=2)
     return results

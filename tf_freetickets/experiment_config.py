@@ -30,6 +30,7 @@ def fashion_mnist_defaults():
     config.epochs = 3
     config.batch_size = 128
     config.verbose = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
+    config.deterministic = False  # TF op determinism: bitwise-repeatable runs (and resumes), slower on GPUs
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 0.05

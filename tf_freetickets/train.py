@@ -18,7 +18,29 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml_collections config file (see configs/).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (created if missing).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (created if missing); rerun on it to resume.")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy: default (one device), mirrored (all local GPUs/CPUs), "
+    "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), tpu (TPUStrategy).",
+)  # fmt: skip
+_TPU = flags.DEFINE_string("tpu", "", "TPU address or name for --strategy=tpu (empty: the local TPU).")
+
+
+def make_strategy(name, tpu=""):
+    """The tf.distribute strategy that `--strategy` names (None for default)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return None
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+    return tf.distribute.TPUStrategy(resolver)
 
 
 def main(argv):
@@ -34,7 +56,7 @@ def main(argv):
     from tf_freetickets.experiment_config import ConfigError
 
     try:
-        experiment.run(_CONFIG.value, _WORKDIR.value)
+        experiment.run(_CONFIG.value, _WORKDIR.value, strategy=make_strategy(_STRATEGY.value, _TPU.value))
     except (ConfigError, MissingDatasetError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

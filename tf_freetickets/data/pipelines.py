@@ -15,27 +15,54 @@ def _augment(image, seed):
     return tf.image.stateless_random_crop(padded, tf.shape(image), seed + 1)
 
 
-def train_dataset(images, labels, batch_size, seed=0, augment=True, shuffle_buffer=60000):
-    """Shuffled, augmented, batched training batches of (image float32 in [0,1], label).
+_EPOCH_STRIDE = 1_000_003
+
+
+def steps_per_epoch(num_examples, batch_size):
+    """Full batches per epoch (the partial last batch is dropped)."""
+    return num_examples // batch_size
+
+
+def train_dataset(images, labels, batch_size, seed=0, augment=True, start_epoch=0, num_epochs=None):
+    """Epoch-indexed training stream of (image float32 in [0, 1], label) batches.
+
+    Epoch e is a permutation of the examples drawn from (seed, e), and each
+    example's augmentation from (seed, e, position), so the stream from any
+    epoch on is the same whether training started there (resumed from a
+    checkpoint) or ran through. Pass `steps_per_epoch(len(images), batch_size)`
+    to `model.fit`, which then reads the stream epoch after epoch.
 
     Args:
       images: uint8 array (N, H, W, C); labels: int array (N,).
-      batch_size: examples per batch; the last partial batch is dropped so every
-        step (and every replica's share) has the same size.
-      seed: seeds the shuffle and the augmentation; the same seed gives the same
-        stream.
-      augment: random flip and pad-crop (the CIFAR recipe, 2 px for 28x28).
+      batch_size: examples per batch; each epoch's partial last batch is
+        dropped so every step (and every replica's share) has the same size.
+      seed: seeds the shuffles and the augmentation.
+      augment: random horizontal flip and 2-pixel pad-and-crop (the CIFAR
+        recipe scaled to 28x28).
+      start_epoch: first epoch of the stream (the resume point).
+      num_epochs: end of the stream (exclusive); None repeats forever.
     """
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    ds = ds.shuffle(min(shuffle_buffer, len(images)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda x, y: (_normalise(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-    if augment:
-        counter = tf.data.Dataset.counter()
-        ds = tf.data.Dataset.zip((ds, counter)).map(
-            lambda xy, i: (_augment(xy[0], tf.stack([tf.cast(seed, tf.int64), i])), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    images = tf.convert_to_tensor(images)
+    labels = tf.convert_to_tensor(labels)
+    size = int(images.shape[0])
+
+    def one_epoch(epoch):
+        epoch_seed = tf.cast(seed, tf.int64) * _EPOCH_STRIDE + epoch
+        key = tf.stack([epoch_seed, tf.constant(0, tf.int64)])
+
+        def prepare(position):
+            # A stateless permutation of the examples for this epoch.
+            index = tf.random.experimental.index_shuffle(position, key, size - 1)
+            image = _normalise(tf.gather(images, index))
+            if augment:
+                image = _augment(image, tf.stack([epoch_seed, position]))
+            return image, tf.gather(labels, index)
+
+        positions = tf.data.Dataset.range(size)
+        return positions.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+
+    end = num_epochs if num_epochs is not None else tf.int64.max
+    return tf.data.Dataset.range(start_epoch, end).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(images, labels, batch_size=512):

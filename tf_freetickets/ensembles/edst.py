@@ -141,6 +141,7 @@ class EDST(MaskUpdate):
         self.export_saved_model = export_saved_model
         self.manage_learning_rate = manage_learning_rate
         self.tickets = []
+        self._base_lr = None
 
     def on_train_begin(self, logs=None):
         epochs = (self.params or {}).get("epochs")
@@ -158,9 +159,38 @@ class EDST(MaskUpdate):
                     "EDST sets the learning rate of each phase and needs a float learning rate; the optimizer "
                     "has a schedule. Pass manage_learning_rate=False to keep your schedule."
                 )
-            self._base_lr = float(learning_rate.numpy())
+            if self._base_lr is None:  # restored from a checkpoint otherwise
+                self._base_lr = float(learning_rate.numpy())
         if self.export_dir:
             os.makedirs(self.export_dir, exist_ok=True)
+
+    def updates_before(self, step):
+        """DST updates plus the global explorations already run by `step` (for resuming)."""
+        steps_per_epoch = (self.params or {}).get("steps") or 1
+        epoch = step // steps_per_epoch
+        explorations = sum(1 for e in self.schedule.global_exploration_epochs if e < epoch)
+        return super().updates_before(step) + explorations
+
+    def get_state(self):
+        """The saved tickets and the base learning rate, as arrays (for `checkpointing.EpochCheckpoint`)."""
+        state = {"count": np.asarray(len(self.tickets)), "base_lr": np.asarray(self._base_lr or np.nan)}
+        for k, ticket in enumerate(self.tickets):
+            state[f"{k}/meta"] = np.asarray([ticket.index, ticket.epoch, ticket.step])
+            state[f"{k}/paths"] = np.asarray([ticket.keras_path or "", ticket.saved_model_path or ""])
+            for name, mask in ticket.masks.items():
+                state[f"{k}/mask/{name}"] = mask
+        return state
+
+    def set_state(self, state):
+        """Restores the tickets saved before a checkpoint."""
+        self._base_lr = None if np.isnan(state["base_lr"]) else float(state["base_lr"])
+        self.tickets = []
+        for k in range(int(state["count"])):
+            index, epoch, step = (int(v) for v in state[f"{k}/meta"])
+            keras_path, saved_model_path = (str(p) or None for p in state[f"{k}/paths"])
+            prefix = f"{k}/mask/"
+            masks = {key[len(prefix) :]: value.astype(bool) for key, value in state.items() if key.startswith(prefix)}
+            self.tickets.append(Ticket(index, epoch, step, keras_path, saved_model_path, masks))
 
     def _say(self, message):
         if self.phase_verbose:

@@ -22,6 +22,7 @@ def train_independent_ensemble(
     export_saved_model=True,
     strategy=None,
     verbose=2,
+    fit_fn=None,
     **fit_kwargs,
 ):
     """Trains `num_members` models one after another and returns them.
@@ -42,6 +43,9 @@ def train_independent_ensemble(
         `export_saved_model`, as a SavedModel folder `member_<k>/`.
       strategy: a `tf.distribute.Strategy` to build the members under.
       verbose: Keras fit verbosity.
+      fit_fn: optional `fit_fn(model, seed, callbacks, name)` that trains a
+        member in place of `model.fit(train_data, ...)` (the experiment runner
+        uses it to resume from checkpoints); `name` is "member_<k>".
       **fit_kwargs: passed to `model.fit` (validation_data, y, batch_size, ...).
 
     Returns:
@@ -63,7 +67,10 @@ def train_independent_ensemble(
         callbacks = list(make_callbacks(seed)) if make_callbacks else []
         if verbose:
             print(f"Ensemble member {index + 1}/{num_members} (seed {seed})", flush=True)
-        model.fit(train_data, epochs=epochs, callbacks=callbacks, verbose=verbose, **fit_kwargs)
+        if fit_fn is not None:
+            fit_fn(model, seed, callbacks, f"member_{index}")
+        else:
+            model.fit(train_data, epochs=epochs, callbacks=callbacks, verbose=verbose, **fit_kwargs)
         if export_dir:
             model.save(os.path.join(export_dir, f"member_{index}.keras"))
             if export_saved_model:

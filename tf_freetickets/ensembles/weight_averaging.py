@@ -82,13 +82,28 @@ class WeightAveraging(keras.callbacks.Callback):
         self.num_averaged = 0
         self.final_weights = None
         self._average = None
+        self._restored = False
 
     def on_train_begin(self, logs=None):
         epochs = (self.params or {}).get("epochs") or 1
-        self.start_epoch = min(math.ceil(self.start_fraction * epochs), epochs) - 1 if self.start_fraction else 0
-        self.start_epoch = max(self.start_epoch, 0)
-        self.num_averaged = 0
-        self._average = None
+        self.start_epoch = max(math.ceil(self.start_fraction * epochs) - 1, 0)
+        if not self._restored:
+            self.num_averaged = 0
+            self._average = None
+        self._restored = False
+
+    def get_state(self):
+        """The running mean so far, as arrays (for `checkpointing.EpochCheckpoint`)."""
+        state = {"count": np.asarray(self.num_averaged)}
+        for index, value in enumerate(self._average or []):
+            state[f"average/{index}"] = value
+        return state
+
+    def set_state(self, state):
+        """Continues a running mean saved before a checkpoint."""
+        self.num_averaged = int(state["count"])
+        self._average = [state[f"average/{i}"] for i in range(len(state) - 1)] or None
+        self._restored = True
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.start_epoch:

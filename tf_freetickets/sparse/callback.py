@@ -46,13 +46,22 @@ class MaskUpdate(keras.callbacks.Callback):
         steps, epochs = params.get("steps"), params.get("epochs")
         total = steps * epochs if steps and epochs else None
         self.updater.schedule = self.updater.schedule.resolved(total)
-        self.engine = MaskEngine(self.model, self.updater, self.gradient_data, self.gradient_batch_size)
+        # One host read here; later steps are counted without device syncs.
+        self._step = int(self.model.optimizer.iterations.numpy())
+        used = self.updater.gradient_batches * self.updates_before(self._step) if self.updater.uses_gradients else 0
+        self.engine = MaskEngine(self.model, self.updater, self.gradient_data, self.gradient_batch_size, used)
         if self.updater.attach(self.model):
             # `fit` has built its train function already; retrace it with the change.
             self.model.make_train_function(force=True)
-        # One host read here; later steps are counted without device syncs.
-        self._step = int(self.model.optimizer.iterations.numpy())
         self._epoch_changes = 0
+
+    def updates_before(self, step):
+        """Mask updates a run has made by optimizer step `step` (for resuming mid-run)."""
+        if not self.updater.updates_masks:
+            return 0
+        schedule = self.updater.schedule
+        last = min(step, schedule.end_step)
+        return sum(1 for s in range(schedule.begin_step, last + 1, schedule.update_every) if s > 0)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start_step = self._step

@@ -40,9 +40,11 @@ class MaskEngine:
         `updater.uses_gradients`): a `tf.data.Dataset` yielding (x, y) or
         (x, y, sample_weight), repeated as needed, or an (x, y) array tuple.
       gradient_batch_size: batch size used when `gradient_data` is arrays.
+      skip_gradient_batches: batches of `gradient_data` already used by the
+        run being resumed, so it continues with the batches it would have seen.
     """
 
-    def __init__(self, model, updater, gradient_data=None, gradient_batch_size=128):
+    def __init__(self, model, updater, gradient_data=None, gradient_batch_size=128, skip_gradient_batches=0):
         self.model = model
         self.updater = updater
         self.layers = masking.masked_layers(model)
@@ -56,7 +58,7 @@ class MaskEngine:
                     f"{type(updater).__name__} grows by dense gradients; pass gradient_data= "
                     "(e.g. the training dataset) to MaskUpdate."
                 )
-            dataset = _as_dataset(gradient_data, gradient_batch_size).repeat()
+            dataset = _as_dataset(gradient_data, gradient_batch_size).repeat().skip(skip_gradient_batches)
             self._iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         self._apply_fn = None
         self._gradient_fn = None
