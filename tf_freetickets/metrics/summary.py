@@ -71,6 +71,7 @@ _COLUMNS = [
     ("disagreement", "disagr", "{:.4f}"),
     ("kl", "KL", "{:.4f}"),
     ("ood_auroc", "OoD AUROC", "{:.4f}"),
+    ("corruption_accuracy", "corr acc", "{:.4f}"),
 ]
 
 

@@ -1,0 +1,67 @@
+"""The evaluate and export binaries on a folder of saved members."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import tf_freetickets as tft
+from tf_freetickets.data import DEFAULT_DIR
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_data = pytest.mark.skipif(not os.path.isdir(DEFAULT_DIR), reason=f"Fashion-MNIST not installed at {DEFAULT_DIR}")
+
+
+@pytest.fixture(scope="module")
+def members_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run") / "members"
+    folder.mkdir()
+    for seed in range(2):
+        keras.utils.set_random_seed(seed)
+        model = tft.sparsify(tft.models.small_cnn(width=0.25), 0.8, seed=seed)
+        model.save(folder / f"member_{seed}.keras")
+    return folder
+
+
+def _run(module, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+
+
+@needs_data
+def test_evaluate_writes_table_and_json(members_dir, tmp_path):
+    output = tmp_path / "eval.json"
+    result = _run(
+        "tf_freetickets.evaluate", f"--source={members_dir.parent}", f"--output={output}", "--ood=False", "--corruptions=none"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads(output.read_text())
+    assert saved["results"]["members"] == 2
+    assert 0 <= saved["results"]["accuracy"] <= 1 and saved["results"]["nll"] > 0
+    header = next(line for line in result.stdout.splitlines() if line.startswith("run"))
+    assert header.split()[:4] == ["run", "M", "acc", "NLL"]
+
+
+def test_export_writes_a_reloadable_ensemble(members_dir, tmp_path):
+    output = tmp_path / "ensemble"
+    result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={output}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 members, reload max |diff| = 0.00e+00" in result.stdout
+    assert sorted(os.listdir(f"{output}_members")) == ["member_0", "member_1"]
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(output))
+    x = np.random.default_rng(1).random((3, 28, 28, 1)).astype("float32")
+    assert tuple(loaded.member_probabilities(x).shape) == (2, 3, 10)
+
+
+@pytest.mark.parametrize("module", ["tf_freetickets.evaluate", "tf_freetickets.export_main"])
+def test_missing_members_give_one_error_line(module, tmp_path):
+    args = [f"--source={tmp_path / 'nothing'}"] + ([f"--output={tmp_path / 'o'}"] if "export" in module else [])
+    result = _run(module, *args)
+    assert result.returncode == 2
+    assert "error: No ensemble members at" in result.stderr and "Traceback" not in result.stderr

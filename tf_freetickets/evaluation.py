@@ -1,0 +1,88 @@
+"""Full evaluation of trained members: test metrics, OoD detection, corruption robustness.
+
+The measurements FreeTickets reports (its Tables 2-4 and Fig. 4): accuracy,
+NLL, ECE and Brier of the mean-probability ensemble, its members' spread and
+diversity, OoD AUROC/AUPR with predictive entropy as the score, and accuracy
+under CIFAR-10-C-style corruptions averaged over corruptions and severities.
+"""
+
+import os
+
+import numpy as np
+
+from tf_freetickets.metrics.calibration import accuracy, negative_log_likelihood
+from tf_freetickets.metrics.ood import ood_detection
+from tf_freetickets.metrics.summary import member_probabilities, summarize_members
+
+
+def members_source(source):
+    """What `EnsembleModel.from_saved_models` should load for a user's `source`.
+
+    A training workdir gives its members/ folder; a comma-separated string
+    gives a list of paths; any other folder is used as it is.
+    """
+    if "," in source:
+        return [p for p in source.split(",") if p]
+    members = os.path.join(source, "members")
+    return members if os.path.isdir(members) else source
+
+
+def _normalised(images):
+    return np.asarray(images, np.float32) / 255.0
+
+
+def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, severities=(1, 2, 3, 4, 5), batch_size=512):
+    """Evaluates members (and their mean-probability ensemble) on in-distribution, OoD and corrupted data.
+
+    Args:
+      members: Keras models returning logits, with the same input spec.
+      x_test: uint8 images (N, H, W, C); y_test: int labels (N,).
+      ood_sets: optional dict name -> uint8 images of the same (H, W, C),
+        e.g. `data.ood.ood_sets()`.
+      corruptions: optional list of corruption names from
+        `data.corruptions.CORRUPTIONS`, applied to `x_test` at `severities`.
+      batch_size: prediction batch size.
+
+    Returns:
+      dict: the `summarize_members` figures, plus "ood": {set: {auroc, aupr}}
+      and "ood_auroc" (mean over sets), plus "corruption": {name: {severity:
+      {accuracy, nll}}} and "corruption_accuracy" (mean over all corruptions
+      and severities).
+    """
+    probs = member_probabilities(members, _normalised(x_test), batch_size=batch_size)
+    result = summarize_members(probs, y_test)
+    ensemble = probs.mean(axis=0)
+    if ood_sets:
+        result["ood"] = {}
+        for name, images in ood_sets.items():
+            ood_probs = member_probabilities(members, _normalised(images), batch_size=batch_size).mean(axis=0)
+            result["ood"][name] = {k: float(v) for k, v in ood_detection(ensemble, ood_probs, score="entropy").items()}
+        result["ood_auroc"] = float(np.mean([v["auroc"] for v in result["ood"].values()]))
+        result["ood_aupr"] = float(np.mean([v["aupr"] for v in result["ood"].values()]))
+    if corruptions:
+        from tf_freetickets.data.corruptions import corrupt
+
+        result["corruption"] = {}
+        accuracies = []
+        for name in corruptions:
+            result["corruption"][name] = {}
+            for severity in severities:
+                corrupted = corrupt(x_test, name, severity, seed=severity)
+                mean = member_probabilities(members, _normalised(corrupted), batch_size=batch_size).mean(axis=0)
+                cell = {"accuracy": float(accuracy(mean, y_test)), "nll": float(negative_log_likelihood(mean, y_test))}
+                result["corruption"][name][str(severity)] = cell
+                accuracies.append(cell["accuracy"])
+        result["corruption_accuracy"] = float(np.mean(accuracies))
+    return result
+
+
+def corruption_table(result):
+    """Markdown table of ensemble accuracy per corruption (rows) and severity (columns)."""
+    corruption = result.get("corruption")
+    if not corruption:
+        return ""
+    severities = list(next(iter(corruption.values())))
+    lines = ["| corruption | " + " | ".join(f"s{s}" for s in severities) + " |", "|---|" + "---|" * len(severities)]
+    for name, cells in corruption.items():
+        lines.append(f"| {name} | " + " | ".join(f"{cells[s]['accuracy']:.4f}" for s in severities) + " |")
+    return "\n".join(lines)
