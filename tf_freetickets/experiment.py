@@ -23,6 +23,8 @@ from tf_freetickets.ensembles import (
     EnsembleModel,
     WeightAveraging,
     build_divided_members,
+    divided_widen_factor,
+    divided_width,
     train_independent_ensemble,
 )
 from tf_freetickets.experiment_config import validate
@@ -32,6 +34,15 @@ from tf_freetickets.sparse import SET, SNFS, CigL, MaskUpdate, RigL, Static, glo
 _UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
 # Dense-gradient batches come from their own stream, apart from the training order.
 _GRADIENT_SEED_OFFSET = 7919
+
+
+def load_split(dataset, split, data_dir=None):
+    """(uint8 images, int labels) of a dataset split: Fashion-MNIST from Debian's files, others from local tfds."""
+    if dataset == "fashion_mnist":
+        return data.load_fashion_mnist(split, data_dir)
+    from tf_freetickets.data.tfds_data import load_split as load_tfds_split
+
+    return load_tfds_split(dataset, split, data_dir)
 
 
 def make_updater(sparse, seed):
@@ -67,6 +78,7 @@ class _Run:
     workdir: str
     x_train: np.ndarray
     y_train: np.ndarray
+    num_classes: int
     strategy: object
 
     @property
@@ -96,15 +108,35 @@ class _Run:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def optimizer(self):
+        opt = self.config.optimizer
+        total = self.epochs * self.steps_per_epoch
+        learning_rate = opt.learning_rate
+        if self.config.ensemble.kind == "edst" or opt.schedule == "constant":
+            pass  # EDST sets the rate of each phase itself
+        elif opt.schedule == "step":
+            boundaries = [int(m * total) for m in opt.milestones]
+            values = [opt.learning_rate * opt.gamma**i for i in range(len(boundaries) + 1)]
+            learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        else:
+            warmup = opt.warmup_epochs * self.steps_per_epoch
+            learning_rate = keras.optimizers.schedules.CosineDecay(
+                0.0 if warmup else opt.learning_rate, max(total - warmup, 1),
+                warmup_target=opt.learning_rate if warmup else None, warmup_steps=warmup,
+            )  # fmt: skip
+        return keras.optimizers.SGD(learning_rate, momentum=opt.momentum, nesterov=opt.nesterov)
+
+    def build(self, width=None, weight_decay=None, dropout=None, name=None):
         config = self.config
-        learning_rate = config.optimizer.learning_rate
-        if config.ensemble.kind != "edst" and config.optimizer.schedule == "cosine":
-            learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, self.epochs * self.steps_per_epoch)
-        return keras.optimizers.SGD(learning_rate, momentum=config.optimizer.momentum)
+        return models.build_model(
+            config.model, self.x_train.shape[1:], self.num_classes,
+            width=config.width if width is None else width, depth=config.depth,
+            dropout=config.dropout if dropout is None else dropout,
+            weight_decay=config.optimizer.weight_decay if weight_decay is None else weight_decay, name=name,
+        )  # fmt: skip
 
     def make_model(self, seed):
         config = self.config
-        model = models.small_cnn(width=config.width, weight_decay=config.optimizer.weight_decay)
+        model = self.build()
         if config.sparse.method != "dense":
             model = sparsify(model, config.sparse.sparsity, config.sparse.distribution, seed=seed)
         model.compile(self.optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
@@ -150,10 +182,12 @@ def _train_dnc(run):
     """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
     config = run.config
     keras.utils.set_random_seed(config.seed)
+    width_fn = divided_widen_factor if config.model == "wide_resnet" else divided_width
     with run.scope():
         members = build_divided_members(
-            models.small_cnn, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay
-        )
+            run.build, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay,
+            dropout=config.dropout, width_fn=width_fn,
+        )  # fmt: skip
         if config.sparse.method != "dense":
             members = [
                 sparsify(m, config.sparse.sparsity, config.sparse.distribution, seed=config.seed + i)
@@ -215,13 +249,14 @@ def run(config, workdir, strategy=None):
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    x_train, y_train = data.load_fashion_mnist("train", config.data_dir or None)
-    x_test, y_test = data.load_fashion_mnist("test", config.data_dir or None)
+    x_train, y_train = load_split(config.dataset, "train", config.data_dir or None)
+    x_test, y_test = load_split(config.dataset, "test", config.data_dir or None)
     if config.train_examples:
         x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
     os.makedirs(workdir, exist_ok=True)
 
-    members, extra = _TRAINERS[config.ensemble.kind](_Run(config, workdir, x_train, y_train, strategy))
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    members, extra = _TRAINERS[config.ensemble.kind](_Run(config, workdir, x_train, y_train, num_classes, strategy))
     test_inputs = data.eval_dataset(x_test, y_test).map(lambda x, y: x)
     results = summarize_members(member_probabilities(members, test_inputs), y_test)
     results.update(extra)

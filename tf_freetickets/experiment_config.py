@@ -9,9 +9,9 @@ import ml_collections
 
 SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl")
 ENSEMBLE_KINDS = ("none", "independent", "edst", "dnc")
-DATASETS = ("fashion_mnist",)
-MODELS = ("small_cnn",)
-LR_SCHEDULES = ("cosine", "constant")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn_cropped")
+MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
+LR_SCHEDULES = ("cosine", "constant", "step")
 
 
 class ConfigError(ValueError):
@@ -25,8 +25,10 @@ def fashion_mnist_defaults():
     config.dataset = "fashion_mnist"
     config.data_dir = ""  # empty: $TFT_FASHION_MNIST_DIR, then Debian's /usr/share/datasets/fashion-mnist
     config.train_examples = 0  # 0 = whole training split; fewer for smoke runs
-    config.model = "small_cnn"
-    config.width = 1.0
+    config.model = "small_cnn"  # small_cnn | wide_resnet | cifar_resnet | resnet50
+    config.depth = 28  # wide_resnet (6n + 4) and cifar_resnet (6n + 2)
+    config.width = 1.0  # width multiplier; the widen factor k for wide_resnet
+    config.dropout = 0.0
     config.epochs = 3
     config.batch_size = 128
     config.verbose = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
@@ -36,7 +38,11 @@ def fashion_mnist_defaults():
     config.optimizer.learning_rate = 0.05
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 5e-4  # L2 on kernels
-    config.optimizer.schedule = "cosine"  # EDST sets its own per-phase rates
+    config.optimizer.nesterov = False
+    config.optimizer.schedule = "cosine"  # cosine | constant | step; EDST sets its own per-phase rates
+    config.optimizer.warmup_epochs = 0  # linear warm-up from 0 (cosine schedule)
+    config.optimizer.milestones = (0.5, 0.75)  # step schedule: fractions of training where lr *= gamma
+    config.optimizer.gamma = 0.1
 
     config.sparse = ml_collections.ConfigDict()
     config.sparse.method = "rigl"
@@ -91,7 +97,15 @@ def validate(config):
     _positive_int(config.epochs, "epochs")
     _positive_int(config.batch_size, "batch_size")
     _positive_int(config.train_examples, "train_examples", minimum=0)
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"config.dropout={config.dropout!r} must be in [0, 1).")
     _choice(config.optimizer.schedule, LR_SCHEDULES, "optimizer.schedule")
+    if any(not 0.0 < m < 1.0 for m in config.optimizer.milestones) or list(config.optimizer.milestones) != sorted(
+        config.optimizer.milestones
+    ):
+        raise ConfigError(
+            f"config.optimizer.milestones={tuple(config.optimizer.milestones)!r} must be increasing fractions in (0, 1)."
+        )
     if not config.optimizer.learning_rate > 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be positive.")
 

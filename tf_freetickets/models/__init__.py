@@ -1,7 +1,8 @@
 """Model builders (Functional Keras models, so `sparsify` can clone them); all return logits."""
 
 from tf_freetickets.models.cifar_resnet import cifar_resnet
+from tf_freetickets.models.registry import MODELS, WIDTH_ARGUMENT, build_model
 from tf_freetickets.models.small_cnn import small_cnn
 from tf_freetickets.models.wide_resnet import wide_resnet
 
-__all__ = ["cifar_resnet", "small_cnn", "wide_resnet"]
+__all__ = ["MODELS", "WIDTH_ARGUMENT", "build_model", "cifar_resnet", "small_cnn", "wide_resnet"]

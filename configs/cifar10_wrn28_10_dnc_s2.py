@@ -1,0 +1,11 @@
+"""Divide-and-Co-training on CIFAR10: WRN-28-10 divided into S=2 co-trained members (paper hyper-parameters).
+
+python -m tf_freetickets.train --config=configs/cifar10_wrn28_10_dnc_s2.py --workdir=out/cifar10_dnc_s2
+The undivided baseline: --config.ensemble.kind=none. Sparse members: --config.sparse.method=rigl.
+"""
+
+from tf_freetickets.paper_configs import divide_and_cotrain
+
+
+def get_config():
+    return divide_and_cotrain(dataset="cifar10", num_splits=2)

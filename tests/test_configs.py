@@ -1,0 +1,68 @@
+"""Every config file loads and validates; the papers' configs carry the papers' numbers."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from tf_freetickets.experiment import fit_epochs
+from tf_freetickets.experiment_config import ConfigError, fashion_mnist_defaults, validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=[os.path.basename(p) for p in CONFIG_FILES])
+def test_every_config_validates(path):
+    validate(load(os.path.splitext(os.path.basename(path))[0]))
+
+
+def test_freetickets_edst_layout_and_optimizer():
+    config = load("cifar10_wrn28_10_edst")
+    assert (config.model, config.depth, config.width) == ("wide_resnet", 28, 10)
+    assert fit_epochs(config) == 150 + 3 * 100
+    assert (config.sparse.sparsity, config.sparse.drop_fraction, config.sparse.update_every) == (0.8, 0.5, 1000)
+    assert config.ensemble.large_drop_fraction == 0.8
+    assert (config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.weight_decay) == (0.1, 0.9, 5e-4)
+    dst = load("cifar100_wrn28_10_dst")
+    assert (dst.dataset, dst.ensemble.kind, dst.ensemble.num_members, fit_epochs(dst)) == ("cifar100", "independent", 3, 250)
+    assert tuple(dst.optimizer.milestones) == (0.5, 0.75)
+
+
+def test_cigl_and_dnc_configs():
+    cigl = load("cifar10_wrn22_2_cigl")
+    assert (cigl.sparse.method, cigl.sparse.random_drop_rate, cigl.weight_averaging.start_fraction) == ("cigl", 0.01, 0.8)
+    dnc = load("cifar100_wrn28_10_dnc_s4")
+    assert (dnc.ensemble.kind, dnc.ensemble.num_members, dnc.epochs, dnc.optimizer.warmup_epochs) == ("dnc", 4, 300, 20)
+    assert dnc.ensemble.cotraining_weight == 0.5 and dnc.optimizer.nesterov
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("dataset", "imagenet", "config.dataset='imagenet' is unknown"),
+        ("model", "vgg", "config.model='vgg' is unknown"),
+        ("dropout", 1.5, "config.dropout=1.5"),
+        ("epochs", 0, "config.epochs=0 must be an integer >= 1"),
+    ],
+)
+def test_bad_top_level_values(field, value, message):
+    config = fashion_mnist_defaults()
+    config[field] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(config)
+
+
+def test_bad_milestones():
+    config = fashion_mnist_defaults()
+    config.optimizer.milestones = (0.8, 0.5)
+    with pytest.raises(ConfigError, match="increasing fractions"):
+        validate(config)

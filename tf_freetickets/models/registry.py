@@ -1,0 +1,57 @@
+"""Build a model by name, as configs name them."""
+
+import keras
+
+from tf_freetickets.models.cifar_resnet import cifar_resnet
+from tf_freetickets.models.small_cnn import small_cnn
+from tf_freetickets.models.wide_resnet import wide_resnet
+
+MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
+
+#: The keyword that carries each model's width (Divide-and-Co-training divides it).
+WIDTH_ARGUMENT = {"small_cnn": "width", "wide_resnet": "widen_factor", "cifar_resnet": "width", "resnet50": "width"}
+
+
+def _resnet50(input_shape, num_classes, width=1.0, weight_decay=0.0, dropout=0.0, name="resnet50"):
+    if width != 1.0 or dropout:
+        raise ValueError("resnet50 (keras.applications) has no width multiplier or dropout; use width=1, dropout=0.")
+    model = keras.applications.ResNet50(weights=None, input_shape=input_shape, classes=num_classes, classifier_activation=None)
+    if not weight_decay:
+        return model
+    # keras.applications takes no regularizer: set it on every kernel layer and rebuild from the config.
+    for layer in model.layers:
+        if hasattr(layer, "kernel_regularizer"):
+            layer.kernel_regularizer = keras.regularizers.L2(weight_decay)
+    return keras.models.clone_model(model)
+
+
+def build_model(architecture, input_shape, num_classes, width=1.0, depth=None, dropout=0.0, weight_decay=0.0, name=None):
+    """A Functional model returning logits.
+
+    Args:
+      architecture: one of MODELS (small_cnn, wide_resnet WRN-depth-width, cifar_resnet
+        ResNet-depth with a width multiplier, resnet50 from keras.applications).
+      input_shape: (H, W, C).
+      num_classes: logits.
+      width: width multiplier (widen factor k for wide_resnet).
+      depth: network depth for wide_resnet (6n+4) and cifar_resnet (6n+2).
+      dropout, weight_decay: regularization (L2 on kernels).
+      name: the Keras model's name.
+
+    Raises:
+      ValueError: unknown architecture (the known ones are listed).
+    """
+    kwargs = {"input_shape": tuple(input_shape), "num_classes": num_classes, "weight_decay": weight_decay}
+    if name:
+        kwargs["name"] = name
+    if architecture == "small_cnn":
+        return small_cnn(width=width, dropout=dropout, **kwargs)
+    if architecture == "wide_resnet":
+        return wide_resnet(depth or 28, widen_factor=width, dropout=dropout, **kwargs)
+    if architecture == "cifar_resnet":
+        if dropout:
+            raise ValueError("cifar_resnet has no dropout; use dropout=0.")
+        return cifar_resnet(depth or 110, width=width, **kwargs)
+    if architecture == "resnet50":
+        return _resnet50(width=width, dropout=dropout, **kwargs)
+    raise ValueError(f"Unknown model {architecture!r}; use one of {MODELS}.")

@@ -1,0 +1,101 @@
+"""The papers' CIFAR experiments as configs (hyper-parameters from the papers' official code).
+
+Each function returns a full config for `tf_freetickets.train`; the files in
+configs/ call them. Sources:
+- FreeTickets (Liu et al. 2022; VITA-Group/FreeTickets): WRN-28-10, batch 128,
+  SGD 0.1 / momentum 0.9 / wd 5e-4. DST members: 250 epochs, lr x0.1 at epochs
+  125 and 187, ERK, drop fraction 0.5 (constant) every 1000 steps, gradient
+  growth. EDST: 150 exploration + M=3 x 100 refinement epochs, global
+  exploration q=0.8.
+- CigL (Lei et al. 2023; StevenBoys/CigL): RigL every 100 steps, drop 0.3
+  cosine-decayed to 75% of training, random-mask drop rate 1/dpnum = 0.01,
+  weight averaging of epochs 200-250 of 250; WRN-22-2 (one of its CIFAR models).
+- Divide-and-Co-training (Zhao et al. 2022; FreeformRobotics/Divide-and-Co-training):
+  300 epochs, batch 128, SGD 0.1 Nesterov, cosine with a 20-epoch warm-up, wd
+  5e-4 scaled by exp(1/S - 1), JS weight 0.5 after a 40-epoch warm-up,
+  WRN-28-10 divided into S = 2 (WRN-28-7) or 4 (WRN-28-5) members.
+"""
+
+from tf_freetickets.experiment_config import fashion_mnist_defaults
+
+
+def _cifar_base(dataset):
+    if dataset not in ("cifar10", "cifar100"):
+        raise ValueError(f"The papers' CIFAR configs take dataset 'cifar10' or 'cifar100', got {dataset!r}.")
+    config = fashion_mnist_defaults()
+    config.dataset = dataset
+    config.model = "wide_resnet"
+    config.depth = 28
+    config.width = 10
+    config.batch_size = 128
+    config.optimizer.learning_rate = 0.1
+    config.optimizer.momentum = 0.9
+    config.optimizer.weight_decay = 5e-4
+    return config
+
+
+def freetickets(dataset="cifar10", kind="edst", sparsity=0.8, num_members=3):
+    """FreeTickets' WRN-28-10 runs: kind "dense", "dense_ensemble", "dst" or "edst"."""
+    config = _cifar_base(dataset)
+    config.epochs = 250
+    config.optimizer.schedule = "step"
+    config.optimizer.milestones = (0.5, 0.75)  # epochs 125 and 187 of 250
+    config.sparse.method = "rigl"
+    config.sparse.sparsity = sparsity
+    config.sparse.distribution = "erk"
+    config.sparse.update_every = 1000
+    config.sparse.drop_fraction = 0.5
+    config.sparse.decay = "constant"
+    config.sparse.end_fraction = 1.0
+    config.ensemble.num_members = num_members
+    if kind == "dense":
+        config.sparse.method = "dense"
+    elif kind == "dense_ensemble":
+        config.sparse.method = "dense"
+        config.ensemble.kind = "independent"
+    elif kind == "dst":
+        config.ensemble.kind = "independent"
+    elif kind == "edst":
+        config.ensemble.kind = "edst"
+        config.ensemble.exploration_epochs = 150
+        config.ensemble.refinement_epochs = 100
+        config.ensemble.large_drop_fraction = 0.8
+    else:
+        raise ValueError(f"Unknown FreeTickets run {kind!r}; use dense, dense_ensemble, dst or edst.")
+    return config
+
+
+def cigl(dataset="cifar10", sparsity=0.9):
+    """CigL on WRN-22-2: RigL's schedule, a 1% random mask, weight averaging of the last 20% of epochs."""
+    config = _cifar_base(dataset)
+    config.depth = 22
+    config.width = 2
+    config.epochs = 250
+    config.optimizer.schedule = "step"
+    config.optimizer.milestones = (0.5, 0.75)
+    config.sparse.method = "cigl"
+    config.sparse.sparsity = sparsity
+    config.sparse.update_every = 100
+    config.sparse.drop_fraction = 0.3
+    config.sparse.decay = "cosine"
+    config.sparse.end_fraction = 0.75
+    config.sparse.random_drop_rate = 0.01
+    config.weight_averaging.enabled = True
+    config.weight_averaging.start_fraction = 0.8
+    return config
+
+
+def divide_and_cotrain(dataset="cifar100", num_splits=2):
+    """WRN-28-10 divided into S members and co-trained (S=1 gives the undivided baseline)."""
+    config = _cifar_base(dataset)
+    config.epochs = 300
+    config.optimizer.nesterov = True
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_epochs = 20
+    config.sparse.method = "dense"
+    if num_splits > 1:
+        config.ensemble.kind = "dnc"
+        config.ensemble.num_members = num_splits
+        config.ensemble.cotraining_weight = 0.5
+        config.ensemble.cotraining_warmup_epochs = 40
+    return config
