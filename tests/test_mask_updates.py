@@ -243,3 +243,25 @@ def test_slots_of_same_named_layers_in_two_members_are_kept_apart(optimizer_cls)
     assert not {id(s) for s in slots_a} & {id(s) for s in slots_b}
     index = optimizer._get_variable_index(b.layers[1].kernel)
     assert any(s is optimizer._velocities[index] for s in slots_b)
+
+
+def test_layer_sparsity_logger_writes_density_and_turnover_per_layer(tmp_path):
+    from tf_freetickets.sparse.tensorboard import LayerSparsityLogger
+
+    x, y = toy_data(32)
+    model = tft.sparsify(small_model(), 0.7, seed=2)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = tft.MaskUpdate(tft.SET(update_every=1, drop_fraction=0.5, end_step=3, seed=0))
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[update, LayerSparsityLogger(str(tmp_path))])
+    scalars = {}
+    for path in tmp_path.glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    layers = masking.masked_layers(model)
+    for index, layer in enumerate(layers):
+        tag = f"{index}_{layer.name}"
+        assert scalars[(f"density/{tag}", 1)] == pytest.approx(layer.kernel_mask.numpy().mean())
+    # Updates at steps 1-3 (epoch 1) move weights; none after end_step, so epoch 2 has no turnover.
+    assert scalars[("mask_turnover/1_fc", 0)] > 0
+    assert scalars[("mask_turnover/1_fc", 1)] == 0

@@ -29,7 +29,19 @@ from tf_freetickets.ensembles import (
 )
 from tf_freetickets.experiment_config import validate
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
-from tf_freetickets.sparse import SET, SNFS, CigL, MaskUpdate, RigL, Static, global_sparsity, sparsify, sparsity_table
+from tf_freetickets.sparse import (
+    SET,
+    SNFS,
+    CigL,
+    MaskUpdate,
+    RigL,
+    Static,
+    global_sparsity,
+    masked_layers,
+    sparsify,
+    sparsity_table,
+)
+from tf_freetickets.sparse.tensorboard import LayerSparsityLogger
 
 _UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
 # Dense-gradient batches come from their own stream, apart from the training order.
@@ -149,11 +161,15 @@ class _Run:
         initial_epoch = restore_latest(model, directory, stateful)
         if initial_epoch:
             print(f"Resuming {checkpoint_name} after epoch {initial_epoch} from {directory}", flush=True)
+        log_dir = os.path.join(self.workdir, "tensorboard", checkpoint_name)
+        logging = [keras.callbacks.TensorBoard(log_dir)]
+        if masked_layers(model):
+            logging.append(LayerSparsityLogger(os.path.join(log_dir, "sparsity")))
         # Called even when every epoch is done, so that end-of-training callbacks run.
         model.fit(
             self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
-            steps_per_epoch=self.steps_per_epoch, callbacks=[*callbacks, EpochCheckpoint(directory, stateful)],
-            verbose=self.config.verbose,
+            steps_per_epoch=self.steps_per_epoch,
+            callbacks=[*callbacks, *logging, EpochCheckpoint(directory, stateful)], verbose=self.config.verbose,
         )  # fmt: skip
 
 
