@@ -17,12 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from tf_freetickets.ensembles.ensemble_model import EnsembleModel
-
-_EPS = 1e-12
-
-
-def _entropy(probs):
-    return -ops.sum(probs * ops.log(ops.clip(probs, _EPS, 1.0)), axis=-1)
+from tf_freetickets.metrics.uncertainty import entropy
 
 
 def js_divergence(member_probs):
@@ -34,7 +29,7 @@ def js_divergence(member_probs):
     Returns:
       (N,) tensor: H(mean_s p_s) - mean_s H(p_s), natural log, >= 0.
     """
-    return _entropy(ops.mean(member_probs, axis=0)) - ops.mean(_entropy(member_probs), axis=0)
+    return entropy(ops.mean(member_probs, axis=0)) - ops.mean(entropy(member_probs), axis=0)
 
 
 def default_view_augmentation(seed, translation=0.1):

@@ -6,7 +6,7 @@ import re
 import keras
 from keras import ops
 
-_EPS = 1e-12
+from tf_freetickets.metrics.uncertainty import entropy
 
 
 def _spec(member, index):
@@ -40,10 +40,6 @@ def check_members_agree(members, labels=None):
                 f"input {reference[0]} {reference[1]} -> output {reference[2]}; ensemble members must agree."
             )
     return reference
-
-
-def _entropy(probs):
-    return -ops.sum(probs * ops.log(ops.clip(probs, _EPS, 1.0)), axis=-1)
 
 
 class EnsembleModel(keras.Model):
@@ -120,11 +116,11 @@ class EnsembleModel(keras.Model):
         """
         probs = self.member_probabilities(x)
         mean = ops.mean(probs, axis=0)
-        entropy = _entropy(mean)
+        total = entropy(mean)
         return {
             "mean_probabilities": mean,
-            "predictive_entropy": entropy,
-            "mutual_information": entropy - ops.mean(_entropy(probs), axis=0),
+            "predictive_entropy": total,
+            "mutual_information": total - ops.mean(entropy(probs), axis=0),
         }
 
     def export(self, filepath, format="tf_saved_model", **kwargs):

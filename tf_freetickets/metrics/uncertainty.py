@@ -40,8 +40,12 @@ def check_member_probs(member_probs, name="member_probs", min_members=1):
     return member_probs.astype(np.float64)
 
 
-def _entropy(probs):
-    """Entropy over the last axis, with 0 * log 0 = 0."""
+def entropy(probs):
+    """Entropy over the last axis in nats, with 0 * log 0 = 0, as a backend tensor.
+
+    Graph-safe and differentiable (no log of 0 is evaluated): the ensemble
+    model's uncertainty endpoint and the co-training JS loss use it.
+    """
     positive = probs > 0
     plogp = ops.where(positive, probs * ops.log(ops.where(positive, probs, 1.0)), 0.0)
     return -ops.sum(plogp, axis=-1)
@@ -54,7 +58,7 @@ def predictive_entropy(probs):
     Returns: numpy array (N,).
     """
     probs = ops.convert_to_tensor(check_probs(probs))
-    return ops.convert_to_numpy(_entropy(probs))
+    return ops.convert_to_numpy(entropy(probs))
 
 
 def expected_entropy(member_probs):
@@ -64,7 +68,7 @@ def expected_entropy(member_probs):
     Returns: numpy array (N,).
     """
     member_probs = ops.convert_to_tensor(check_member_probs(member_probs))
-    return ops.convert_to_numpy(ops.mean(_entropy(member_probs), axis=0))
+    return ops.convert_to_numpy(ops.mean(entropy(member_probs), axis=0))
 
 
 def mutual_information(member_probs):
@@ -76,5 +80,5 @@ def mutual_information(member_probs):
     Returns: numpy array (N,).
     """
     member_probs = ops.convert_to_tensor(check_member_probs(member_probs))
-    total = _entropy(ops.mean(member_probs, axis=0))
-    return ops.convert_to_numpy(ops.maximum(total - ops.mean(_entropy(member_probs), axis=0), 0.0))
+    total = entropy(ops.mean(member_probs, axis=0))
+    return ops.convert_to_numpy(ops.maximum(total - ops.mean(entropy(member_probs), axis=0), 0.0))
