@@ -58,8 +58,7 @@ def markdown_table(summary):
         cells = []
         for metric in present:
             values = [run[metric] for run in runs if metric in run]
-            mean, std = mean_std(values) if values else (float("nan"), float("nan"))
-            cells.append(f"{mean:.4f} ± {std:.4f}")
+            cells.append("{:.4f} ± {:.4f}".format(*mean_std(values)) if values else "-")
         lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
