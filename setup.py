@@ -23,7 +23,7 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff"],
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets"],
         "datasets": ["tensorflow-datasets"],
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
     },

@@ -48,15 +48,6 @@ _UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
 _GRADIENT_SEED_OFFSET = 7919
 
 
-def load_split(dataset, split, data_dir=None):
-    """(uint8 images, int labels) of a dataset split: Fashion-MNIST from Debian's files, others from local tfds."""
-    if dataset == "fashion_mnist":
-        return data.load_fashion_mnist(split, data_dir)
-    from tf_freetickets.data.tfds_data import load_split as load_tfds_split
-
-    return load_tfds_split(dataset, split, data_dir)
-
-
 def make_updater(sparse, seed):
     """The `MaskUpdater` that `config.sparse` describes (None for dense)."""
     if sparse.method == "dense":
@@ -265,8 +256,8 @@ def run(config, workdir, strategy=None):
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    x_train, y_train = load_split(config.dataset, "train", config.data_dir or None)
-    x_test, y_test = load_split(config.dataset, "test", config.data_dir or None)
+    x_train, y_train = data.load_split(config.dataset, "train", config.data_dir or None)
+    x_test, y_test = data.load_split(config.dataset, "test", config.data_dir or None)
     if config.train_examples:
         x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
     os.makedirs(workdir, exist_ok=True)

@@ -1,6 +1,15 @@
-"""Input pipelines: offline Fashion-MNIST and tf.data batching."""
+"""Input pipelines: offline Fashion-MNIST, locally prepared tfds datasets, tf.data streams."""
 
 from tf_freetickets.data.fashion_mnist import DEFAULT_DIR, MissingDatasetError, load_fashion_mnist
 from tf_freetickets.data.pipelines import eval_dataset, steps_per_epoch, train_dataset
+from tf_freetickets.data.tfds_data import load_split
 
-__all__ = ["DEFAULT_DIR", "MissingDatasetError", "eval_dataset", "load_fashion_mnist", "steps_per_epoch", "train_dataset"]
+__all__ = [
+    "DEFAULT_DIR",
+    "MissingDatasetError",
+    "eval_dataset",
+    "load_fashion_mnist",
+    "load_split",
+    "steps_per_epoch",
+    "train_dataset",
+]
