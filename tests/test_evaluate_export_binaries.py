@@ -33,6 +33,26 @@ def _run(module, *args):
 
 
 @needs_data
+def test_evaluate_with_ood_and_corruptions(members_dir, tmp_path):
+    output = tmp_path / "eval.json"
+    result = _run(
+        "tf_freetickets.evaluate", f"--source={members_dir.parent}", f"--output={output}", "--ood_examples=300",
+        "--corruptions=gaussian_noise,contrast", "--corruption_examples=200",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads(output.read_text())["results"]
+    assert sorted(saved["ood"]) == ["digits", "gaussian_noise", "uniform_noise"]
+    assert all(0 <= v["auroc"] <= 1 for v in saved["ood"].values())
+    assert sorted(saved["corruption"]) == ["contrast", "gaussian_noise"]
+    assert sorted(saved["corruption"]["contrast"]) == ["1", "2", "3", "4", "5"]
+    cells = [c["accuracy"] for per in saved["corruption"].values() for c in per.values()]
+    assert saved["corruption_accuracy"] == pytest.approx(np.mean(cells))
+    assert "| corruption | s1 | s2 | s3 | s4 | s5 |" in result.stdout
+    bad = _run("tf_freetickets.evaluate", f"--source={members_dir.parent}", "--ood=False", "--corruptions=rain")
+    assert bad.returncode == 2 and "Unknown corruptions ['rain']" in bad.stderr
+
+
+@needs_data
 def test_evaluate_writes_table_and_json(members_dir, tmp_path):
     output = tmp_path / "eval.json"
     result = _run(

@@ -49,12 +49,13 @@ def main(argv):
             ood_sets = make_ood_sets(num=_OOD_EXAMPLES.value)
         corruptions = None
         if _CORRUPTIONS.value != "none":
-            from tf_freetickets.data.corruptions import CORRUPTIONS
+            from tf_freetickets.data.corruptions import available_corruptions
 
-            corruptions = list(CORRUPTIONS) if _CORRUPTIONS.value == "all" else _CORRUPTIONS.value.split(",")
-            unknown = sorted(set(corruptions) - set(CORRUPTIONS))
+            known = list(available_corruptions(x_test.shape[-1]))
+            corruptions = known if _CORRUPTIONS.value == "all" else _CORRUPTIONS.value.split(",")
+            unknown = sorted(set(corruptions) - set(known))
             if unknown:
-                raise ValueError(f"Unknown corruptions {unknown}; known: {list(CORRUPTIONS)}.")
+                raise ValueError(f"Unknown corruptions {unknown} for {x_test.shape[-1]}-channel images; known: {known}.")
         result = evaluate_members(members, x_test, y_test, ood_sets=ood_sets)
         if corruptions:
             count = _CORRUPTION_EXAMPLES.value or len(x_test)

@@ -40,7 +40,8 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
       ood_sets: optional dict name -> uint8 images of the same (H, W, C),
         e.g. `data.ood.ood_sets()`.
       corruptions: optional list of corruption names from
-        `data.corruptions.CORRUPTIONS`, applied to `x_test` at `severities`.
+        `data.corruptions.available_corruptions(channels)`, applied to `x_test`
+        at `severities` (seed 0: the severities scale the same noise draw).
       batch_size: prediction batch size.
 
     Returns:
@@ -67,7 +68,7 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
         for name in corruptions:
             result["corruption"][name] = {}
             for severity in severities:
-                corrupted = corrupt(x_test, name, severity, seed=severity)
+                corrupted = corrupt(x_test, name, severity, seed=0)
                 mean = member_probabilities(members, _normalised(corrupted), batch_size=batch_size).mean(axis=0)
                 cell = {"accuracy": float(accuracy(mean, y_test)), "nll": float(negative_log_likelihood(mean, y_test))}
                 result["corruption"][name][str(severity)] = cell

@@ -1,0 +1,90 @@
+"""Offline OoD sets for Fashion-MNIST models (tf_freetickets.data.ood)."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from tf_freetickets.data import ood
+
+
+def test_digits_shape_dtype_count_and_range():
+    digits = ood.digits_ood()
+    assert digits.shape == (1797, 28, 28, 1) == (ood.NUM_SKLEARN_DIGITS, *ood.IMAGE_SHAPE)
+    assert digits.dtype == np.uint8
+    # Bright ink on black, full 0..255 range as in Fashion-MNIST.
+    assert digits.min() == 0 and digits.max() == 255
+    assert 60 < digits.mean() < 95
+    assert ood.digits_ood(10).shape == (10, 28, 28, 1)
+    np.testing.assert_array_equal(ood.digits_ood(10), digits[:10])
+    assert ood.digits_ood(0).shape == (0, 28, 28, 1)
+
+
+def test_digits_keep_the_8x8_pattern():
+    digits = ood.digits_ood(200)
+    reference = load_digits().images[:200] * (255.0 / 16.0)
+    back = ood.resize_to(digits, 8, method="bilinear")[..., 0].astype(np.float64)
+    error = np.abs(back - reference)
+    assert error.mean() < 12.0
+    correlations = [np.corrcoef(b.ravel(), r.ravel())[0, 1] for b, r in zip(back, reference)]
+    assert np.min(correlations) > 0.9
+    # Each digit is closest to its own source among the 200.
+    distances = ((back[:, None] - reference[None]) ** 2).sum(axis=(2, 3))
+    np.testing.assert_array_equal(distances.argmin(axis=1), np.arange(200))
+
+
+def test_digits_invert_and_stretch():
+    plain = ood.digits_ood(20).astype(int)
+    np.testing.assert_array_equal(ood.digits_ood(20, invert=True), 255 - plain)
+    stretched = ood.digits_ood(20, stretch=True)
+    assert (stretched.min(axis=(1, 2, 3)) == 0).all() and (stretched.max(axis=(1, 2, 3)) == 255).all()
+
+
+def test_digits_too_many():
+    with pytest.raises(ValueError, match="1797"):
+        ood.digits_ood(1798)
+
+
+def test_uniform_noise():
+    images = ood.mnist_like_noise(500, seed=3)
+    assert images.shape == (500, 28, 28, 1) and images.dtype == np.uint8
+    assert images.min() == 0 and images.max() == 255
+    assert abs(images.mean() - 127.5) < 1.0
+    assert abs(images.std() - np.sqrt((256**2 - 1) / 12)) < 1.0
+    np.testing.assert_array_equal(images, ood.mnist_like_noise(500, seed=3))
+    assert not np.array_equal(images, ood.mnist_like_noise(500, seed=4))
+    assert ood.mnist_like_noise(2, shape=(32, 32, 3)).shape == (2, 32, 32, 3)
+
+
+def test_gaussian_noise_images():
+    images = ood.gaussian_noise_images(500, seed=3)
+    assert images.shape == (500, 28, 28, 1) and images.dtype == np.uint8
+    assert abs(images.mean() - 128.0) < 1.0
+    # Clipping at 0 and 255 (about 2 standard deviations) trims the std a little below 64.
+    assert 58.0 < images.std() < 64.0
+    clipped = np.mean((images == 0) | (images == 255))
+    assert 0.035 < clipped < 0.06
+    np.testing.assert_array_equal(images, ood.gaussian_noise_images(500, seed=3))
+    assert not np.array_equal(images, ood.gaussian_noise_images(500, seed=4))
+
+
+def test_ood_sets():
+    sets = ood.ood_sets(num=300, seed=1)
+    assert set(sets) == {"digits", "uniform_noise", "gaussian_noise"}
+    for images in sets.values():
+        assert images.shape == (300, 28, 28, 1) and images.dtype == np.uint8
+    again = ood.ood_sets(num=300, seed=1)
+    for name in sets:
+        np.testing.assert_array_equal(sets[name], again[name])
+    assert ood.ood_sets(num=2000)["digits"].shape == (1797, 28, 28, 1)
+    with pytest.raises(ValueError):
+        ood.ood_sets(num=-1)
+
+
+def test_resize_to():
+    images = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    up = ood.resize_to(images, (8, 12), method="nearest")
+    assert up.shape == (2, 8, 12, 3) and up.dtype == np.uint8
+    np.testing.assert_array_equal(up[:, ::2, ::3], images)
+    assert ood.resize_to(images, 6).shape == (2, 6, 6, 3)
+    with pytest.raises(ValueError):
+        ood.resize_to(images[0], 8)

@@ -1,0 +1,153 @@
+"""Out-of-distribution image sets for a Fashion-MNIST model, made offline by this project's code.
+
+Every set is uint8 (N, 28, 28, 1), the layout of `load_fashion_mnist`, so it
+goes through the same pipelines (`eval_dataset`) and models. The sets follow the
+usual OoD-detection conventions for (Fashion-)MNIST models (e.g. Hendrycks &
+Gimpel 2017; Lakshminarayanan et al. 2017, who test Fashion-MNIST/MNIST models
+on other digit/letter sets and on noise): a *far* natural set of handwritten
+digits (scikit-learn's bundled UCI digits, upsampled) and two synthetic noise
+sets (uniform and Gaussian pixel noise). Nothing is downloaded.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+#: Image shape of the Fashion-MNIST-like sets.
+IMAGE_SHAPE = (28, 28, 1)
+
+#: Images in scikit-learn's bundled digits set (UCI optical recognition of handwritten digits, test part).
+NUM_SKLEARN_DIGITS = 1797
+
+# Salts that give each noise set its own random stream for one seed.
+_UNIFORM_SALT = 1
+_GAUSSIAN_SALT = 2
+
+
+def resize_to(images, size, method="bilinear"):
+    """Resizes a uint8 image array (N, H, W, C) to (N, size[0], size[1], C) with `tf.image.resize`.
+
+    Args:
+      images: uint8 (or any real) array (N, H, W, C) with values in 0..255.
+      size: (height, width), or one int for a square.
+      method: a `tf.image.resize` method ("bilinear", "area", "nearest", ...).
+        Bilinear uses half-pixel centres (TF2), so a k-times upsampled pixel's
+        block averages back to the pixel.
+
+    Returns:
+      uint8 array (N, height, width, C), rounded and clipped to 0..255.
+    """
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"resize_to takes an image array of shape (N, H, W, C), got shape {images.shape}.")
+    out = tf.image.resize(tf.constant(images, tf.float32), tuple(size), method=method).numpy()
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _check_num(num):
+    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 0:
+        raise ValueError(f"num must be a non-negative integer, got {num!r}.")
+    return int(num)
+
+
+def digits_ood(num=None, invert=False, stretch=False):
+    """scikit-learn's bundled 8x8 handwritten digits as Fashion-MNIST-shaped OoD images.
+
+    `sklearn.datasets.load_digits` (1,797 images, 8x8, values 0..16 counting the
+    "on" pixels of 4x4 blocks, ink high) is scaled to 0..255 (value * 255 / 16),
+    bilinearly upsampled to 28x28 by `resize_to` and returned as uint8
+    (num, 28, 28, 1). Like Fashion-MNIST (bright object on a black background),
+    the digits are bright ink on black, and their mean intensity (about 78 of
+    255) is close to Fashion-MNIST's (about 73), so by default no inversion and
+    no contrast change are applied.
+
+    Args:
+      num: how many digits, the first `num` in scikit-learn's order; None for all 1,797.
+      invert: return 255 - image (dark ink on white), a harder-to-miss shift.
+      stretch: per image, stretch min..max to 0..255 (contrast matching for
+        digits whose darkest pixel is not 0 or brightest not 255).
+
+    Returns:
+      uint8 array (num, 28, 28, 1).
+
+    Raises:
+      ValueError: num is negative, not an integer, or above 1,797.
+    """
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images  # (1797, 8, 8) float64, 0..16
+    if num is not None:
+        num = _check_num(num)
+        if num > len(images):
+            raise ValueError(f"scikit-learn's digits set has {len(images)} images; asked for {num}.")
+        images = images[:num]
+    scaled = images[..., None] * (255.0 / 16.0)
+    out = resize_to(scaled, IMAGE_SHAPE[:2], method="bilinear").astype(np.float64)
+    if stretch:
+        low = out.min(axis=(1, 2, 3), keepdims=True)
+        high = out.max(axis=(1, 2, 3), keepdims=True)
+        out = (out - low) * 255.0 / np.maximum(high - low, 1.0)
+    if invert:
+        out = 255.0 - out
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def mnist_like_noise(num, seed=0, shape=IMAGE_SHAPE):
+    """Uniform pixel noise images: every pixel independently uniform over 0..255.
+
+    The "uniform noise" OoD set of the MNIST/Fashion-MNIST OoD literature.
+
+    Args:
+      num: number of images.
+      seed: seeds a numpy Generator (salted, so the Gaussian set of the same
+        seed is independent); same seed, same images.
+      shape: (H, W, C) of one image; Fashion-MNIST's (28, 28, 1) by default.
+
+    Returns:
+      uint8 array (num, *shape).
+    """
+    num = _check_num(num)
+    rng = np.random.default_rng([int(seed), _UNIFORM_SALT])
+    return rng.integers(0, 256, size=(num, *shape), dtype=np.uint8)
+
+
+def gaussian_noise_images(num, seed=0, mean=128.0, std=64.0, shape=IMAGE_SHAPE):
+    """Gaussian pixel noise images: every pixel N(mean, std^2), rounded and clipped to 0..255.
+
+    The "Gaussian noise" OoD set of the MNIST/Fashion-MNIST OoD literature;
+    N(128, 64^2) by default (about 4.6% of the pixels are clipped at 0 or 255).
+
+    Args:
+      num: number of images.
+      seed: seeds a numpy Generator (salted, independent of `mnist_like_noise`).
+      mean, std: pixel mean and standard deviation in 0..255 units.
+      shape: (H, W, C) of one image; (28, 28, 1) by default.
+
+    Returns:
+      uint8 array (num, *shape).
+    """
+    num = _check_num(num)
+    rng = np.random.default_rng([int(seed), _GAUSSIAN_SALT])
+    values = mean + std * rng.standard_normal(size=(num, *shape))
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def ood_sets(num=2000, seed=0):
+    """The OoD sets for a Fashion-MNIST model, by name, each uint8 (n, 28, 28, 1).
+
+    Returns a dict:
+      "digits": `digits_ood(min(num, 1797))` (scikit-learn's set holds 1,797
+        images, so it is capped there);
+      "uniform_noise": `mnist_like_noise(num, seed)`;
+      "gaussian_noise": `gaussian_noise_images(num, seed)`.
+
+    Use them with `tft.metrics.ood_detection`, the Fashion-MNIST test set as the
+    in-distribution side.
+    """
+    num = _check_num(num)
+    return {
+        "digits": digits_ood(min(num, NUM_SKLEARN_DIGITS)),
+        "uniform_noise": mnist_like_noise(num, seed),
+        "gaussian_noise": gaussian_noise_images(num, seed),
+    }
