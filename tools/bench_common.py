@@ -1,0 +1,146 @@
+"""Shared pieces of the benchmark tools (bench_train, bench_update, bench_deploy, bench_flops).
+
+Nothing here imports TensorFlow or Keras at module level: `bench_train.py` starts a child process
+that must set TF_USE_LEGACY_KERAS before TensorFlow is first imported, and it imports this module.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+
+def median(values):
+    values = [float(v) for v in values]
+    return statistics.median(values) if values else float("nan")
+
+
+def cpu_model_name():
+    """The `Model name:` line of lscpu (falls back to /proc/cpuinfo, then platform)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.strip().startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info():
+    """CPU model, core count, load average and library versions, for the JSON reports."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    return {
+        "cpu_model": cpu_model_name(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": load,
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def quiet_tensorflow():
+    """Fewer log lines: TF's C++ logs (set before TensorFlow is imported) and absl INFO lines."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+
+
+# -- models ------------------------------------------------------------------
+
+#: name -> (input shape, builder description)
+MODELS = {
+    "small_cnn": (28, 28, 1),
+    "cifar_resnet20": (32, 32, 3),
+    "cifar_resnet56": (32, 32, 3),
+    "wrn16_4": (32, 32, 3),
+    "wrn28_10": (32, 32, 3),
+    "resnet50_32": (32, 32, 3),  # keras.applications ResNet-50 (tft.models.build_model) on 32x32 inputs
+}
+
+
+def input_shape(name):
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; use one of {sorted(MODELS)}.")
+    return MODELS[name]
+
+
+def build_model(name):
+    """The library's Keras 3 model for a benchmark name (10 classes, logits)."""
+    import tf_freetickets as tft
+
+    shape = input_shape(name)
+    if name == "small_cnn":
+        return tft.models.small_cnn(input_shape=shape)
+    if name.startswith("cifar_resnet"):
+        return tft.models.cifar_resnet(int(name[len("cifar_resnet") :]), input_shape=shape)
+    if name == "resnet50_32":
+        return tft.models.build_model("resnet50", shape, 10)
+    if name.startswith("wrn"):
+        depth, width = (int(p) for p in name[3:].split("_"))
+        return tft.models.wide_resnet(depth, width, input_shape=shape)
+    raise ValueError(f"Unknown model {name!r}.")
+
+
+def synthetic_batch(name, batch_size, seed=0, num_classes=10):
+    """One fixed random (x, y) batch as numpy arrays (the tools repeat it: no input-pipeline cost)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.random((batch_size, *input_shape(name)), dtype=np.float32)
+    y = rng.integers(0, num_classes, size=(batch_size,)).astype("int32")
+    return x, y
+
+
+def repeated_dataset(x, y):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+
+# -- output ------------------------------------------------------------------
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(output_dir, stem, result, markdown):
+    """Writes `<stem>.json` and `<stem>.md` under `output_dir` (created); returns the two paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    json_path = os.path.join(output_dir, f"{stem}.json")
+    md_path = os.path.join(output_dir, f"{stem}.md")
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    with open(md_path, "w", encoding="utf-8") as f:
+        f.write(markdown + "\n")
+    return json_path, md_path
+
+
+def fmt_ms(seconds):
+    return f"{1000.0 * seconds:.1f}"
+
+
+def fmt_ratio(value):
+    return f"{value:.2f}x"

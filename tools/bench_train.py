@@ -1,0 +1,470 @@
+"""Training step time of dense vs sparse training (Static, SET, RigL, CigL) and TF-MOT pruning.
+
+  python tools/bench_train.py --model=small_cnn --batch_size=64 --steps=100 --repeats=3 --output=out/bench
+
+Every method trains the same model (`tft.models`, 10 classes) on one fixed synthetic batch repeated by
+tf.data, with SGD(0.01, momentum 0.9). Sparse models are `tft.sparsify(model, --sparsity, "erk")`.
+
+How it is timed (model.fit + tft.MaskUpdate, updates included):
+- Each method is compiled once and warmed up (train function traced, one mask update run so the update's
+  tf.functions are traced). The `MaskUpdate` callback keeps its `MaskEngine` across `fit` calls, as one
+  long `fit` does (a fresh engine per call would retrace the update functions every window).
+- A timed window is `model.fit(steps_per_epoch=steps + 1)`: the clock runs from the end of batch 0 to the
+  end of the last batch, so it covers `--steps` optimizer steps, the per-batch callback work and every mask
+  update due in them. Updaters use ΔT = --update_every, drop fraction 0.3 (constant) and no end step, so
+  with --steps = ΔT (the default) every window holds exactly one mask update (RigL: its dense-gradient
+  batch plus drop/grow). Each update is also timed on its own (around `MaskEngine.update`).
+- Reported per method: step = (window - time inside updates) / steps; update = median update time;
+  amortised = step + update / ΔT (equal to window / steps when steps = ΔT); ratio = amortised / dense step,
+  taken per repeat (methods interleaved, order rotated) and the median over repeats.
+- TF-MOT: `prune_low_magnitude` (ConstantSparsity(--sparsity), pruning frequency ΔT) on a tf_keras twin of
+  the model, timed in a child process (importing tfmot sets TF_USE_LEGACY_KERAS for the whole process)
+  against a dense tf_keras twin in that same child, with windows of exactly ΔT steps (one pruning step each).
+
+Writes train_<model>.json and train_<model>.md under --output and prints the table.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common as common  # noqa: E402
+
+_MODEL = flags.DEFINE_enum("model", "small_cnn", ["small_cnn", "cifar_resnet20", "cifar_resnet56", "wrn16_4"], "Model.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
+_STEPS = flags.DEFINE_integer("steps", 100, "Timed optimizer steps per window (default ΔT: one update per window).")
+_WARMUP = flags.DEFINE_integer("warmup", 5, "Warm-up steps per method before timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows per method (interleaved across methods).")
+_UPDATE_EVERY = flags.DEFINE_integer("update_every", 100, "ΔT: steps between mask updates (SET, RigL, CigL, TF-MOT).")
+_SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse models (ERK for the library, uniform for TF-MOT).")
+_METHODS = flags.DEFINE_list("methods", ["dense", "static", "set", "rigl", "cigl"], "Library methods to time.")
+_TFMOT = flags.DEFINE_boolean("tfmot", True, "Also time TF-MOT prune_low_magnitude in a child process.")
+_OUTPUT = flags.DEFINE_string("output", "out/bench", "Output folder for the JSON and markdown files.")
+_TFMOT_CHILD = flags.DEFINE_string("tfmot_child", None, "Internal: run the TF-MOT measurement and write JSON here.")
+
+DROP_FRACTION = 0.3
+NO_END = 10**9
+
+
+def _timer_class(base):
+    """A callback recording the wall clock at every batch end (after the callbacks before it)."""
+
+    class BatchEndTimer(base):
+        def __init__(self):
+            super().__init__()
+            self.stamps = []
+
+        def on_train_begin(self, logs=None):
+            self.stamps = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.stamps.append(time.perf_counter())
+
+    return BatchEndTimer
+
+
+# -- the library's methods (Keras 3) -------------------------------------------
+
+
+def _updater(method, update_every):
+    import tf_freetickets as tft
+
+    schedule = {"update_every": update_every, "drop_fraction": DROP_FRACTION, "decay": "constant", "end_step": NO_END, "seed": 0}
+    if method == "static":
+        return tft.Static()
+    if method == "set":
+        return tft.SET(**schedule)
+    if method == "rigl":
+        return tft.RigL(**schedule)
+    if method == "cigl":
+        return tft.CigL(random_drop_rate=0.01, **schedule)
+    raise ValueError(f"Unknown method {method!r}; use dense, static, set, rigl, cigl.")
+
+
+def _persistent_mask_update_class():
+    import tf_freetickets as tft
+
+    class PersistentMaskUpdate(tft.MaskUpdate):
+        """MaskUpdate that keeps its first MaskEngine (traced functions, gradient iterator) across fits,
+        and times every `MaskEngine.update` call."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.update_log = []  # (start time, seconds)
+            self._kept = None
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            if self._kept is None:
+                self._kept = self.engine
+                original = self.engine.update
+
+                def timed_update(*args, **kwargs):
+                    start = time.perf_counter()
+                    result = original(*args, **kwargs)
+                    self.update_log.append((start, time.perf_counter() - start))
+                    return result
+
+                self._kept.update = timed_update
+            self.engine = self._kept
+
+    return PersistentMaskUpdate
+
+
+class _Run:
+    def __init__(self, method, model, callbacks, mask_update):
+        self.method = method
+        self.model = model
+        self.callbacks = callbacks
+        self.mask_update = mask_update
+        self.windows = []  # dicts: seconds, steps, updates (list of seconds)
+        self.extra_updates = []
+
+
+def _compile(model):
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+
+
+def _make_runs(methods, model_name, sparsity, update_every, dataset):
+    import keras
+
+    import tf_freetickets as tft
+
+    timer_class = _timer_class(keras.callbacks.Callback)
+    mask_update_class = _persistent_mask_update_class()
+    runs = []
+    for method in methods:
+        keras.utils.set_random_seed(0)
+        model = common.build_model(model_name)
+        mask_update = None
+        callbacks = []
+        if method != "dense":
+            model = tft.sparsify(model, sparsity, distribution="erk", seed=0)
+            mask_update = mask_update_class(_updater(method, update_every), gradient_data=dataset)
+            callbacks.append(mask_update)
+        _compile(model)
+        callbacks.append(timer_class())
+        runs.append(_Run(method, model, callbacks, mask_update))
+    return runs
+
+
+def _fit_window(run, dataset, steps):
+    """One timed window of `steps` steps; returns (seconds, [update seconds inside it])."""
+    timer = run.callbacks[-1]
+    before = len(run.mask_update.update_log) if run.mask_update else 0
+    run.model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=run.callbacks)
+    start, end = timer.stamps[0], timer.stamps[-1]
+    updates = []
+    if run.mask_update:
+        updates = [seconds for began, seconds in run.mask_update.update_log[before:] if began >= start]
+    return end - start, updates
+
+
+def _warm_up(run, dataset, warmup):
+    run.model.fit(dataset, steps_per_epoch=max(warmup, 1) + 1, epochs=1, verbose=0, callbacks=run.callbacks)
+    if run.mask_update is not None and run.mask_update.updater.updates_masks:
+        step = int(run.model.optimizer.iterations.numpy())
+        run.mask_update.engine.update(step, drop_fraction=DROP_FRACTION)  # traces the update functions
+        run.mask_update.update_log.clear()
+
+
+def _summarise(runs, steps, update_every):
+    """Per-method medians and per-repeat paired ratios to dense."""
+    dense = next((r for r in runs if r.method == "dense"), None)
+    rows = {}
+    for run in runs:
+        updates = [u for w in run.windows for u in w["updates"]] + run.extra_updates
+        update = common.median(updates) if updates else 0.0
+        step_times = [(w["seconds"] - sum(w["updates"])) / steps for w in run.windows]
+        fit_times = [w["seconds"] / steps for w in run.windows]
+        amortised = [s + update / update_every for s in step_times]
+        row = {
+            "method": run.method,
+            "step_s": common.median(step_times),
+            "update_s": update if updates else None,
+            "updates_timed": len(updates),
+            "amortised_step_s": common.median(amortised),
+            "fit_window_step_s": common.median(fit_times),
+            "windows_s": [w["seconds"] for w in run.windows],
+            "updates_per_window": [len(w["updates"]) for w in run.windows],
+        }
+        if dense is not None:
+            base = [w["seconds"] / steps for w in dense.windows]
+            row["ratio_to_dense"] = common.median([a / b for a, b in zip(amortised, base)])
+            row["fit_window_ratio_to_dense"] = common.median([a / b for a, b in zip(fit_times, base)])
+            if updates:
+                row["update_over_dense_step"] = update / common.median(base)
+        rows[run.method] = row
+    return rows
+
+
+def measure_library(model_name, batch_size, steps, warmup, repeats, update_every, sparsity, methods):
+    import tf_freetickets as tft
+
+    x, y = common.synthetic_batch(model_name, batch_size)
+    dataset = common.repeated_dataset(x, y)
+    runs = _make_runs(methods, model_name, sparsity, update_every, dataset)
+    for run in runs:
+        _warm_up(run, dataset, warmup)
+    for repeat in range(repeats):
+        shift = repeat % len(runs)
+        for run in runs[shift:] + runs[:shift]:
+            seconds, updates = _fit_window(run, dataset, steps)
+            run.windows.append({"seconds": seconds, "steps": steps, "updates": updates})
+    for run in runs:
+        # With steps < ΔT a window may hold no update: time a few on their own.
+        if run.mask_update and run.mask_update.updater.updates_masks and not any(w["updates"] for w in run.windows):
+            for _ in range(3):
+                step = int(run.model.optimizer.iterations.numpy())
+                start = time.perf_counter()
+                run.mask_update.engine.update(step, drop_fraction=DROP_FRACTION)
+                run.extra_updates.append(time.perf_counter() - start)
+    summary = _summarise(runs, steps, update_every)
+    sparse = next((r for r in runs if r.method != "dense"), None)
+    if sparse is not None:
+        summary["_global_sparsity"] = float(tft.global_sparsity(sparse.model))
+    summary["_dense_params"] = int(common.build_model(model_name).count_params())
+    return summary
+
+
+# -- TF-MOT (child process, tf_keras) ---------------------------------------------
+
+
+def tf_keras_twin(model_name):
+    """The tf_keras twin of `common.build_model(model_name)`: same layers, shapes and parameter count."""
+    import tf_keras
+
+    layers = tf_keras.layers
+    shape = common.input_shape(model_name)
+    inputs = tf_keras.Input(shape)
+    if model_name == "small_cnn":
+        x = inputs
+        for channels in (32, 64):
+            for _ in range(2):
+                x = layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
+                x = layers.ReLU()(layers.BatchNormalization()(x))
+            x = layers.MaxPooling2D()(x)
+        x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
+        return tf_keras.Model(inputs, layers.Dense(10)(x))
+    if model_name.startswith("cifar_resnet"):
+        blocks = (int(model_name[len("cifar_resnet") :]) - 2) // 6
+        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+        x = layers.ReLU()(layers.BatchNormalization()(x))
+        for stage, filters in enumerate((16, 32, 64)):
+            for block in range(blocks):
+                stride = 2 if stage > 0 and block == 0 else 1
+                shortcut = x
+                if stride != 1 or x.shape[-1] != filters:
+                    shortcut = layers.BatchNormalization()(layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x))
+                y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
+                y = layers.ReLU()(layers.BatchNormalization()(y))
+                y = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(y))
+                x = layers.ReLU()(layers.Add()([shortcut, y]))
+        x = layers.GlobalAveragePooling2D()(x)
+        return tf_keras.Model(inputs, layers.Dense(10)(x))
+    if model_name.startswith("wrn"):
+        depth, width = (int(p) for p in model_name[3:].split("_"))
+        blocks = (depth - 4) // 6
+        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+        for group, base in enumerate((16, 32, 64)):
+            filters = base * width
+            for block in range(blocks):
+                stride = 2 if group > 0 and block == 0 else 1
+                preact = layers.ReLU()(layers.BatchNormalization()(x))
+                shortcut = x
+                if stride != 1 or x.shape[-1] != filters:
+                    shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(preact)
+                y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(preact)
+                y = layers.ReLU()(layers.BatchNormalization()(y))
+                y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+                x = layers.Add()([shortcut, y])
+        x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
+        return tf_keras.Model(inputs, layers.Dense(10)(x))
+    raise ValueError(f"No tf_keras twin for {model_name!r}.")
+
+
+def tfmot_child(result_path):
+    """Runs in a process whose TF_USE_LEGACY_KERAS=1 was set before TensorFlow was imported."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    update_every, repeats = _UPDATE_EVERY.value, _REPEATS.value
+    x, y = common.synthetic_batch(_MODEL.value, _BATCH.value)
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    timer_class = _timer_class(tf_keras.callbacks.Callback)
+
+    def compiled(model):
+        model.compile(
+            optimizer=tf_keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        return model
+
+    tf_keras.utils.set_random_seed(0)
+    dense = compiled(tf_keras_twin(_MODEL.value))
+    tf_keras.utils.set_random_seed(0)
+    schedule = tfmot.sparsity.keras.ConstantSparsity(_SPARSITY.value, begin_step=0, frequency=update_every)
+    pruned = compiled(tfmot.sparsity.keras.prune_low_magnitude(tf_keras_twin(_MODEL.value), pruning_schedule=schedule))
+    runs = {
+        "tf_keras_dense": (dense, [timer_class()]),
+        "tfmot_prune_low_magnitude": (pruned, [tfmot.sparsity.keras.UpdatePruningStep(), timer_class()]),
+    }
+    for model, callbacks in runs.values():
+        model.fit(dataset, steps_per_epoch=_WARMUP.value + 1, epochs=1, verbose=0, callbacks=callbacks)
+    windows = {name: [] for name in runs}
+    names = list(runs)
+    for repeat in range(repeats):
+        order = names if repeat % 2 == 0 else names[::-1]
+        for name in order:
+            model, callbacks = runs[name]
+            # ΔT + 1 steps; the clock skips batch 0, so it covers ΔT steps and exactly one pruning step.
+            model.fit(dataset, steps_per_epoch=update_every + 1, epochs=1, verbose=0, callbacks=callbacks)
+            stamps = callbacks[-1].stamps
+            windows[name].append((stamps[-1] - stamps[0]) / update_every)
+    kernels = [w for w in pruned.weights if w.name.endswith("mask:0")]
+    zero = sum(int(np.sum(w.numpy() == 0)) for w in kernels) / max(sum(int(np.prod(w.shape)) for w in kernels), 1)
+    ratios = [p / d for p, d in zip(windows["tfmot_prune_low_magnitude"], windows["tf_keras_dense"])]
+    result = {
+        "tf_keras_dense_step_s": common.median(windows["tf_keras_dense"]),
+        "tfmot_step_s": common.median(windows["tfmot_prune_low_magnitude"]),
+        "ratio_to_tf_keras_dense": common.median(ratios),
+        "windows": windows,
+        "steps_per_window": update_every,
+        "mask_sparsity": zero,
+        "params": int(dense.count_params()),
+        "tf_keras": tf_keras.__version__,
+        "tfmot": tfmot.__version__ if hasattr(tfmot, "__version__") else "0.8.x",
+    }
+    with open(result_path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+def run_tfmot_subprocess():
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tfmot.json")
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
+        command = [
+            sys.executable,
+            os.path.abspath(__file__),
+            f"--tfmot_child={path}",
+            f"--model={_MODEL.value}",
+            f"--batch_size={_BATCH.value}",
+            f"--warmup={_WARMUP.value}",
+            f"--repeats={_REPEATS.value}",
+            f"--update_every={_UPDATE_EVERY.value}",
+            f"--sparsity={_SPARSITY.value}",
+        ]
+        completed = subprocess.run(command, env=env, capture_output=True, text=True)
+        if completed.returncode != 0 or not os.path.exists(path):
+            return {"error": completed.stderr[-2000:]}
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+
+# -- report ------------------------------------------------------------------------
+
+
+def markdown(result):
+    cfg = result["config"]
+    lines = [
+        f"Training step time, {cfg['model']} ({result['library']['_dense_params']:,} params), batch {cfg['batch_size']}, "
+        f"sparsity {cfg['sparsity']} (ERK, measured {result['library'].get('_global_sparsity', 0):.3f}), "
+        f"ΔT = {cfg['update_every']}, {cfg['steps']} steps per window, median of {cfg['repeats']} interleaved windows.",
+        "",
+    ]
+    header = ["method", "step ms", "mask update ms", "amortised step ms", "ratio to dense", "fit window ratio"]
+    rows = []
+    for method in cfg["methods"]:
+        r = result["library"][method]
+        update = common.fmt_ms(r["update_s"]) if r["update_s"] is not None else "-"
+        rows.append(
+            [
+                method,
+                common.fmt_ms(r["step_s"]),
+                update,
+                common.fmt_ms(r["amortised_step_s"]),
+                common.fmt_ratio(r.get("ratio_to_dense", float("nan"))),
+                common.fmt_ratio(r.get("fit_window_ratio_to_dense", float("nan"))),
+            ]
+        )
+    tfmot = result.get("tfmot")
+    if tfmot and "error" not in tfmot:
+        rows.append(
+            [
+                "tf_keras dense twin (child process)",
+                common.fmt_ms(tfmot["tf_keras_dense_step_s"]),
+                "-",
+                common.fmt_ms(tfmot["tf_keras_dense_step_s"]),
+                "1.00x (its own baseline)",
+                "-",
+            ]
+        )
+        rows.append(
+            [
+                f"TF-MOT prune_low_magnitude ({tfmot['mask_sparsity']:.2f} uniform)",
+                "-",
+                "in step",
+                common.fmt_ms(tfmot["tfmot_step_s"]),
+                common.fmt_ratio(tfmot["ratio_to_tf_keras_dense"]) + " (vs tf_keras dense)",
+                "-",
+            ]
+        )
+    elif tfmot:
+        rows.append(["TF-MOT", "failed", "-", "-", "-", "-"])
+    lines.append(common.markdown_table(header, rows))
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    common.quiet_tensorflow()
+    if _TFMOT_CHILD.value:
+        tfmot_child(_TFMOT_CHILD.value)
+        return
+    config = {
+        "model": _MODEL.value,
+        "batch_size": _BATCH.value,
+        "steps": _STEPS.value,
+        "warmup": _WARMUP.value,
+        "repeats": _REPEATS.value,
+        "update_every": _UPDATE_EVERY.value,
+        "sparsity": _SPARSITY.value,
+        "methods": list(_METHODS.value),
+        "timing": "model.fit + MaskUpdate windows (updates included, also timed alone); amortised = step + update / ΔT",
+    }
+    started = time.perf_counter()
+    result = {"config": config, "machine": common.machine_info()}
+    result["library"] = measure_library(
+        _MODEL.value,
+        _BATCH.value,
+        _STEPS.value,
+        _WARMUP.value,
+        _REPEATS.value,
+        _UPDATE_EVERY.value,
+        _SPARSITY.value,
+        config["methods"],
+    )
+    if _TFMOT.value:
+        result["tfmot"] = run_tfmot_subprocess()
+    result["seconds"] = time.perf_counter() - started
+    table = markdown(result)
+    json_path, _ = common.write_outputs(_OUTPUT.value, f"train_{_MODEL.value}", result, table)
+    print(table)
+    print(f"\n({result['seconds']:.0f} s; wrote {json_path})")
+
+
+if __name__ == "__main__":
+    app.run(main)
