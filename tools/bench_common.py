@@ -144,3 +144,20 @@ def fmt_ms(seconds):
 
 def fmt_ratio(value):
     return f"{value:.2f}x"
+
+
+def batch_end_timer_class(base):
+    """A callback recording the wall clock at every batch end (after the callbacks before it)."""
+
+    class BatchEndTimer(base):
+        def __init__(self):
+            super().__init__()
+            self.stamps = []
+
+        def on_train_begin(self, logs=None):
+            self.stamps = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.stamps.append(time.perf_counter())
+
+    return BatchEndTimer

@@ -52,23 +52,6 @@ DROP_FRACTION = 0.3
 NO_END = 10**9
 
 
-def _timer_class(base):
-    """A callback recording the wall clock at every batch end (after the callbacks before it)."""
-
-    class BatchEndTimer(base):
-        def __init__(self):
-            super().__init__()
-            self.stamps = []
-
-        def on_train_begin(self, logs=None):
-            self.stamps = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.stamps.append(time.perf_counter())
-
-    return BatchEndTimer
-
-
 # -- the library's methods (Keras 3) -------------------------------------------
 
 
@@ -141,7 +124,7 @@ def _make_runs(methods, model_name, sparsity, update_every, dataset):
 
     import tf_freetickets as tft
 
-    timer_class = _timer_class(keras.callbacks.Callback)
+    timer_class = common.batch_end_timer_class(keras.callbacks.Callback)
     mask_update_class = _persistent_mask_update_class()
     runs = []
     for method in methods:
@@ -304,7 +287,7 @@ def tfmot_child(result_path):
     update_every, repeats = _UPDATE_EVERY.value, _REPEATS.value
     x, y = common.synthetic_batch(_MODEL.value, _BATCH.value)
     dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
-    timer_class = _timer_class(tf_keras.callbacks.Callback)
+    timer_class = common.batch_end_timer_class(tf_keras.callbacks.Callback)
 
     def compiled(model):
         model.compile(

@@ -37,23 +37,6 @@ _OUTPUT = flags.DEFINE_string("output", "out/bench", "Output folder.")
 DROP_FRACTION = 0.3
 
 
-def _timer():
-    import keras
-
-    class BatchEndTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.stamps = []
-
-        def on_train_begin(self, logs=None):
-            self.stamps = []
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.stamps.append(time.perf_counter())
-
-    return BatchEndTimer()
-
-
 def _compile(model):
     import keras
 
@@ -76,7 +59,9 @@ def measure(model_name, batch_size, steps, repeats, sparsity, with_dense):
     dense_model = common.build_model(model_name)
     params = int(dense_model.count_params())
     model = _compile(tft.sparsify(dense_model, sparsity, distribution="erk", seed=0))
-    timer = _timer()
+    import keras
+
+    timer = common.batch_end_timer_class(keras.callbacks.Callback)()
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, callbacks=[timer])  # builds the optimizer
     schedule = {"update_every": 100, "drop_fraction": DROP_FRACTION, "decay": "constant", "end_step": 10**9, "seed": 0}
     rigl = MaskEngine(model, tft.RigL(**schedule), gradient_data=dataset)
