@@ -23,7 +23,8 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets"],
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib"],
+        "plots": ["matplotlib"],
         "datasets": ["tensorflow-datasets"],
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
     },

@@ -51,6 +51,11 @@ def test_rigl_single_run_writes_member_and_results(tmp_path):
     assert tft.global_sparsity(model) == pytest.approx(results["sparsity"])
     for layer in tft.sparse.masked_layers(model):
         assert np.all(layer.kernel_variable.numpy()[layer.kernel_mask.numpy() == 0] == 0)
+    # Costs recorded with the metrics: 1024 examples / 64 = 16 steps per epoch, 2 epochs.
+    dense, sparse = tft.metrics.forward_flops(model)
+    assert results["inference_flops"] == sparse and results["dense_inference_flops"] == dense
+    updates = tft.metrics.num_mask_updates(32, update_every=4, end_fraction=0.75)
+    assert results["training_flops"] == 3 * sparse * 64 * 32 + updates * 64 * (2 * sparse + dense)
 
 
 @needs_data

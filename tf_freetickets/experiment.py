@@ -28,6 +28,7 @@ from tf_freetickets.ensembles import (
     train_independent_ensemble,
 )
 from tf_freetickets.experiment_config import validate
+from tf_freetickets.experiment_flops import run_flops
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.sparse import (
     SET,
@@ -263,14 +264,17 @@ def run(config, workdir, strategy=None):
     os.makedirs(workdir, exist_ok=True)
 
     num_classes = int(max(y_train.max(), y_test.max())) + 1
-    members, extra = _TRAINERS[config.ensemble.kind](_Run(config, workdir, x_train, y_train, num_classes, strategy))
+    training = _Run(config, workdir, x_train, y_train, num_classes, strategy)
+    members, extra = _TRAINERS[config.ensemble.kind](training)
     test_inputs = data.eval_dataset(x_test, y_test).map(lambda x, y: x)
     results = summarize_members(member_probabilities(members, test_inputs), y_test)
     results.update(extra)
+    results.update(run_flops(config, members, make_updater(config.sparse, config.seed), training.steps_per_epoch))
     if config.sparse.method != "dense":
         print(sparsity_table(members[0]))
         results["sparsity"] = global_sparsity(members[0])
     name = config.sparse.method if config.ensemble.kind == "none" else f"{config.sparse.method}-{config.ensemble.kind}"
+    print(f"training FLOPs {results['training_flops']:.4g}, inference FLOPs per example {results['inference_flops']:.4g}")
     print(format_table({name: results}))
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump({"name": name, "results": results, "config": config.to_dict()}, f, indent=2)

@@ -9,13 +9,10 @@ as markdown. A finished run (results.json present) is not run again, so an inter
 resumes where it stopped.
 """
 
-import ast
-import importlib.util
 import json
 import os
 import sys
 
-import numpy as np
 from absl import app, flags
 
 _CONFIGS = flags.DEFINE_list("configs", None, "Config files to compare.", required=True)
@@ -26,46 +23,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder.", required=True)
 METRICS = ("accuracy", "nll", "ece", "brier", "disagreement", "kl")
 
 
-def load_config(path, overrides):
-    """`get_config()` of the file at `path`, with `dotted.key=value` overrides applied."""
-    spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw
-        node = config
-        *parents, leaf = key.split(".")
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-    return config
-
-
-def mean_std(values):
-    return float(np.mean(values)), float(np.std(values))
-
-
-def markdown_table(summary):
-    """Rows: configs; cells: mean ± std over seeds."""
-    present = [m for m in METRICS if any(m in runs[0] for runs in summary.values())]
-    lines = ["| run | seeds | " + " | ".join(present) + " |", "|---|---|" + "---|" * len(present)]
-    for name, runs in summary.items():
-        cells = []
-        for metric in present:
-            values = [run[metric] for run in runs if metric in run]
-            cells.append("{:.4f} ± {:.4f}".format(*mean_std(values)) if values else "-")
-        lines.append(f"| {name} | {len(runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv):
     del argv
     from tf_freetickets import experiment
+    from tf_freetickets.reporting import Column, load_config, markdown_table
 
     summary = {}
     for path in _CONFIGS.value:
@@ -83,7 +44,7 @@ def main(argv):
     os.makedirs(_WORKDIR.value, exist_ok=True)
     with open(os.path.join(_WORKDIR.value, "summary.json"), "w") as f:
         json.dump({"overrides": _SET.value, "seeds": _SEEDS.value, "runs": summary}, f, indent=2)
-    print(markdown_table(summary))
+    print(markdown_table(summary, [Column(m, m) for m in METRICS]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,119 @@
+"""Matplotlib figures of a study: reliability diagrams and accuracy against training FLOPs.
+
+matplotlib is imported inside the functions (Agg backend), so the package
+works without it; `pip install matplotlib` (in the [test] extra) for figures.
+"""
+
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("Figures need matplotlib: pip install matplotlib") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def pool_reliability(bins_list):
+    """Pools reliability bins of several runs (seeds) into one diagram's bins.
+
+    Args:
+      bins_list: list of dicts with equal-length lists "counts", "confidence",
+        "accuracy" (what `evaluation.evaluate_members` stores under "reliability").
+
+    Returns:
+      dict of numpy arrays "counts" (summed), "confidence" and "accuracy"
+      (count-weighted means per bin; 0 for bins empty in every run).
+
+    Raises:
+      ValueError: no runs, or runs with different numbers of bins.
+    """
+    if not bins_list:
+        raise ValueError("pool_reliability needs at least one run's bins.")
+    lengths = [len(b["counts"]) for b in bins_list]
+    if len(set(lengths)) != 1:
+        raise ValueError(f"Every run needs the same number of bins, got {lengths}.")
+    counts = np.array([b["counts"] for b in bins_list], dtype=np.float64)
+    total = counts.sum(axis=0)
+    safe = np.maximum(total, 1.0)
+    pooled = {"counts": total.astype(np.int64)}
+    for key in ("confidence", "accuracy"):
+        pooled[key] = (counts * np.array([b[key] for b in bins_list], dtype=np.float64)).sum(axis=0) / safe
+    return pooled
+
+
+def reliability_figure(bins_by_run, path, columns=4):
+    """Saves a grid of reliability diagrams (one panel per run) as a PNG.
+
+    Each panel draws the accuracy of every non-empty confidence bin as a bar at
+    the bin, the gap to the bin's mean confidence in red and the diagonal of
+    perfect calibration; the title gives the run and its pooled ECE.
+
+    Args:
+      bins_by_run: {run name: pooled bins (`pool_reliability`)}, in panel order.
+      path: output .png path.
+      columns: panels per row.
+    """
+    plt = _pyplot()
+    names = list(bins_by_run)
+    rows = int(np.ceil(len(names) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.0 * columns, 3.0 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax in axes.flat[len(names) :]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        bins = bins_by_run[name]
+        num_bins = len(bins["counts"])
+        edges = np.linspace(0.0, 1.0, num_bins + 1)
+        filled = np.asarray(bins["counts"]) > 0
+        centers, width = (edges[:-1] + edges[1:]) / 2, 1.0 / num_bins
+        accuracy, confidence = np.asarray(bins["accuracy"]), np.asarray(bins["confidence"])
+        ax.bar(centers[filled], accuracy[filled], width=width, edgecolor="black", color="tab:blue", label="accuracy")
+        ax.bar(
+            centers[filled], (confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
+            color="tab:red", alpha=0.35, label="gap to confidence",
+        )  # fmt: skip
+        ax.plot([0, 1], [0, 1], "k--", linewidth=1)
+        counts = np.asarray(bins["counts"], dtype=np.float64)
+        ece = float(np.sum(counts * np.abs(accuracy - confidence)) / max(counts.sum(), 1.0))
+        ax.set_title(f"{name}  ECE {ece:.4f}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+    for ax in axes[-1]:
+        ax.set_xlabel("confidence")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    axes.flat[0].legend(loc="upper left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def accuracy_flops_figure(points, path, reference=None):
+    """Saves test accuracy (mean ± std over seeds) against training FLOPs as a PNG.
+
+    Args:
+      points: {run name: (relative training FLOPs, accuracy mean, accuracy std, family)};
+        runs of one family share a colour.
+      path: output .png path.
+      reference: optional run name whose accuracy is drawn as a horizontal line.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    families = sorted({p[3] for p in points.values()})
+    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    for name, (flops, mean, std, family) in points.items():
+        ax.errorbar(flops, mean, yerr=std, fmt="o", color=colours[family], capsize=3)
+        ax.annotate(name, (flops, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if reference in points:
+        ax.axhline(points[reference][1], color="gray", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs (x one dense model)")
+    ax.set_ylabel("test accuracy (ensemble)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
