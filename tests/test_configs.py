@@ -37,6 +37,32 @@ def test_freetickets_edst_layout_and_optimizer():
     assert tuple(dst.optimizer.milestones) == (0.5, 0.75)
 
 
+def test_freetickets_imagenet_edst_config():
+    from tf_freetickets.experiment_config import edst_schedule
+
+    config = load("imagenet_resnet50_edst")
+    assert (config.dataset, config.model, config.image_size, config.batch_size) == ("imagenet2012", "resnet50", 224, 128)
+    assert (config.label_smoothing, config.optimizer.weight_decay, config.optimizer.warmup_epochs) == (0.1, 1e-4, 5)
+    assert (config.sparse.method, config.sparse.update_every, config.sparse.sparsity) == ("rigl", 4000, 0.8)
+    schedule = edst_schedule(config)
+    assert fit_epochs(config) == schedule.total_epochs == 310
+    assert schedule.ticket_epochs == [99, 169, 239, 309]
+    # The code's learning rates: 0.1 after warm-up, then 0.01 / 0.001 / 0.0001 in each phase.
+    rates = [round(0.1 * schedule.lr_factor(e), 6) for e in (0, 5, 29, 30, 60, 90, 100, 309)]
+    assert rates == [round(0.1 / 6, 6), 0.1, 0.1, 0.01, 0.001, 0.0001, 0.01, 0.0001]
+
+
+def test_bad_edst_learning_rate_steps_are_config_errors():
+    config = load("imagenet_resnet50_edst")
+    config.ensemble.refinement_lr_epochs = (30, 30)
+    with pytest.raises(ConfigError, match="config.ensemble: refinement_lr_epochs=\\(30, 30\\)"):
+        validate(config)
+    config = fashion_mnist_defaults()
+    config.label_smoothing = 1.0
+    with pytest.raises(ConfigError, match="label_smoothing=1.0"):
+        validate(config)
+
+
 def test_cigl_and_dnc_configs():
     cigl = load("cifar10_wrn22_2_cigl")
     assert (cigl.sparse.method, cigl.sparse.random_drop_rate, cigl.weight_averaging.start_fraction) == ("cigl", 0.01, 0.8)

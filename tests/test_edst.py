@@ -21,12 +21,30 @@ def test_paper_layout_150_plus_3_by_100():
     assert [schedule.phase(e) for e in (0, 149, 150, 249, 250, 449)] == [-1, -1, 0, 0, 1, 2]
 
 
+def test_imagenet_layout_warmup_and_three_learning_rate_steps():
+    # FreeTickets' ImageNet code: 5 warm-up epochs, 30 exploration epochs at 0.1, then 4 phases of
+    # 70 epochs at 0.01 (30), 0.001 (30), 0.0001 (10); tickets at epochs 100, 170, 240, 310.
+    schedule = EDSTSchedule(4, 30, 70, (0.1, 0.01, 0.001), (30, 30, 10), warmup_epochs=5)
+    assert schedule.total_epochs == 310
+    assert schedule.ticket_epochs == [99, 169, 239, 309]
+    assert schedule.global_exploration_epochs == [100, 170, 240]
+    factors = [schedule.lr_factor(e) for e in (0, 4, 5, 29, 30, 59, 60, 89, 90, 99, 100, 309)]
+    assert factors == pytest.approx([1 / 6, 5 / 6, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.1, 0.001])
+    # Without explicit step lengths the phase is split evenly, the last step taking the remainder.
+    even = EDSTSchedule(1, 0, 7, (0.1, 0.01, 0.001))
+    assert [even.lr_factor(e) for e in range(7)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.001]
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [
         (dict(num_tickets=0), "num_tickets"),
         (dict(refinement_epochs=1), "refinement_epochs"),
         (dict(exploration_epochs=-1), "exploration"),
+        (dict(refinement_lr_factors=()), "at least one"),
+        (dict(refinement_epochs=70, refinement_lr_factors=(0.1, 0.01, 0.001), refinement_lr_epochs=(30, 30)), "summing"),
+        (dict(refinement_epochs=70, refinement_lr_factors=(0.1, 0.01), refinement_lr_epochs=(70, 0)), "positive"),
+        (dict(exploration_epochs=3, warmup_epochs=4), "warmup_epochs"),
     ],
 )
 def test_bad_schedules_are_named(kwargs, message):

@@ -199,3 +199,19 @@ def test_keras_metrics_with_a_dense_model_equal_functions_on_predictions():
     np.testing.assert_allclose(results["ece"], metrics.expected_calibration_error(probs, y), rtol=1e-5)
     np.testing.assert_allclose(results["brier"], metrics.brier_score(probs, y), rtol=1e-5)
     np.testing.assert_allclose(results["nll"], metrics.negative_log_likelihood(probs, y), rtol=1e-5)
+
+
+def test_smoothed_sparse_crossentropy_against_hand_value_and_round_trip():
+    import keras
+
+    from tf_freetickets.losses import SmoothedSparseCrossentropy
+
+    loss = SmoothedSparseCrossentropy(num_classes=3, label_smoothing=0.3)
+    logits = np.array([[2.0, 0.0, -1.0]], np.float32)
+    log_probs = logits[0] - np.log(np.exp(logits[0]).sum())
+    targets = np.array([1 - 0.3 + 0.1, 0.1, 0.1])  # true class 0: 1 - s + s/C, others s/C
+    assert float(loss(np.array([0]), logits)) == pytest.approx(-(targets * log_probs).sum(), rel=1e-6)
+    restored = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert (restored.num_classes, restored.label_smoothing) == (3, 0.3)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        SmoothedSparseCrossentropy(3, 1.0)

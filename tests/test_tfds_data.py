@@ -258,3 +258,34 @@ def test_fashion_mnist_delegates_to_debian_files(monkeypatch, tmp_path, no_downl
 def test_fashion_mnist_missing_files_keeps_its_error(tmp_path):
     with pytest.raises(MissingDatasetError, match="Fashion-MNIST"):
         tfds_data.load_split("fashion_mnist", "train", data_dir=str(tmp_path))
+
+
+def test_imagenet_labels_and_sizes_read_without_images(prepared, no_download):
+    data_dir, written = prepared
+    assert tfds_data.imagenet_split_sizes(data_dir) == {"train": NUM, "validation": NUM}
+    labels = tfds_data.imagenet_labels("validation", data_dir)
+    np.testing.assert_array_equal(labels, [ex["label"] for ex in written["imagenet2012"]["validation"]])
+    with pytest.raises(ValueError, match="'test'"):
+        tfds_data.imagenet_labels("test", data_dir)
+
+
+@pytest.mark.slow
+def test_edst_runs_on_the_imagenet_stream(prepared, no_download, tmp_path):
+    """The runner trains an EDST ensemble from the prepared ImageNet TFRecords (a small CNN at 32x32)."""
+    from tf_freetickets import experiment
+    from tf_freetickets.experiment_config import fashion_mnist_defaults
+
+    data_dir, written = prepared
+    config = fashion_mnist_defaults()
+    config.update(dataset="imagenet2012", data_dir=data_dir, image_size=32, batch_size=2, width=0.25, label_smoothing=0.1)
+    config.optimizer.schedule = "constant"
+    config.optimizer.warmup_epochs = 1
+    config.sparse.update(method="set", sparsity=0.8, update_every=1, decay="constant", end_fraction=1.0)
+    config.ensemble.update(kind="edst", num_members=2, exploration_epochs=1, refinement_epochs=2)
+    results = experiment.run(config, str(tmp_path))
+    assert results["members"] == 2 and results["sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert sorted(os.listdir(tmp_path / "members")) == ["ticket_0", "ticket_0.keras", "ticket_1", "ticket_1.keras"]
+    # Evaluated on the 6 validation images with their labels: accuracy is a multiple of 1/6.
+    assert round(results["accuracy"] * NUM, 6) == int(round(results["accuracy"] * NUM))
+    # 6 training images / batch 2 = 3 steps per epoch, 1 + 2 x 2 epochs of SET (no FLOPs for growth).
+    assert results["training"]["num_steps"] == 15

@@ -27,8 +27,10 @@ from tf_freetickets.ensembles import (
     divided_width,
     train_independent_ensemble,
 )
-from tf_freetickets.experiment_config import validate
+from tf_freetickets.experiment_config import edst_schedule, validate
+from tf_freetickets.experiment_data import data_source
 from tf_freetickets.experiment_flops import run_flops
+from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.sparse import (
     SET,
@@ -45,8 +47,6 @@ from tf_freetickets.sparse import (
 from tf_freetickets.sparse.tensorboard import LayerSparsityLogger
 
 _UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
-# Dense-gradient batches come from their own stream, apart from the training order.
-_GRADIENT_SEED_OFFSET = 7919
 
 
 def make_updater(sparse, seed):
@@ -70,7 +70,7 @@ def fit_epochs(config):
     """Epochs `fit` runs: EDST's t_ex + M * t_re, else config.epochs."""
     ensemble = config.ensemble
     if ensemble.kind == "edst":
-        return ensemble.exploration_epochs + ensemble.num_members * ensemble.refinement_epochs
+        return edst_schedule(config).total_epochs
     return config.epochs
 
 
@@ -80,9 +80,7 @@ class _Run:
 
     config: object
     workdir: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    num_classes: int
+    source: object  # experiment_data.ArrayData or ImageNetData
     strategy: object
 
     @property
@@ -91,7 +89,7 @@ class _Run:
 
     @property
     def steps_per_epoch(self):
-        return data.steps_per_epoch(len(self.x_train), self.config.batch_size)
+        return data.steps_per_epoch(self.source.num_train_examples, self.config.batch_size)
 
     @property
     def members_dir(self):
@@ -100,13 +98,10 @@ class _Run:
     def stream(self, seed, start_epoch):
         # Co-training augments inside the model, a different view per member.
         augment = self.config.ensemble.kind != "dnc"
-        return data.train_dataset(
-            self.x_train, self.y_train, self.config.batch_size, seed=seed, augment=augment,
-            start_epoch=start_epoch, num_epochs=self.epochs,
-        )  # fmt: skip
+        return self.source.train_stream(self.config.batch_size, seed, start_epoch, self.epochs, augment=augment)
 
     def gradient_stream(self, seed):
-        return data.train_dataset(self.x_train, self.y_train, self.config.batch_size, seed=seed + _GRADIENT_SEED_OFFSET)
+        return self.source.gradient_stream(self.config.batch_size, seed)
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -132,18 +127,24 @@ class _Run:
     def build(self, width=None, weight_decay=None, dropout=None, name=None):
         config = self.config
         return models.build_model(
-            config.model, self.x_train.shape[1:], self.num_classes,
+            config.model, self.source.input_shape, self.source.num_classes,
             width=config.width if width is None else width, depth=config.depth,
             dropout=config.dropout if dropout is None else dropout,
             weight_decay=config.optimizer.weight_decay if weight_decay is None else weight_decay, name=name,
         )  # fmt: skip
+
+    def loss(self):
+        smoothing = float(self.config.label_smoothing)
+        if not smoothing:
+            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return SmoothedSparseCrossentropy(self.source.num_classes, smoothing)
 
     def make_model(self, seed):
         config = self.config
         model = self.build()
         if config.sparse.method != "dense":
             model = sparsify(model, config.sparse.sparsity, config.sparse.distribution, seed=seed)
-        model.compile(self.optimizer(), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        model.compile(self.optimizer(), self.loss(), metrics=["accuracy"])
         return model
 
     def fit(self, model, seed, callbacks, checkpoint_name):
@@ -170,11 +171,15 @@ def _train_edst(run):
     keras.utils.set_random_seed(config.seed)
     with run.scope():
         model = run.make_model(config.seed)
+    schedule = edst_schedule(config)
     edst = EDST(
         make_updater(config.sparse, config.seed),
-        num_tickets=config.ensemble.num_members,
-        exploration_epochs=config.ensemble.exploration_epochs,
-        refinement_epochs=config.ensemble.refinement_epochs,
+        num_tickets=schedule.num_tickets,
+        exploration_epochs=schedule.exploration_epochs,
+        refinement_epochs=schedule.refinement_epochs,
+        refinement_lr_factors=schedule.refinement_lr_factors,
+        refinement_lr_epochs=schedule.refinement_lr_epochs,
+        warmup_epochs=schedule.warmup_epochs,
         large_drop_fraction=config.ensemble.large_drop_fraction,
         export_dir=run.members_dir,
         gradient_data=run.gradient_stream(config.seed),
@@ -257,17 +262,11 @@ def run(config, workdir, strategy=None):
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    x_train, y_train = data.load_split(config.dataset, "train", config.data_dir or None)
-    x_test, y_test = data.load_split(config.dataset, "test", config.data_dir or None)
-    if config.train_examples:
-        x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
+    source = data_source(config)
     os.makedirs(workdir, exist_ok=True)
-
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    training = _Run(config, workdir, x_train, y_train, num_classes, strategy)
+    training = _Run(config, workdir, source, strategy)
     members, extra = _TRAINERS[config.ensemble.kind](training)
-    test_inputs = data.eval_dataset(x_test, y_test).map(lambda x, y: x)
-    results = summarize_members(member_probabilities(members, test_inputs), y_test)
+    results = summarize_members(member_probabilities(members, source.test_inputs()), source.test_labels)
     results.update(extra)
     results.update(run_flops(config, members, make_updater(config.sparse, config.seed), training.steps_per_epoch))
     if config.sparse.method != "dense":

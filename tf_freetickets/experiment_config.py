@@ -9,7 +9,7 @@ import ml_collections
 
 SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl")
 ENSEMBLE_KINDS = ("none", "independent", "edst", "dnc")
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn_cropped")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "imagenet2012")
 MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
 LR_SCHEDULES = ("cosine", "constant", "step")
 
@@ -25,12 +25,14 @@ def fashion_mnist_defaults():
     config.dataset = "fashion_mnist"
     config.data_dir = ""  # empty: $TFT_FASHION_MNIST_DIR, then Debian's /usr/share/datasets/fashion-mnist
     config.train_examples = 0  # 0 = whole training split; fewer for smoke runs
+    config.image_size = 224  # imagenet2012 only: side of the square crops
     config.model = "small_cnn"  # small_cnn | wide_resnet | cifar_resnet | resnet50
     config.depth = 28  # wide_resnet (6n + 4) and cifar_resnet (6n + 2)
     config.width = 1.0  # width multiplier; the widen factor k for wide_resnet
     config.dropout = 0.0
     config.epochs = 3
     config.batch_size = 128
+    config.label_smoothing = 0.0  # cross-entropy label smoothing (FreeTickets' ImageNet runs: 0.1)
     config.verbose = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
     config.deterministic = False  # TF op determinism: bitwise-repeatable runs (and resumes), slower on GPUs
 
@@ -63,6 +65,8 @@ def fashion_mnist_defaults():
     config.ensemble.num_members = 3
     config.ensemble.exploration_epochs = 1  # EDST t_ex
     config.ensemble.refinement_epochs = 2  # EDST t_re
+    config.ensemble.refinement_lr_factors = (0.1, 0.01)  # EDST: lr steps of each refinement phase (x base lr)
+    config.ensemble.refinement_lr_epochs = ()  # EDST: epochs of each step (empty: even split)
     config.ensemble.large_drop_fraction = 0.8  # EDST q
     config.ensemble.cotraining_weight = 0.5  # DNC: weight of the JS co-training term
     config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
@@ -85,6 +89,21 @@ def _fraction(value, field, low_open=False):
         raise ConfigError(f"config.{field}={value!r} must be in {'(0' if low_open else '[0'}, 1].")
 
 
+def edst_schedule(config):
+    """The `EDSTSchedule` of an EDST config: M, t_ex, t_re, the refinement lr steps and optimizer.warmup_epochs."""
+    from tf_freetickets.ensembles.edst import EDSTSchedule
+
+    ensemble = config.ensemble
+    return EDSTSchedule(
+        num_tickets=ensemble.num_members,
+        exploration_epochs=ensemble.exploration_epochs,
+        refinement_epochs=ensemble.refinement_epochs,
+        refinement_lr_factors=tuple(ensemble.refinement_lr_factors),
+        refinement_lr_epochs=tuple(ensemble.refinement_lr_epochs),
+        warmup_epochs=config.optimizer.warmup_epochs,
+    )
+
+
 def validate(config):
     """Raises ConfigError for the first bad field; returns the config otherwise."""
     from tf_freetickets.sparse.densities import DISTRIBUTIONS, check_sparsity
@@ -97,6 +116,11 @@ def validate(config):
     _positive_int(config.epochs, "epochs")
     _positive_int(config.batch_size, "batch_size")
     _positive_int(config.train_examples, "train_examples", minimum=0)
+    _positive_int(config.image_size, "image_size", minimum=8)
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ConfigError(f"config.label_smoothing={config.label_smoothing!r} must be in [0, 1).")
+    if config.label_smoothing and config.ensemble.kind == "dnc":
+        raise ConfigError("config.label_smoothing is not supported with ensemble.kind='dnc' (its loss is the co-training loss).")
     if not 0.0 <= config.dropout < 1.0:
         raise ConfigError(f"config.dropout={config.dropout!r} must be in [0, 1).")
     _choice(config.optimizer.schedule, LR_SCHEDULES, "optimizer.schedule")
@@ -136,6 +160,10 @@ def validate(config):
                 f"config.ensemble.kind='edst' needs a dynamic sparse method (set, rigl, snfs), got {sparse.method!r}."
             )
         _positive_int(ensemble.exploration_epochs, "ensemble.exploration_epochs", minimum=0)
-        _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=2)
+        _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=1)
+        try:
+            edst_schedule(config)
+        except ValueError as error:
+            raise ConfigError(f"config.ensemble: {error}") from None
         _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
     return config

@@ -9,7 +9,7 @@ costs one run of each narrow member. Inference FLOPs are per example and add up
 over the members an ensemble runs.
 """
 
-from tf_freetickets.ensembles.edst import EDSTSchedule
+from tf_freetickets.experiment_config import edst_schedule
 from tf_freetickets.metrics.flops import forward_flops
 from tf_freetickets.metrics.flops_schedule import (
     dnc_training_flops,
@@ -38,11 +38,7 @@ def run_flops(config, members, updater, steps_per_epoch):
     batch_size = int(config.batch_size)
     ensemble = config.ensemble
     if ensemble.kind == "edst":
-        schedule = EDSTSchedule(
-            num_tickets=ensemble.num_members,
-            exploration_epochs=ensemble.exploration_epochs,
-            refinement_epochs=ensemble.refinement_epochs,
-        )
+        schedule = edst_schedule(config)
         cost = edst_training_flops(
             method, members[0], schedule=schedule, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
             end_fraction=float(config.sparse.end_fraction),

@@ -298,3 +298,31 @@ def imagenet_stream(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def imagenet_split_sizes(data_dir=None):
+    """{split: number of examples} of the prepared `imagenet2012` (read from its dataset_info, no image read).
+
+    Raises:
+      MissingDatasetError: imagenet2012 is not prepared in the data folder.
+    """
+    builder = _prepared_builder("imagenet2012", data_dir)
+    return {name: int(info.num_examples) for name, info in builder.info.splits.items()}
+
+
+def imagenet_labels(split, data_dir=None):
+    """The int64 labels (N,) of an ImageNet split in file order, the order `imagenet_stream(split, training=False)` yields.
+
+    Reads the label feature only: the JPEGs are skipped, not decoded.
+
+    Raises:
+      ValueError: unknown split.
+      MissingDatasetError: imagenet2012 is not prepared in the data folder.
+    """
+    if split not in IMAGENET_SPLITS:
+        raise ValueError(f"Unknown ImageNet split {split!r}; use one of {list(IMAGENET_SPLITS)}.")
+    builder = _prepared_builder("imagenet2012", data_dir)
+    tfds = _tfds()
+    ds = builder.as_dataset(split=split, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()})
+    labels = ds.map(lambda example: example["label"]).batch(4096)
+    return np.concatenate([np.asarray(batch, dtype=np.int64) for batch in labels.as_numpy_iterator()] or [np.zeros(0, np.int64)])

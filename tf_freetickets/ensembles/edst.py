@@ -28,26 +28,51 @@ class EDSTSchedule:
     Attributes:
       num_tickets: M, tickets (ensemble members) produced.
       exploration_epochs: t_ex, epochs before the first refinement phase.
-      refinement_epochs: t_re, epochs per refinement phase (>= 2, halved for
-        the two learning rates).
-      refinement_lr_factors: learning-rate multipliers for the first and second
-        half of each refinement phase (paper: 0.1 -> 0.01 of 0.1).
+      refinement_epochs: t_re, epochs per refinement phase (at least one
+        epoch per learning-rate step).
+      refinement_lr_factors: learning-rate multipliers of the successive steps
+        of each refinement phase (CIFAR code: 0.1 then 0.01 of the base rate;
+        ImageNet code: 0.1, 0.01, 0.001).
+      refinement_lr_epochs: epochs of each of those steps, summing to
+        `refinement_epochs` (ImageNet code: 30, 30, 10 of 70); empty splits
+        the phase evenly, the last step taking the remainder.
+      warmup_epochs: the first epochs of exploration ramp the rate linearly,
+        factor (e + 1) / (warmup + 1) in epoch e (ImageNet code: 5).
     """
 
     num_tickets: int = 3
     exploration_epochs: int = 150
     refinement_epochs: int = 100
     refinement_lr_factors: tuple = (0.1, 0.01)
+    refinement_lr_epochs: tuple = ()
+    warmup_epochs: int = 0
 
     def __post_init__(self):
         if self.num_tickets < 1:
             raise ValueError(f"num_tickets must be >= 1, got {self.num_tickets!r}.")
         if self.exploration_epochs < 0:
             raise ValueError(f"exploration_epochs must be >= 0, got {self.exploration_epochs!r}.")
-        if self.refinement_epochs < 2:
-            raise ValueError(f"refinement_epochs must be >= 2 (two learning-rate halves), got {self.refinement_epochs!r}.")
-        if len(self.refinement_lr_factors) != 2:
-            raise ValueError(f"refinement_lr_factors needs two values, got {self.refinement_lr_factors!r}.")
+        steps = len(self.refinement_lr_factors)
+        if steps < 1:
+            raise ValueError("refinement_lr_factors needs at least one learning-rate factor.")
+        if self.refinement_epochs < steps:
+            raise ValueError(
+                f"refinement_epochs must be >= {steps} (one epoch per learning-rate step), got {self.refinement_epochs!r}."
+            )
+        if self.refinement_lr_epochs and (
+            len(self.refinement_lr_epochs) != steps
+            or sum(self.refinement_lr_epochs) != self.refinement_epochs
+            or min(self.refinement_lr_epochs) < 1
+        ):
+            raise ValueError(
+                f"refinement_lr_epochs={tuple(self.refinement_lr_epochs)!r} must give {steps} positive epoch counts "
+                f"(one per factor in {tuple(self.refinement_lr_factors)!r}) summing to "
+                f"refinement_epochs={self.refinement_epochs}."
+            )
+        if not 0 <= self.warmup_epochs <= self.exploration_epochs:
+            raise ValueError(
+                f"warmup_epochs must be in [0, exploration_epochs={self.exploration_epochs}], got {self.warmup_epochs!r}."
+            )
 
     @property
     def total_epochs(self):
@@ -63,9 +88,19 @@ class EDSTSchedule:
         """Multiplier on the base learning rate during `epoch` (0-based)."""
         phase = self.phase(epoch)
         if phase < 0:
-            return 1.0
+            return (epoch + 1) / (self.warmup_epochs + 1) if epoch < self.warmup_epochs else 1.0
         within = epoch - self.exploration_epochs - phase * self.refinement_epochs
-        return self.refinement_lr_factors[0 if within < self.refinement_epochs // 2 else 1]
+        for factor, end in zip(self.refinement_lr_factors, np.cumsum(self._step_epochs())):
+            if within < end:
+                return factor
+        return self.refinement_lr_factors[-1]
+
+    def _step_epochs(self):
+        if self.refinement_lr_epochs:
+            return list(self.refinement_lr_epochs)
+        steps = len(self.refinement_lr_factors)
+        even = self.refinement_epochs // steps
+        return [even] * (steps - 1) + [self.refinement_epochs - even * (steps - 1)]
 
     @property
     def ticket_epochs(self):
@@ -102,7 +137,7 @@ class EDST(MaskUpdate):
       updater: the DST updater (FreeTickets: SET or RigL with
         `drop_fraction=0.5, decay="constant", end_fraction=1.0`).
       num_tickets, exploration_epochs, refinement_epochs,
-      refinement_lr_factors: see `EDSTSchedule`.
+      refinement_lr_factors, refinement_lr_epochs, warmup_epochs: see `EDSTSchedule`.
       large_drop_fraction: q, fraction of active weights replaced by the global
         exploration step (paper: 0.8).
       export_dir: where tickets are written; None keeps them in memory only
@@ -124,6 +159,8 @@ class EDST(MaskUpdate):
         refinement_epochs=100,
         large_drop_fraction=0.8,
         refinement_lr_factors=(0.1, 0.01),
+        refinement_lr_epochs=(),
+        warmup_epochs=0,
         export_dir=None,
         export_saved_model=True,
         manage_learning_rate=True,
@@ -133,7 +170,10 @@ class EDST(MaskUpdate):
     ):
         super().__init__(updater, gradient_data, gradient_batch_size, verbose=max(0, verbose - 1))
         self.phase_verbose = verbose
-        self.schedule = EDSTSchedule(num_tickets, exploration_epochs, refinement_epochs, tuple(refinement_lr_factors))
+        self.schedule = EDSTSchedule(
+            num_tickets, exploration_epochs, refinement_epochs, tuple(refinement_lr_factors), tuple(refinement_lr_epochs),
+            warmup_epochs,
+        )  # fmt: skip
         if not 0.0 < large_drop_fraction <= 1.0:
             raise ValueError(f"large_drop_fraction must be in (0, 1], got {large_drop_fraction!r}.")
         self.large_drop_fraction = large_drop_fraction

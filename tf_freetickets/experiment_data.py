@@ -1,0 +1,128 @@
+"""Where a run's data comes from: in-memory arrays (Fashion-MNIST, CIFAR, SVHN) or the ImageNet stream.
+
+`experiment.run` trains and evaluates through this interface, so the same
+trainers (single model, independent ensembles, EDST, Divide-and-Co-training)
+run on a dataset that fits in memory and on ImageNet, which is streamed from
+its prepared tfds TFRecords.
+"""
+
+import numpy as np
+
+from tf_freetickets import data
+from tf_freetickets.data import tfds_data
+
+# Dense-gradient batches for mask updates come from their own stream, apart from the training order.
+GRADIENT_SEED_OFFSET = 7919
+
+
+class ArrayData:
+    """A dataset held as uint8 arrays; streams are epoch-indexed (`data.train_dataset`).
+
+    Args:
+      x_train, y_train: uint8 images (N, H, W, C) and int labels (N,).
+      x_test, y_test: the same for the test split.
+    """
+
+    def __init__(self, x_train, y_train, x_test, y_test):
+        self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+
+    @property
+    def input_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_classes(self):
+        return int(max(self.y_train.max(), self.y_test.max())) + 1
+
+    @property
+    def num_train_examples(self):
+        return len(self.x_train)
+
+    @property
+    def test_labels(self):
+        return self.y_test
+
+    def train_stream(self, batch_size, seed, start_epoch=0, num_epochs=None, augment=True):
+        """Training batches from `start_epoch`; identical whether resumed there or run through."""
+        return data.train_dataset(
+            self.x_train, self.y_train, batch_size, seed=seed, augment=augment, start_epoch=start_epoch, num_epochs=num_epochs
+        )
+
+    def gradient_stream(self, batch_size, seed):
+        """Batches for the dense gradients of mask updates (an independent order)."""
+        return data.train_dataset(self.x_train, self.y_train, batch_size, seed=seed + GRADIENT_SEED_OFFSET)
+
+    def test_inputs(self):
+        """Test images (batched, no labels), in the order of `test_labels`."""
+        return data.eval_dataset(self.x_test, self.y_test).map(lambda x, y: x)
+
+
+class ImageNetData:
+    """ImageNet-1k streamed from the prepared tfds `imagenet2012` (`tfds_data.imagenet_stream`).
+
+    Training uses random-resized crops and flips; testing the 50,000
+    validation images centre-cropped. A resumed run continues with a stream
+    seeded by (seed, start epoch): deterministic, but not the batch order an
+    uninterrupted run would have seen (a shuffle buffer over a repeated file
+    stream cannot be fast-forwarded cheaply).
+
+    Args:
+      data_dir: tfds data folder ("" or None: $TFDS_DATA_DIR, ~/tensorflow_datasets).
+      image_size: side of the square training and test images (224 in the papers).
+      num_train_examples: examples that make one epoch (0: the whole training
+        split); the stream still draws from every training example.
+    """
+
+    num_classes = 1000
+
+    def __init__(self, data_dir=None, image_size=224, num_train_examples=0):
+        self.data_dir = data_dir or None
+        self.image_size = int(image_size)
+        sizes = tfds_data.imagenet_split_sizes(self.data_dir)
+        self._num_train = min(num_train_examples, sizes["train"]) if num_train_examples else sizes["train"]
+        self._labels = None
+
+    @property
+    def input_shape(self):
+        return (self.image_size, self.image_size, 3)
+
+    @property
+    def num_train_examples(self):
+        return self._num_train
+
+    @property
+    def test_labels(self):
+        if self._labels is None:
+            self._labels = np.asarray(tfds_data.imagenet_labels("validation", self.data_dir))
+        return self._labels
+
+    def _stream(self, split, batch_size, seed, training):
+        return tfds_data.imagenet_stream(
+            split, data_dir=self.data_dir, image_size=self.image_size, batch_size=batch_size, training=training, seed=seed
+        )
+
+    def train_stream(self, batch_size, seed, start_epoch=0, num_epochs=None, augment=True):
+        """Endless augmented training batches (fit bounds the epochs by steps_per_epoch); `augment` is always on."""
+        del num_epochs, augment  # the stream repeats; ImageNet training is always augmented
+        return self._stream("train", batch_size, seed * 1_000_003 + start_epoch, training=True)
+
+    def gradient_stream(self, batch_size, seed):
+        return self._stream("train", batch_size, seed + GRADIENT_SEED_OFFSET, training=True)
+
+    def test_inputs(self):
+        return self._stream("validation", 256, 0, training=False).map(lambda x, y: x)
+
+
+def data_source(config):
+    """The `ArrayData` or `ImageNetData` that `config.dataset` names, read offline.
+
+    Raises:
+      MissingDatasetError: the dataset is not where the config says.
+    """
+    if config.dataset == "imagenet2012":
+        return ImageNetData(config.data_dir or None, config.image_size, config.train_examples)
+    x_train, y_train = data.load_split(config.dataset, "train", config.data_dir or None)
+    x_test, y_test = data.load_split(config.dataset, "test", config.data_dir or None)
+    if config.train_examples:
+        x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
+    return ArrayData(x_train, y_train, x_test, y_test)
