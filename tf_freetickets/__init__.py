@@ -13,6 +13,7 @@ so `tf.keras` keeps resolving to whatever it resolved to before.
 
 from tf_freetickets import data, ensembles, metrics, models, sparse
 from tf_freetickets.ensembles import EDST, CoTrainingModel, EnsembleModel, WeightAveraging, train_independent_ensemble
+from tf_freetickets.multi_worker import enable_multi_worker_fit
 from tf_freetickets.sparse import (
     SET,
     SNFS,
@@ -37,6 +38,7 @@ __all__ = [
     "EnsembleModel",
     "WeightAveraging",
     "train_independent_ensemble",
+    "enable_multi_worker_fit",
     "ensembles",
     "metrics",
     "SET",

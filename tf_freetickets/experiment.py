@@ -32,6 +32,7 @@ from tf_freetickets.experiment_data import data_source
 from tf_freetickets.experiment_flops import run_flops
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
+from tf_freetickets.multi_worker import enable_multi_worker_fit
 from tf_freetickets.sparse import (
     SET,
     SNFS,
@@ -158,6 +159,7 @@ class _Run:
         logging = [keras.callbacks.TensorBoard(log_dir)]
         if masked_layers(model):
             logging.append(LayerSparsityLogger(os.path.join(log_dir, "sparsity")))
+        enable_multi_worker_fit(model)  # keras-team/keras#20585; a no-op under other strategies
         # Called even when every epoch is done, so that end-of-training callbacks run.
         model.fit(
             self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
