@@ -88,3 +88,16 @@ def test_resize_to():
     assert ood.resize_to(images, 6).shape == (2, 6, 6, 3)
     with pytest.raises(ValueError):
         ood.resize_to(images[0], 8)
+
+
+def test_ood_sets_for_picks_sets_by_dataset_and_skips_unprepared_ones(tmp_path):
+    from tf_freetickets.data.ood import ood_sets_for
+
+    assert sorted(ood_sets_for("fashion_mnist", num=3)) == ["digits", "gaussian_noise", "uniform_noise"]
+    notes = []
+    sets = ood_sets_for("cifar10", num=3, data_dir=str(tmp_path), log=notes.append)
+    assert sorted(sets) == ["gaussian_noise", "uniform_noise"]
+    assert all(images.shape == (3, 32, 32, 3) and images.dtype == np.uint8 for images in sets.values())
+    assert [note.split(":")[0] for note in notes] == ["OoD set svhn_cropped skipped", "OoD set cifar100 skipped"]
+    with pytest.raises(ValueError, match="'imagenet2012'"):
+        ood_sets_for("imagenet2012")

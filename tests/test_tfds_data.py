@@ -291,3 +291,32 @@ def test_imagenet_resnet50_edst_config_runs_on_the_stream(prepared, no_download,
     assert results["accuracy"] * NUM == pytest.approx(round(results["accuracy"] * NUM))
     # 6 training images / batch 2 = 3 steps per epoch, 1 + 2 x 3 epochs; RigL's dense gradients are costed.
     assert results["training"]["num_steps"] == 21 and results["training"]["gradient_flops"] > 0
+
+
+def test_evaluate_binary_tests_a_cifar_run_on_its_own_dataset(prepared, tmp_path):
+    """A CIFAR-10 workdir is evaluated on CIFAR-10 test images, with SVHN and CIFAR-100 as OoD sets."""
+    import json
+    import subprocess
+    import sys
+
+    import keras
+
+    import tf_freetickets as tft
+
+    data_dir, _ = prepared
+    (tmp_path / "members").mkdir()
+    keras.utils.set_random_seed(0)
+    model = tft.sparsify(tft.models.small_cnn(input_shape=(32, 32, 3), width=0.25), 0.8, seed=0)
+    model.save(tmp_path / "members" / "member_0.keras")
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "cifar10", "data_dir": data_dir}}))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, "-m", "tf_freetickets.evaluate", f"--source={tmp_path}", "--ood_examples=4",
+         "--corruptions=contrast,saturate", "--corruption_examples=0"],
+        cwd=root, capture_output=True, text=True, timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads((tmp_path / "evaluation.json").read_text())["results"]
+    assert sorted(saved["ood"]) == ["cifar100", "gaussian_noise", "svhn_cropped", "uniform_noise"]
+    assert sum(saved["reliability"]["counts"]) == NUM  # the 6 CIFAR-10 test images
+    assert sorted(saved["corruption"]) == ["contrast", "saturate"] and saved["corruption_examples"] == NUM

@@ -5,8 +5,12 @@
 
 Prints the evaluation table (accuracy, NLL, ECE, Brier, disagreement, KL, OoD
 AUROC, corruption accuracy) and the per-corruption accuracies, and writes
-every figure to a JSON file. Missing data or members end with one error line
-and exit code 2.
+every figure to a JSON file. The test set is the one the run trained for: the
+dataset of <source>/results.json when the source is a training workdir, else
+--dataset. OoD sets: `data.ood.ood_sets_for` (Fashion-MNIST: digits and noise;
+CIFAR/SVHN: noise plus SVHN / the other CIFAR when prepared for tfds).
+Corruptions are the project's CIFAR-10-C-style ones at 5 severities. Missing
+data or members end with one error line and exit code 2.
 """
 
 import json
@@ -19,12 +23,24 @@ from absl import app, flags, logging
 
 _SOURCE = flags.DEFINE_string("source", None, "Training workdir, folder of members, or comma-separated member paths.")
 _OUTPUT = flags.DEFINE_string("output", None, "JSON file to write (default: <source>/evaluation.json).")
-_DATA_DIR = flags.DEFINE_string("data_dir", "", "Fashion-MNIST folder (default: Debian's package path).")
+_DATASET = flags.DEFINE_string("dataset", "", "Test dataset (default: the source run's, else fashion_mnist).")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Data folder (default: the source run's, else each dataset's default).")
 _OOD = flags.DEFINE_bool("ood", True, "Evaluate OoD detection on the offline OoD sets.")
 _OOD_EXAMPLES = flags.DEFINE_integer("ood_examples", 2000, "Examples per OoD set.")
 _CORRUPTIONS = flags.DEFINE_string("corruptions", "all", "all, none, or a comma-separated list of corruption names.")
 _CORRUPTION_EXAMPLES = flags.DEFINE_integer("corruption_examples", 2000, "Test examples corrupted (0 = all).")
 _NAME = flags.DEFINE_string("name", None, "Row name in the table (default: the source folder's name).")
+
+
+def _dataset_of(source):
+    """(dataset, data_dir) to test on: the flags, else the training run's config, else Fashion-MNIST."""
+    config = {}
+    results = os.path.join(source, "results.json") if "," not in source else ""
+    if results and os.path.exists(results):
+        with open(results) as f:
+            config = json.load(f).get("config", {})
+    dataset = _DATASET.value or config.get("dataset") or "fashion_mnist"
+    return dataset, (_DATA_DIR.value or config.get("data_dir") or None)
 
 
 def main(argv):
@@ -41,12 +57,13 @@ def main(argv):
 
     try:
         members = EnsembleModel.from_saved_models(members_source(_SOURCE.value)).members
-        x_test, y_test = data.load_fashion_mnist("test", _DATA_DIR.value or None)
+        dataset, data_dir = _dataset_of(_SOURCE.value)
+        x_test, y_test = data.load_split(dataset, "test", data_dir)
         ood_sets = None
         if _OOD.value:
-            from tf_freetickets.data.ood import ood_sets as make_ood_sets
+            from tf_freetickets.data.ood import ood_sets_for
 
-            ood_sets = make_ood_sets(num=_OOD_EXAMPLES.value)
+            ood_sets = ood_sets_for(dataset, num=_OOD_EXAMPLES.value, data_dir=data_dir)
         corruptions = None
         if _CORRUPTIONS.value != "none":
             from tf_freetickets.data.corruptions import available_corruptions

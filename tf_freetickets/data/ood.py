@@ -151,3 +151,46 @@ def ood_sets(num=2000, seed=0):
         "uniform_noise": mnist_like_noise(num, seed),
         "gaussian_noise": gaussian_noise_images(num, seed),
     }
+
+
+#: Natural OoD datasets of FreeTickets' CIFAR evaluation, read from prepared tfds data when present.
+NATURAL_OOD = {"cifar10": ("svhn_cropped", "cifar100"), "cifar100": ("svhn_cropped", "cifar10"), "svhn_cropped": ("cifar10",)}
+
+
+def ood_sets_for(dataset, num=2000, seed=0, data_dir=None, log=print):
+    """The OoD sets to test a model trained on `dataset` against, by name, uint8 like its images.
+
+    - "fashion_mnist": `ood_sets(num, seed)` (digits, uniform and Gaussian noise; offline).
+    - "cifar10", "cifar100", "svhn_cropped": uniform and Gaussian noise at
+      32x32x3, plus the natural sets of `NATURAL_OOD` (FreeTickets tests
+      CIFAR models on SVHN and the other CIFAR) from the test split of each
+      dataset prepared in the tfds folder; one that is not prepared is skipped
+      with a line through `log` saying so.
+
+    Args:
+      dataset: the in-distribution dataset name.
+      num: images per set (natural sets: their first `num` test images).
+      seed: seeds the noise sets.
+      data_dir: tfds data folder of the natural sets.
+      log: where skip notices go.
+
+    Raises:
+      ValueError: a dataset without OoD sets here.
+    """
+    if dataset == "fashion_mnist":
+        return ood_sets(num, seed)
+    if dataset not in NATURAL_OOD:
+        raise ValueError(f"No OoD sets for {dataset!r}; known: {['fashion_mnist', *NATURAL_OOD]}.")
+    from tf_freetickets.data.fashion_mnist import MissingDatasetError
+    from tf_freetickets.data.tfds_data import load_split
+
+    shape = (32, 32, 3)
+    sets = {}
+    for name in NATURAL_OOD[dataset]:
+        try:
+            sets[name] = load_split(name, "test", data_dir)[0][: _check_num(num)]
+        except MissingDatasetError as error:
+            log(f"OoD set {name} skipped: {error}")
+    sets["uniform_noise"] = mnist_like_noise(num, seed, shape=shape)
+    sets["gaussian_noise"] = gaussian_noise_images(num, seed, shape=shape)
+    return sets
