@@ -37,7 +37,7 @@ def _reproduce(tmp_path, *extra):
 
 def test_reproduce_writes_every_figure_and_resumes(tmp_path):
     first = _reproduce(tmp_path)
-    assert "[2/2] dst_0.8 seed 3: accuracy" in first.stdout and "Epoch 1/1" in first.stdout
+    assert "[2/2] dst_0.8 seed 3: accuracy" in first.stdout and "Ensemble member 1/1 (seed 3)" in first.stdout
     payload = json.loads((tmp_path / "study.json").read_text())
     assert payload["study"]["seeds"] == [3] and payload["study"]["extra_overrides"] == ["train_examples=256", "batch_size=64"]
     assert [r["cell"] for r in payload["records"]] == ["dense", "dst_0.8"]
@@ -59,7 +59,7 @@ def test_reproduce_writes_every_figure_and_resumes(tmp_path):
 
     # Finished cells are read back, not retrained; --report_only rebuilds the same page from the JSON.
     second = _reproduce(tmp_path)
-    assert "Epoch 1/1" not in second.stdout
+    assert "Ensemble member" not in second.stdout and "[2/2] dst_0.8 seed 3: accuracy" in second.stdout
     assert json.loads((tmp_path / "study.json").read_text())["records"] == payload["records"]
     (tmp_path / "RESULTS.md").unlink()
     _reproduce(tmp_path, "--report_only")

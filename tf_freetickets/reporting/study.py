@@ -100,8 +100,9 @@ def fashion_mnist_study(epochs=4, sparsities=(0.8, 0.9), num_members=3):
 
     - dense: one dense model; dense_ensemble: M of them (deep ensemble).
     - rigl_S, cigl_S: one RigL / CigL model at sparsity S (ERK); CigL averages
-      the snapshots of the second half of training (its paper averages the last
-      20% of 250 epochs: on a few epochs that would be one snapshot).
+      the epoch-end weights from the end of epoch ceil(epochs / 2) on (its
+      paper averages epochs 200-250 of 250: on a few epochs 20% would leave
+      one snapshot).
     - dst_S: M independent RigL runs (FreeTickets' DST ensemble).
     - edst_S: one EDST run of 1 + M x 2 epochs (SET growth, q = 0.8), the
       paper's t_ex + M t_re layout scaled down (150 + 3 x 100 vs 250 dense).
