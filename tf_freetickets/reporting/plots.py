@@ -79,7 +79,7 @@ def reliability_figure(bins_by_run, path, columns=4):
         ax.plot([0, 1], [0, 1], "k--", linewidth=1)
         counts = np.asarray(bins["counts"], dtype=np.float64)
         ece = float(np.sum(counts * np.abs(accuracy - confidence)) / max(counts.sum(), 1.0))
-        ax.set_title(f"{name}  ECE {ece:.4f}", fontsize=9)
+        ax.set_title(f"{name}  pooled ECE {ece:.4f}", fontsize=9)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
     for ax in axes[-1]:
@@ -96,24 +96,26 @@ def accuracy_flops_figure(points, path, reference=None):
     """Saves test accuracy (mean ± std over seeds) against training FLOPs as a PNG.
 
     Args:
-      points: {run name: (relative training FLOPs, accuracy mean, accuracy std, family)};
-        runs of one family share a colour.
+      points: {run name: (relative training FLOPs, accuracy mean, accuracy std, family, sparsity)};
+        runs of one family share a colour, runs of one sparsity a marker (dense: circles).
       path: output .png path.
       reference: optional run name whose accuracy is drawn as a horizontal line.
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.0, 4.5))
-    families = sorted({p[3] for p in points.values()})
+    fig, ax = plt.subplots(figsize=(8.0, 4.5))
+    families = list(dict.fromkeys(p[3] for p in points.values()))
     colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
-    for name, (flops, mean, std, family) in points.items():
-        ax.errorbar(flops, mean, yerr=std, fmt="o", color=colours[family], capsize=3)
-        ax.annotate(name, (flops, mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    sparsities = sorted({p[4] for p in points.values() if p[4] is not None})
+    markers = {None: "o", **{s: "s^Dvp"[i % 5] for i, s in enumerate(sparsities)}}
+    for name, (flops, mean, std, family, sparsity) in points.items():
+        ax.errorbar(flops, mean, yerr=std, fmt=markers[sparsity], color=colours[family], capsize=3, label=name)
     if reference in points:
         ax.axhline(points[reference][1], color="gray", linestyle=":", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlabel("training FLOPs (x one dense model)")
     ax.set_ylabel("test accuracy (ensemble)")
     ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -127,12 +127,12 @@ def write_report(payload, markdown_path, figures_dir):
     order = [name for name in rows if name in reliability]
     reliability_path = os.path.join(figures_dir, RELIABILITY_FIGURE)
     reliability_figure({name: pool_reliability(reliability[name]) for name in order}, reliability_path)
-    families = {r["cell"]: r["family"] for r in payload["records"]}
+    families = {r["cell"]: (r["family"], r.get("sparsity")) for r in payload["records"]}
     points = {}
     for name, records in rows.items():
         stats = aggregate(records, ["training_flops_rel", "accuracy"])
         if "training_flops_rel" in stats:
-            points[name] = (stats["training_flops_rel"][0], stats["accuracy"][0], stats["accuracy"][1], families[name])
+            points[name] = (stats["training_flops_rel"][0], stats["accuracy"][0], stats["accuracy"][1], *families[name])
     flops_path = os.path.join(figures_dir, FLOPS_FIGURE)
     accuracy_flops_figure(points, flops_path, reference="dense")
     relpath = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(markdown_path)))
