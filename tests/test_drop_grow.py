@@ -43,3 +43,30 @@ def test_active_count_is_preserved(num_drop):
     assert np.asarray(new_mask).sum() == 20
     assert np.asarray(grown).sum() == num_drop
     assert np.all(np.asarray(new_mask) >= np.asarray(grown))
+
+
+def _reference_drop_and_grow(mask, drop_scores, grow_scores, num_drop):
+    """RigL's update by full stable sorts in numpy: ties keep (and grow) the lower index first."""
+    active = np.flatnonzero(mask)
+    kept = active[np.argsort(-drop_scores[active], kind="stable")][: len(active) - num_drop]
+    candidates = np.setdiff1d(np.arange(mask.size), kept)
+    grown = candidates[np.argsort(-grow_scores[candidates], kind="stable")][:num_drop]
+    new_mask, grown_mask = np.zeros(mask.size), np.zeros(mask.size)
+    new_mask[np.concatenate([kept, grown])] = 1
+    grown_mask[grown] = 1
+    return new_mask, grown_mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_selection_equals_a_full_stable_sort_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(50, 400))
+    mask = (rng.random(size) < 0.3).astype("float32")
+    # Scores on a coarse grid, so ties are common on both sides of the cut.
+    drop_scores = rng.integers(0, 5, size).astype("float32")
+    grow_scores = rng.integers(0, 5, size).astype("float32")
+    num_drop = int(rng.integers(0, mask.sum() + 1))
+    new_mask, grown = drop_and_grow(mask, drop_scores, grow_scores, num_drop)
+    expected_mask, expected_grown = _reference_drop_and_grow(mask, drop_scores, grow_scores, num_drop)
+    np.testing.assert_array_equal(np.asarray(new_mask), expected_mask)
+    np.testing.assert_array_equal(np.asarray(grown), expected_grown)

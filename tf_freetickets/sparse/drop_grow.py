@@ -12,14 +12,22 @@ from keras import ops
 def top_k_mask(scores, k):
     """A 0/1 vector marking the `k` largest entries of the 1-D `scores`.
 
-    `k` may be a scalar tensor (the drop count varies between updates), so the
-    whole vector is sorted rather than calling a fixed-k top_k, as RigL does
-    for TPUs. Ties go to the lower index.
+    `k` may be a scalar tensor (the drop count varies between updates). Uses a
+    top-k selection, O(n log k), not a full sort: the counts of a mask update
+    are small next to the layer. Ties go to the lower index.
     """
     size = ops.shape(scores)[0]
-    order = ops.argsort(-scores)
-    ranks = ops.scatter(ops.expand_dims(order, 1), ops.arange(size, dtype="int32"), (size,))
-    return ops.cast(ranks < ops.cast(k, "int32"), scores.dtype)
+    _, indices = ops.top_k(scores, ops.cast(k, "int32"))
+    return ops.scatter(ops.expand_dims(indices, 1), ops.ones_like(indices, dtype=scores.dtype), (size,))
+
+
+def _bottom_k_mask(scores, k):
+    """A 0/1 vector marking the `k` smallest entries of the 1-D `scores`; ties go to the higher index.
+
+    The complement of `top_k_mask(scores, size - k)`, found with a top-k over
+    the negated, reversed scores so only `k` entries are selected.
+    """
+    return ops.flip(top_k_mask(ops.flip(-scores, 0), k), 0)
 
 
 def drop_and_grow(mask, drop_scores, grow_scores, num_drop):
@@ -47,11 +55,11 @@ def drop_and_grow(mask, drop_scores, grow_scores, num_drop):
     flat_mask = ops.reshape(mask, (-1,))
     dtype = flat_mask.dtype
     lowest = ops.cast(float("-inf"), dtype)
-    num_active = ops.cast(ops.sum(flat_mask), "int32")
     num_drop = ops.cast(num_drop, "int32")
 
-    keep_scores = ops.where(flat_mask > 0, ops.cast(ops.reshape(drop_scores, (-1,)), dtype), lowest)
-    kept = top_k_mask(keep_scores, num_active - num_drop)
+    # Kept = the active - num_drop best active weights = active minus the num_drop worst ones.
+    keep_scores = ops.where(flat_mask > 0, ops.cast(ops.reshape(drop_scores, (-1,)), dtype), -lowest)
+    kept = flat_mask - _bottom_k_mask(keep_scores, num_drop)
 
     candidate_scores = ops.where(kept > 0, lowest, ops.cast(ops.reshape(grow_scores, (-1,)), dtype))
     grown = top_k_mask(candidate_scores, num_drop)
