@@ -19,22 +19,20 @@ How it is timed (model.fit + tft.MaskUpdate, updates included):
   taken per repeat (methods interleaved, order rotated) and the median over repeats.
 - TF-MOT: `prune_low_magnitude` (ConstantSparsity(--sparsity), pruning frequency ΔT) on a tf_keras twin of
   the model, timed in a child process (importing tfmot sets TF_USE_LEGACY_KERAS for the whole process)
-  against a dense tf_keras twin in that same child, with windows of exactly ΔT steps (one pruning step each).
+  against a dense tf_keras twin in that same child (tools/bench_tfmot.py), with windows of exactly ΔT steps.
 
 Writes train_<model>.json and train_<model>.md under --output and prints the table.
 """
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as common  # noqa: E402
+import bench_tfmot  # noqa: E402
 
 _MODEL = flags.DEFINE_enum("model", "small_cnn", ["small_cnn", "cifar_resnet20", "cifar_resnet56", "wrn16_4"], "Model.")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Training batch size.")
@@ -46,7 +44,6 @@ _SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse models (
 _METHODS = flags.DEFINE_list("methods", ["dense", "static", "set", "rigl", "cigl"], "Library methods to time.")
 _TFMOT = flags.DEFINE_boolean("tfmot", True, "Also time TF-MOT prune_low_magnitude in a child process.")
 _OUTPUT = flags.DEFINE_string("output", "out/bench", "Output folder for the JSON and markdown files.")
-_TFMOT_CHILD = flags.DEFINE_string("tfmot_child", None, "Internal: run the TF-MOT measurement and write JSON here.")
 
 DROP_FRACTION = 0.3
 NO_END = 10**9
@@ -224,139 +221,6 @@ def measure_library(model_name, batch_size, steps, warmup, repeats, update_every
 # -- TF-MOT (child process, tf_keras) ---------------------------------------------
 
 
-def tf_keras_twin(model_name):
-    """The tf_keras twin of `common.build_model(model_name)`: same layers, shapes and parameter count."""
-    import tf_keras
-
-    layers = tf_keras.layers
-    shape = common.input_shape(model_name)
-    inputs = tf_keras.Input(shape)
-    if model_name == "small_cnn":
-        x = inputs
-        for channels in (32, 64):
-            for _ in range(2):
-                x = layers.Conv2D(channels, 3, padding="same", use_bias=False)(x)
-                x = layers.ReLU()(layers.BatchNormalization()(x))
-            x = layers.MaxPooling2D()(x)
-        x = layers.Dense(128, activation="relu")(layers.Flatten()(x))
-        return tf_keras.Model(inputs, layers.Dense(10)(x))
-    if model_name.startswith("cifar_resnet"):
-        blocks = (int(model_name[len("cifar_resnet") :]) - 2) // 6
-        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-        x = layers.ReLU()(layers.BatchNormalization()(x))
-        for stage, filters in enumerate((16, 32, 64)):
-            for block in range(blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
-                shortcut = x
-                if stride != 1 or x.shape[-1] != filters:
-                    shortcut = layers.BatchNormalization()(layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x))
-                y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(x)
-                y = layers.ReLU()(layers.BatchNormalization()(y))
-                y = layers.BatchNormalization()(layers.Conv2D(filters, 3, padding="same", use_bias=False)(y))
-                x = layers.ReLU()(layers.Add()([shortcut, y]))
-        x = layers.GlobalAveragePooling2D()(x)
-        return tf_keras.Model(inputs, layers.Dense(10)(x))
-    if model_name.startswith("wrn"):
-        depth, width = (int(p) for p in model_name[3:].split("_"))
-        blocks = (depth - 4) // 6
-        x = layers.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-        for group, base in enumerate((16, 32, 64)):
-            filters = base * width
-            for block in range(blocks):
-                stride = 2 if group > 0 and block == 0 else 1
-                preact = layers.ReLU()(layers.BatchNormalization()(x))
-                shortcut = x
-                if stride != 1 or x.shape[-1] != filters:
-                    shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False)(preact)
-                y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False)(preact)
-                y = layers.ReLU()(layers.BatchNormalization()(y))
-                y = layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
-                x = layers.Add()([shortcut, y])
-        x = layers.GlobalAveragePooling2D()(layers.ReLU()(layers.BatchNormalization()(x)))
-        return tf_keras.Model(inputs, layers.Dense(10)(x))
-    raise ValueError(f"No tf_keras twin for {model_name!r}.")
-
-
-def tfmot_child(result_path):
-    """Runs in a process whose TF_USE_LEGACY_KERAS=1 was set before TensorFlow was imported."""
-    import numpy as np
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    update_every, repeats = _UPDATE_EVERY.value, _REPEATS.value
-    x, y = common.synthetic_batch(_MODEL.value, _BATCH.value)
-    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
-    timer_class = common.batch_end_timer_class(tf_keras.callbacks.Callback)
-
-    def compiled(model):
-        model.compile(
-            optimizer=tf_keras.optimizers.SGD(0.01, momentum=0.9),
-            loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
-        return model
-
-    tf_keras.utils.set_random_seed(0)
-    dense = compiled(tf_keras_twin(_MODEL.value))
-    tf_keras.utils.set_random_seed(0)
-    schedule = tfmot.sparsity.keras.ConstantSparsity(_SPARSITY.value, begin_step=0, frequency=update_every)
-    pruned = compiled(tfmot.sparsity.keras.prune_low_magnitude(tf_keras_twin(_MODEL.value), pruning_schedule=schedule))
-    runs = {
-        "tf_keras_dense": (dense, [timer_class()]),
-        "tfmot_prune_low_magnitude": (pruned, [tfmot.sparsity.keras.UpdatePruningStep(), timer_class()]),
-    }
-    for model, callbacks in runs.values():
-        model.fit(dataset, steps_per_epoch=_WARMUP.value + 1, epochs=1, verbose=0, callbacks=callbacks)
-    windows = {name: [] for name in runs}
-    names = list(runs)
-    for repeat in range(repeats):
-        order = names if repeat % 2 == 0 else names[::-1]
-        for name in order:
-            model, callbacks = runs[name]
-            # ΔT + 1 steps; the clock skips batch 0, so it covers ΔT steps and exactly one pruning step.
-            model.fit(dataset, steps_per_epoch=update_every + 1, epochs=1, verbose=0, callbacks=callbacks)
-            stamps = callbacks[-1].stamps
-            windows[name].append((stamps[-1] - stamps[0]) / update_every)
-    kernels = [w for w in pruned.weights if w.name.endswith("mask:0")]
-    zero = sum(int(np.sum(w.numpy() == 0)) for w in kernels) / max(sum(int(np.prod(w.shape)) for w in kernels), 1)
-    ratios = [p / d for p, d in zip(windows["tfmot_prune_low_magnitude"], windows["tf_keras_dense"])]
-    result = {
-        "tf_keras_dense_step_s": common.median(windows["tf_keras_dense"]),
-        "tfmot_step_s": common.median(windows["tfmot_prune_low_magnitude"]),
-        "ratio_to_tf_keras_dense": common.median(ratios),
-        "windows": windows,
-        "steps_per_window": update_every,
-        "mask_sparsity": zero,
-        "params": int(dense.count_params()),
-        "tf_keras": tf_keras.__version__,
-        "tfmot": tfmot.__version__ if hasattr(tfmot, "__version__") else "0.8.x",
-    }
-    with open(result_path, "w", encoding="utf-8") as f:
-        json.dump(result, f)
-
-
-def run_tfmot_subprocess():
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "tfmot.json")
-        env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3")
-        command = [
-            sys.executable,
-            os.path.abspath(__file__),
-            f"--tfmot_child={path}",
-            f"--model={_MODEL.value}",
-            f"--batch_size={_BATCH.value}",
-            f"--warmup={_WARMUP.value}",
-            f"--repeats={_REPEATS.value}",
-            f"--update_every={_UPDATE_EVERY.value}",
-            f"--sparsity={_SPARSITY.value}",
-        ]
-        completed = subprocess.run(command, env=env, capture_output=True, text=True)
-        if completed.returncode != 0 or not os.path.exists(path):
-            return {"error": completed.stderr[-2000:]}
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-
-
 # -- report ------------------------------------------------------------------------
 
 
@@ -414,9 +278,6 @@ def markdown(result):
 def main(argv):
     del argv
     common.quiet_tensorflow()
-    if _TFMOT_CHILD.value:
-        tfmot_child(_TFMOT_CHILD.value)
-        return
     config = {
         "model": _MODEL.value,
         "batch_size": _BATCH.value,
@@ -441,7 +302,9 @@ def main(argv):
         config["methods"],
     )
     if _TFMOT.value:
-        result["tfmot"] = run_tfmot_subprocess()
+        result["tfmot"] = bench_tfmot.run_in_subprocess(
+            _MODEL.value, _BATCH.value, _WARMUP.value, _REPEATS.value, _UPDATE_EVERY.value, _SPARSITY.value
+        )
     result["seconds"] = time.perf_counter() - started
     table = markdown(result)
     json_path, _ = common.write_outputs(_OUTPUT.value, f"train_{_MODEL.value}", result, table)
