@@ -173,15 +173,9 @@ def _train_edst(run):
     keras.utils.set_random_seed(config.seed)
     with run.scope():
         model = run.make_model(config.seed)
-    schedule = edst_schedule(config)
     edst = EDST(
         make_updater(config.sparse, config.seed),
-        num_tickets=schedule.num_tickets,
-        exploration_epochs=schedule.exploration_epochs,
-        refinement_epochs=schedule.refinement_epochs,
-        refinement_lr_factors=schedule.refinement_lr_factors,
-        refinement_lr_epochs=schedule.refinement_lr_epochs,
-        warmup_epochs=schedule.warmup_epochs,
+        **dataclasses.asdict(edst_schedule(config)),  # EDST takes the schedule's fields by name
         large_drop_fraction=config.ensemble.large_drop_fraction,
         export_dir=run.members_dir,
         gradient_data=run.gradient_stream(config.seed),

@@ -14,7 +14,6 @@ reduced along axis 0), which it avoids by returning the logs as vectors.
 import types
 
 import tensorflow as tf
-from keras.src import tree
 
 
 def _maybe_symbolic_build_from_local_batch(self, iterator=None, data_batch=None):
@@ -23,7 +22,7 @@ def _maybe_symbolic_build_from_local_batch(self, iterator=None, data_batch=None)
     if iterator is not None:
         for _, _, it in iterator:
             batch = next(it)
-            data_batch = tree.map_structure(
+            data_batch = tf.nest.map_structure(
                 lambda v: (
                     self.distribute_strategy.experimental_local_results(v)[0]
                     if isinstance(v, tf.distribute.DistributedValues)
@@ -76,6 +75,6 @@ def _with_vector_logs(step):
 
     def step_with_vector_logs(self, data):
         logs = step(self, data)
-        return tree.map_structure(lambda v: tf.reshape(v, [1]) if tf.convert_to_tensor(v).shape.rank == 0 else v, logs)
+        return tf.nest.map_structure(lambda v: tf.reshape(v, [1]) if tf.convert_to_tensor(v).shape.rank == 0 else v, logs)
 
     return step_with_vector_logs
