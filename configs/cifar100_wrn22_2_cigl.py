@@ -1,10 +1,10 @@
-"""CigL on CIFAR100: WRN-22-2 at 90% sparsity (paper hyper-parameters; see tf_freetickets/paper_configs.py).
+"""CigL on CIFAR100: WRN-22-2 at 90% sparsity (paper hyper-parameters; see tf_freetickets/experiments/paper_configs.py).
 
 python -m tf_freetickets.train --config=configs/cifar100_wrn22_2_cigl.py --workdir=out/cifar100_cigl
 The RigL baseline: --config.sparse.method=rigl --config.weight_averaging.enabled=False.
 """
 
-from tf_freetickets.paper_configs import cigl
+from tf_freetickets.experiments.paper_configs import cigl
 
 
 def get_config():

@@ -4,7 +4,7 @@ python -m tf_freetickets.train --config=configs/cifar100_wrn28_10_dnc_s2.py --wo
 The undivided baseline: --config.ensemble.kind=none. Sparse members: --config.sparse.method=rigl.
 """
 
-from tf_freetickets.paper_configs import divide_and_cotrain
+from tf_freetickets.experiments.paper_configs import divide_and_cotrain
 
 
 def get_config():

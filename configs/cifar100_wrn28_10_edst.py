@@ -1,10 +1,10 @@
-"""FreeTickets on CIFAR100: WRN-28-10, edst (paper hyper-parameters; see tf_freetickets/paper_configs.py).
+"""FreeTickets on CIFAR100: WRN-28-10, edst (paper hyper-parameters; see tf_freetickets/experiments/paper_configs.py).
 
 python -m tf_freetickets.train --config=configs/cifar100_wrn28_10_edst.py --workdir=out/cifar100_edst
 Sparsity 0.9 instead of 0.8: --config.sparse.sparsity=0.9. Needs the prepared tfds cifar100 (see README).
 """
 
-from tf_freetickets.paper_configs import freetickets
+from tf_freetickets.experiments.paper_configs import freetickets
 
 
 def get_config():

@@ -6,7 +6,7 @@ python -m tf_freetickets.train --config=configs/fashion_mnist_cigl.py --workdir=
 Compare with configs/fashion_mnist_rigl.py (same everything but the random mask and averaging).
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def get_config():

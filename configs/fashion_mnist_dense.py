@@ -4,7 +4,7 @@ python -m tf_freetickets.train --config=configs/fashion_mnist_dense.py --workdir
 For a dense deep ensemble add --config.ensemble.kind=independent --config.ensemble.num_members=3.
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def get_config():

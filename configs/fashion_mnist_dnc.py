@@ -7,7 +7,7 @@ Compare with configs/fashion_mnist_wide.py (the undivided network, same budget).
 Sparse members: --config.sparse.method=rigl --config.sparse.sparsity=0.8.
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def get_config():

@@ -4,7 +4,7 @@ python -m tf_freetickets.train --config=configs/fashion_mnist_dst.py --workdir=o
 Each member trains as long as the EDST config's whole run (7 epochs) would take 1/M of; here 3 epochs each.
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def get_config():

@@ -9,7 +9,7 @@ learning rate then refinement phases at lr/10 and lr/100. 1 exploration epoch
 about 2.8 CIFAR epochs at batch 128 in the paper, scaled to the short run).
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def get_config():

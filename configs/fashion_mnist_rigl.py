@@ -3,7 +3,7 @@
 python -m tf_freetickets.train --config=configs/fashion_mnist_rigl.py --workdir=out/rigl
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def get_config():

@@ -1,4 +1,4 @@
-"""FreeTickets on ImageNet: EDST ResNet-50, 4 tickets at 80% sparsity (see tf_freetickets/paper_configs.py).
+"""FreeTickets on ImageNet: EDST ResNet-50, 4 tickets at 80% sparsity (see tf_freetickets/experiments/paper_configs.py).
 
 python -m tf_freetickets.train --config=configs/imagenet_resnet50_edst.py --workdir=out/imagenet_edst --strategy=mirrored
 Sparsity 0.9: --config.sparse.sparsity=0.9. Needs imagenet2012 prepared for tfds in $TFDS_DATA_DIR
@@ -6,7 +6,7 @@ Sparsity 0.9: --config.sparse.sparsity=0.9. Needs imagenet2012 prepared for tfds
 `tfds build imagenet2012 --data_dir=<data_dir>`. 310 epochs: a multi-accelerator job.
 """
 
-from tf_freetickets.paper_configs import freetickets_imagenet
+from tf_freetickets.experiments.paper_configs import freetickets_imagenet
 
 
 def get_config():

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from tf_freetickets.experiment import fit_epochs
-from tf_freetickets.experiment_config import ConfigError, fashion_mnist_defaults, validate
+from tf_freetickets.experiments.config import ConfigError, fashion_mnist_defaults, validate
+from tf_freetickets.experiments.runner import fit_epochs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -38,7 +38,7 @@ def test_freetickets_edst_layout_and_optimizer():
 
 
 def test_freetickets_imagenet_edst_config():
-    from tf_freetickets.experiment_config import edst_schedule
+    from tf_freetickets.experiments.config import edst_schedule
 
     config = load("imagenet_resnet50_edst")
     assert (config.dataset, config.model, config.image_size, config.batch_size) == ("imagenet2012", "resnet50", 224, 128)

@@ -3,9 +3,9 @@
 import pytest
 
 from tf_freetickets import models
-from tf_freetickets.experiment import make_updater
-from tf_freetickets.experiment_config import fashion_mnist_defaults
-from tf_freetickets.experiment_flops import run_flops
+from tf_freetickets.experiments.config import fashion_mnist_defaults
+from tf_freetickets.experiments.flops import run_flops
+from tf_freetickets.experiments.runner import make_updater
 from tf_freetickets.metrics import forward_flops, num_mask_updates
 from tf_freetickets.sparse import sparsify
 

@@ -272,7 +272,7 @@ def test_imagenet_labels_and_sizes_read_without_images(prepared, no_download):
 @pytest.mark.slow
 def test_imagenet_resnet50_edst_config_runs_on_the_stream(prepared, no_download, tmp_path):
     """configs/imagenet_resnet50_edst.py end to end on the prepared TFRecords, shrunk to 32x32 and 7 epochs."""
-    from tf_freetickets import experiment
+    from tf_freetickets.experiments import runner as experiment
     from tf_freetickets.reporting import load_config
 
     data_dir, _ = prepared

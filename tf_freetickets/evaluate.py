@@ -52,7 +52,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     from tf_freetickets import data
     from tf_freetickets.ensembles import EnsembleModel
-    from tf_freetickets.evaluation import corruption_table, evaluate_members, members_source
+    from tf_freetickets.experiments.evaluation import corruption_table, evaluate_members, members_source
     from tf_freetickets.metrics.summary import format_table
 
     try:

@@ -31,7 +31,7 @@ def main(argv):
     import tensorflow as tf
 
     from tf_freetickets.ensembles import EnsembleModel
-    from tf_freetickets.evaluation import members_source
+    from tf_freetickets.experiments.evaluation import members_source
     from tf_freetickets.export import export_member
 
     try:

@@ -44,7 +44,7 @@ def enable_multi_worker_fit(model):
     scalar logs as shape-(1,) tensors so Keras can reduce them across workers
     (the logged values are then the mean over all replicas). Does nothing
     unless the model was built under a MultiWorkerMirroredStrategy;
-    `experiment.run` applies it to every model it trains.
+    `experiments.run` applies it to every model it trains.
 
     Args:
       model: a Keras model built and compiled in a `tf.distribute` strategy scope.

@@ -51,9 +51,9 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         # TF's SavedModel writer logs every file at INFO; --verbosity=0 shows them.
         logging.set_verbosity(logging.WARNING)
-    from tf_freetickets import experiment
     from tf_freetickets.data import MissingDatasetError
-    from tf_freetickets.experiment_config import ConfigError
+    from tf_freetickets.experiments import runner as experiment
+    from tf_freetickets.experiments.config import ConfigError
 
     try:
         experiment.run(_CONFIG.value, _WORKDIR.value, strategy=make_strategy(_STRATEGY.value, _TPU.value))

@@ -2,7 +2,7 @@
 
   python tools/bench_flops.py --models=wrn28_10,small_cnn --output=out/bench
 
-FreeTickets' CIFAR layout (VITA-Group/FreeTickets, as in tf_freetickets.paper_configs): batch 128,
+FreeTickets' CIFAR layout (VITA-Group/FreeTickets, as in tf_freetickets.experiments.paper_configs): batch 128,
 391 steps per epoch (50,000 images, last partial batch kept), dense baseline 250 epochs; EDST M=3 tickets
 from one run of t_ex=150 + M x t_re=100 = 450 epochs at S=0.8 (ERK), DST updates every ΔT=1000 steps
 through the whole run (end_fraction 1.0) with gradient growth (RigL) or random growth (SET), plus M-1

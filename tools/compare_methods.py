@@ -3,7 +3,7 @@
   python tools/compare_methods.py --configs=configs/fashion_mnist_rigl.py,configs/fashion_mnist_cigl.py \
       --seeds=0,1,2 --set=epochs=5 --workdir=out/rigl_vs_cigl
 
-Each (config, seed) run is `tf_freetickets.experiment.run` in WORKDIR/<config>/seed_<s>/ (its
+Each (config, seed) run is `tf_freetickets.experiments.runner.run` in WORKDIR/<config>/seed_<s>/ (its
 results.json holds the full config); WORKDIR/summary.json holds every figure and the table is printed
 as markdown. A finished run (results.json present) is not run again, so an interrupted comparison
 resumes where it stopped.
@@ -25,7 +25,7 @@ METRICS = ("accuracy", "nll", "ece", "brier", "disagreement", "kl")
 
 def main(argv):
     del argv
-    from tf_freetickets import experiment
+    from tf_freetickets.experiments import runner as experiment
     from tf_freetickets.reporting import Column, load_config, markdown_table
 
     summary = {}

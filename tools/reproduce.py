@@ -6,7 +6,7 @@
 The cells are `tf_freetickets.reporting.study.fashion_mnist_study`: dense single model, dense
 ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL, CigL and Divide-and-Co-training (S=2)
 on Fashion-MNIST (Debian's package) with the small CNN, at sparsities 0.8 and 0.9 where they
-apply. Each (cell, seed) trains with `tf_freetickets.experiment.run` in WORKDIR/<cell>/seed_<s>/ and
+apply. Each (cell, seed) trains with `tf_freetickets.experiments.runner.run` in WORKDIR/<cell>/seed_<s>/ and
 is evaluated on the test set (accuracy, NLL, ECE, Brier, member diversity, reliability bins), on
 the offline OoD sets (sklearn digits, uniform and Gaussian noise; AUROC with predictive entropy)
 and on the 13 CIFAR-10-C-style corruptions at 5 severities; its record.json also holds the exact
@@ -81,9 +81,9 @@ def _flatten(results, evaluation, corrupted):
 
 def _run_cell(cell, seed, test_data):
     """Trains (or resumes) and evaluates one (cell, seed); returns its record."""
-    from tf_freetickets import experiment
     from tf_freetickets.ensembles import EnsembleModel
-    from tf_freetickets.evaluation import evaluate_members, members_source
+    from tf_freetickets.experiments import runner as experiment
+    from tf_freetickets.experiments.evaluation import evaluate_members, members_source
 
     workdir = os.path.join(_WORKDIR.value, cell.name, f"seed_{seed}")
     record_file = os.path.join(workdir, "record.json")

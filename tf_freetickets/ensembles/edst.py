@@ -212,7 +212,7 @@ class EDST(MaskUpdate):
         return super().updates_before(step) + explorations
 
     def get_state(self):
-        """The saved tickets and the base learning rate, as arrays (for `checkpointing.EpochCheckpoint`)."""
+        """The saved tickets and the base learning rate, as arrays (for `experiments.checkpointing.EpochCheckpoint`)."""
         state = {"count": np.asarray(len(self.tickets)), "base_lr": np.asarray(self._base_lr or np.nan)}
         for k, ticket in enumerate(self.tickets):
             state[f"{k}/meta"] = np.asarray([ticket.index, ticket.epoch, ticket.step])

@@ -93,7 +93,7 @@ class WeightAveraging(keras.callbacks.Callback):
         self._restored = False
 
     def get_state(self):
-        """The running mean so far, as arrays (for `checkpointing.EpochCheckpoint`)."""
+        """The running mean so far, as arrays (for `experiments.checkpointing.EpochCheckpoint`)."""
         state = {"count": np.asarray(self.num_averaged)}
         for index, value in enumerate(self._average or []):
             state[f"average/{index}"] = value

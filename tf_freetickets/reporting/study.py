@@ -10,7 +10,7 @@ import dataclasses
 import importlib.util
 import os
 
-from tf_freetickets.experiment_config import validate
+from tf_freetickets.experiments.config import validate
 
 
 @dataclasses.dataclass(frozen=True)

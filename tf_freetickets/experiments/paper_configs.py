@@ -23,7 +23,7 @@ configs/ call them. Sources:
   WRN-28-10 divided into S = 2 (WRN-28-7) or 4 (WRN-28-5) members.
 """
 
-from tf_freetickets.experiment_config import fashion_mnist_defaults
+from tf_freetickets.experiments.config import fashion_mnist_defaults
 
 
 def _cifar_base(dataset):

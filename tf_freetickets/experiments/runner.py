@@ -16,7 +16,6 @@ import numpy as np
 import tensorflow as tf
 
 from tf_freetickets import data, models
-from tf_freetickets.checkpointing import EpochCheckpoint, restore_latest
 from tf_freetickets.ensembles import (
     EDST,
     CoTrainingModel,
@@ -27,9 +26,10 @@ from tf_freetickets.ensembles import (
     divided_width,
     train_independent_ensemble,
 )
-from tf_freetickets.experiment_config import edst_schedule, validate
-from tf_freetickets.experiment_data import data_source
-from tf_freetickets.experiment_flops import run_flops
+from tf_freetickets.experiments.checkpointing import EpochCheckpoint, restore_latest
+from tf_freetickets.experiments.config import edst_schedule, validate
+from tf_freetickets.experiments.data_sources import data_source
+from tf_freetickets.experiments.flops import run_flops
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.multi_worker import enable_multi_worker_fit

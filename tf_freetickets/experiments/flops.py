@@ -1,6 +1,6 @@
 """Training and inference FLOPs of one experiment run, from its config and trained members.
 
-`experiment.run` records these next to the accuracy figures, so every
+`experiments.run` records these next to the accuracy figures, so every
 results.json says what its model cost (RigL's accounting, see
 `tf_freetickets.metrics.flops_schedule`): a single model or an independent-run
 ensemble costs M runs of `config.epochs`; EDST costs one run of
@@ -9,7 +9,7 @@ costs one run of each narrow member. Inference FLOPs are per example and add up
 over the members an ensemble runs.
 """
 
-from tf_freetickets.experiment_config import edst_schedule
+from tf_freetickets.experiments.config import edst_schedule
 from tf_freetickets.metrics.flops import forward_flops
 from tf_freetickets.metrics.flops_schedule import (
     dnc_training_flops,
@@ -25,7 +25,7 @@ def run_flops(config, members, updater, steps_per_epoch):
       config: the experiment config (`experiment_config.fashion_mnist_defaults`
         layout) the members were trained with.
       members: the trained member models (their masks give f_S).
-      updater: the run's `MaskUpdater` as `experiment.make_updater` builds it
+      updater: the run's `MaskUpdater` as `experiments.runner.make_updater` builds it
         (its schedule and dense-gradient batches are costed), or None for dense.
       steps_per_epoch: optimizer steps per epoch.
 

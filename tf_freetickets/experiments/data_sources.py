@@ -1,6 +1,6 @@
 """Where a run's data comes from: in-memory arrays (Fashion-MNIST, CIFAR, SVHN) or the ImageNet stream.
 
-`experiment.run` trains and evaluates through this interface, so the same
+`experiments.run` trains and evaluates through this interface, so the same
 trainers (single model, independent ensembles, EDST, Divide-and-Co-training)
 run on a dataset that fits in memory and on ImageNet, which is streamed from
 its prepared tfds TFRecords.

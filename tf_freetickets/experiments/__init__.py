@@ -1,0 +1,16 @@
+"""What the training binaries run: configs, paper configs, data sources, the run driver and its cost.
+
+- `config`: defaults (`fashion_mnist_defaults`) and validation (`validate`, `ConfigError`) of the
+  ml_collections configs in configs/.
+- `paper_configs`: the papers' CIFAR and ImageNet experiments as configs.
+- `data_sources`: the datasets a run trains and evaluates on (arrays or a tfds stream).
+- `runner`: `run(config, workdir)` trains (or resumes) and evaluates one experiment.
+- `checkpointing`: epoch checkpoints that let a killed run resume exactly.
+- `flops`: the training and inference FLOPs every run records.
+- `evaluation`: test metrics, OoD detection and corruption robustness of trained members.
+"""
+
+from tf_freetickets.experiments.config import ConfigError, edst_schedule, fashion_mnist_defaults, validate
+from tf_freetickets.experiments.runner import run
+
+__all__ = ["ConfigError", "edst_schedule", "fashion_mnist_defaults", "run", "validate"]
