@@ -39,7 +39,8 @@ def fashion_mnist_defaults():
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 0.05
     config.optimizer.momentum = 0.9
-    config.optimizer.weight_decay = 5e-4  # L2 on kernels
+    config.optimizer.weight_decay = 5e-4  # adds weight_decay * w to the gradient (PyTorch SGD's weight_decay)
+    config.optimizer.weight_decay_scope = "kernels"  # kernels | all (also biases and BatchNorm gamma/beta)
     config.optimizer.nesterov = False
     config.optimizer.schedule = "cosine"  # cosine | constant | step; EDST sets its own per-phase rates
     config.optimizer.warmup_epochs = 0  # linear warm-up from 0 (cosine schedule)
@@ -106,6 +107,7 @@ def edst_schedule(config):
 
 def validate(config):
     """Raises ConfigError for the first bad field; returns the config otherwise."""
+    from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES
     from tf_freetickets.sparse.densities import DISTRIBUTIONS, check_sparsity
     from tf_freetickets.sparse.schedules import DECAYS
 
@@ -130,6 +132,9 @@ def validate(config):
         raise ConfigError(
             f"config.optimizer.milestones={tuple(config.optimizer.milestones)!r} must be increasing fractions in (0, 1)."
         )
+    _choice(config.optimizer.weight_decay_scope, WEIGHT_DECAY_SCOPES, "optimizer.weight_decay_scope")
+    if not config.optimizer.weight_decay >= 0:
+        raise ConfigError(f"config.optimizer.weight_decay={config.optimizer.weight_decay!r} must be >= 0.")
     if not config.optimizer.learning_rate > 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be positive.")
 

@@ -55,6 +55,8 @@ def freetickets(dataset="cifar10", kind="edst", sparsity=0.8, num_members=3):
     config.sparse.decay = "constant"
     config.sparse.end_fraction = 1.0
     config.ensemble.num_members = num_members
+    # FreeTickets' CIFAR code passes every parameter to SGD(weight_decay=5e-4): BatchNorm and biases decay too.
+    config.optimizer.weight_decay_scope = "all"
     if kind == "dense":
         config.sparse.method = "dense"
     elif kind == "dense_ensemble":

@@ -132,6 +132,7 @@ class _Run:
             width=config.width if width is None else width, depth=config.depth,
             dropout=config.dropout if dropout is None else dropout,
             weight_decay=config.optimizer.weight_decay if weight_decay is None else weight_decay, name=name,
+            weight_decay_scope=config.optimizer.weight_decay_scope,
         )  # fmt: skip
 
     def loss(self):

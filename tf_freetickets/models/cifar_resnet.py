@@ -2,24 +2,26 @@
 
 import keras
 
+from tf_freetickets.models.weight_decay import decay_arguments
 
-def _block(x, filters, stride, regularizer, name):
+
+def _block(x, filters, stride, decay, bn_decay, name):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(
-            filters, 1, strides=stride, use_bias=False, kernel_regularizer=regularizer, name=f"{name}_shortcut"
+            filters, 1, strides=stride, use_bias=False, **decay, name=f"{name}_shortcut"
         )(x)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+        shortcut = keras.layers.BatchNormalization(**bn_decay, name=f"{name}_shortcut_bn")(shortcut)
     y = keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=regularizer, name=f"{name}_conv1"
+        filters, 3, strides=stride, padding="same", use_bias=False, **decay, name=f"{name}_conv1"
     )(x)
-    y = keras.layers.ReLU(name=f"{name}_relu1")(keras.layers.BatchNormalization(name=f"{name}_bn1")(y))
-    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer, name=f"{name}_conv2")(y)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = keras.layers.ReLU(name=f"{name}_relu1")(keras.layers.BatchNormalization(**bn_decay, name=f"{name}_bn1")(y))
+    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, **decay, name=f"{name}_conv2")(y)
+    y = keras.layers.BatchNormalization(**bn_decay, name=f"{name}_bn2")(y)
     return keras.layers.ReLU(name=f"{name}_relu2")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def cifar_resnet(depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), weight_decay=0.0, name=None):
+def cifar_resnet(depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), weight_decay=0.0, name=None, weight_decay_scope="kernels"):
     """ResNet-depth for CIFAR: three stages of (depth-2)/6 basic blocks with 16w, 32w, 64w channels.
 
     Args:
@@ -27,7 +29,10 @@ def cifar_resnet(depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), 
       width: channel multiplier (Divide-and-Co-training uses 1/sqrt(S)).
       num_classes: logits.
       input_shape: (H, W, C).
-      weight_decay: L2 on conv and dense kernels.
+      weight_decay: decay coefficient: the regularization adds `weight_decay * w`
+        to the gradient (`WeightDecay`, PyTorch SGD's weight_decay).
+      weight_decay_scope: "kernels" (conv and dense kernels), or "all" to
+        decay biases and BatchNorm gamma/beta too (FreeTickets' CIFAR code).
 
     Returns:
       Functional `keras.Model` returning logits. Stage changes use a 1x1
@@ -38,16 +43,16 @@ def cifar_resnet(depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), 
     if width <= 0:
         raise ValueError(f"width must be positive, got {width!r}.")
     blocks = (depth - 2) // 6
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
     inputs = keras.Input(input_shape)
     stem_filters = max(1, int(round(16 * width)))
-    x = keras.layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, kernel_regularizer=regularizer, name="stem")(inputs)
-    x = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(name="stem_bn")(x))
+    x = keras.layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, **decay, name="stem")(inputs)
+    x = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(**bn_decay, name="stem_bn")(x))
     for stage, base in enumerate((16, 32, 64)):
         filters = max(1, int(round(base * width)))
         for block in range(blocks):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = _block(x, filters, stride, regularizer, f"stage{stage + 1}_block{block + 1}")
+            x = _block(x, filters, stride, decay, bn_decay, f"stage{stage + 1}_block{block + 1}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, **decay, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

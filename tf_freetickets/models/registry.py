@@ -4,6 +4,7 @@ import keras
 
 from tf_freetickets.models.cifar_resnet import cifar_resnet
 from tf_freetickets.models.small_cnn import small_cnn
+from tf_freetickets.models.weight_decay import decay_arguments
 from tf_freetickets.models.wide_resnet import wide_resnet
 
 MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
@@ -12,20 +13,25 @@ MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
 WIDTH_ARGUMENT = {"small_cnn": "width", "wide_resnet": "widen_factor", "cifar_resnet": "width", "resnet50": "width"}
 
 
-def _resnet50(input_shape, num_classes, width=1.0, weight_decay=0.0, dropout=0.0, name="resnet50"):
+def _resnet50(input_shape, num_classes, width=1.0, weight_decay=0.0, dropout=0.0, name="resnet50", weight_decay_scope="kernels"):
     if width != 1.0 or dropout:
         raise ValueError("resnet50 (keras.applications) has no width multiplier or dropout; use width=1, dropout=0.")
     model = keras.applications.ResNet50(weights=None, input_shape=input_shape, classes=num_classes, classifier_activation=None)
-    if not weight_decay:
+    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
+    if not decay:
         return model
-    # keras.applications takes no regularizer: set it on every kernel layer and rebuild from the config.
+    # keras.applications takes no regularizer: set it on every layer that has the attribute and rebuild from the config.
     for layer in model.layers:
-        if hasattr(layer, "kernel_regularizer"):
-            layer.kernel_regularizer = keras.regularizers.L2(weight_decay)
+        for attribute, regularizer in {**decay, **bn_decay}.items():
+            if hasattr(layer, attribute):
+                setattr(layer, attribute, regularizer)
     return keras.models.clone_model(model)
 
 
-def build_model(architecture, input_shape, num_classes, width=1.0, depth=None, dropout=0.0, weight_decay=0.0, name=None):
+def build_model(
+    architecture, input_shape, num_classes, width=1.0, depth=None, dropout=0.0, weight_decay=0.0, name=None,
+    weight_decay_scope="kernels",
+):  # fmt: skip
     """A Functional model returning logits.
 
     Args:
@@ -35,13 +41,21 @@ def build_model(architecture, input_shape, num_classes, width=1.0, depth=None, d
       num_classes: logits.
       width: width multiplier (widen factor k for wide_resnet).
       depth: network depth for wide_resnet (6n+4) and cifar_resnet (6n+2).
-      dropout, weight_decay: regularization (L2 on kernels).
+      dropout: dropout rate (small_cnn, wide_resnet).
+      weight_decay: decay coefficient as the papers state it: the regularization
+        adds `weight_decay * w` to the gradient (`WeightDecay`), as PyTorch
+        SGD's `weight_decay` in the papers' code, not Keras' `L2` (`2 * wd * w`).
+      weight_decay_scope: "kernels" (conv and dense kernels) or "all" (also
+        biases and BatchNorm gamma/beta, as FreeTickets' CIFAR code).
       name: the Keras model's name.
 
     Raises:
       ValueError: unknown architecture (the known ones are listed).
     """
-    kwargs = {"input_shape": tuple(input_shape), "num_classes": num_classes, "weight_decay": weight_decay}
+    kwargs = {
+        "input_shape": tuple(input_shape), "num_classes": num_classes,
+        "weight_decay": weight_decay, "weight_decay_scope": weight_decay_scope,
+    }  # fmt: skip
     if name:
         kwargs["name"] = name
     if architecture == "small_cnn":

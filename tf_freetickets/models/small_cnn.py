@@ -2,8 +2,12 @@
 
 import keras
 
+from tf_freetickets.models.weight_decay import decay_arguments
 
-def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, weight_decay=0.0, name="small_cnn"):
+
+def small_cnn(
+    input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, weight_decay=0.0, name="small_cnn", weight_decay_scope="kernels"
+):
     """Two conv blocks and a classifier head: conv32-conv32-pool-conv64-conv64-pool-fc128-fc.
 
     Args:
@@ -12,7 +16,9 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, w
       width: multiplier on every hidden width (channels and fc units), rounded,
         at least 1; Divide-and-Co-training shrinks it by about 1/sqrt(S).
       dropout: dropout rate before the classifier.
-      weight_decay: L2 coefficient on kernels (as a Keras regularizer).
+      weight_decay: decay coefficient: the regularization adds `weight_decay * w` to
+        the gradient (`WeightDecay`), as PyTorch SGD's weight_decay does.
+      weight_decay_scope: "kernels", or "all" to decay biases and BatchNorm too.
 
     Returns:
       A Functional `keras.Model` returning logits (apply softmax for probabilities).
@@ -23,7 +29,7 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, w
     def w(channels):
         return max(1, int(round(channels * width)))
 
-    regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
     inputs = keras.Input(input_shape)
     x = inputs
     for block, channels in enumerate((32, 64)):
@@ -33,15 +39,15 @@ def small_cnn(input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, w
                 3,
                 padding="same",
                 use_bias=False,
-                kernel_regularizer=regularizer,
+                **decay,
                 name=f"conv{block + 1}_{conv + 1}",
             )(x)
-            x = keras.layers.BatchNormalization(name=f"bn{block + 1}_{conv + 1}")(x)
+            x = keras.layers.BatchNormalization(name=f"bn{block + 1}_{conv + 1}", **bn_decay)(x)
             x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(w(128), activation="relu", kernel_regularizer=regularizer, name="fc")(x)
+    x = keras.layers.Dense(w(128), activation="relu", **decay, name="fc")(x)
     if dropout:
         x = keras.layers.Dropout(dropout)(x)
-    outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, **decay, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)
