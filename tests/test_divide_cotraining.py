@@ -38,7 +38,7 @@ def test_regularization_division_follows_the_official_formulas():
     assert divided_dropout(0.3, 2) == pytest.approx(0.15)
     members = build_divided_members(tft.models.small_cnn, 2, 1.0, weight_decay=5e-4, dropout=0.2)
     fc = members[0].get_layer("fc")
-    assert fc.kernel_regularizer.l2 == pytest.approx(5e-4 * math.exp(-0.5))
+    assert fc.kernel_regularizer.weight_decay == pytest.approx(5e-4 * math.exp(-0.5))
     assert members[0].get_layer("conv1_1").filters == round(32 / math.sqrt(2))
     assert [m.name for m in members] == ["member_0", "member_1"]
     with pytest.raises(ValueError, match="num_splits"):
