@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="tf_freetickets",
-    version="0.1.0",
+    version="0.2.0",
     description=(
         "Dynamic sparse training and sparse ensembles (FreeTickets, CigL, "
         "Divide-and-Co-training) for Keras 3 / TensorFlow"

@@ -64,3 +64,16 @@ def test_reproduce_writes_every_figure_and_resumes(tmp_path):
     (tmp_path / "RESULTS.md").unlink()
     _reproduce(tmp_path, "--report_only")
     assert (tmp_path / "RESULTS.md").read_text() == page
+
+    # A new machine has only the committed JSON: its records are reused, nothing is retrained...
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
+    third = _reproduce(tmp_path)
+    assert "Ensemble member" not in third.stdout and json.loads((tmp_path / "study.json").read_text())["records"] == payload["records"]
+    # ...unless they were made by another package version (or other study settings): then the cell trains again.
+    stale = json.loads((tmp_path / "study.json").read_text())
+    stale["study"]["package_version"] = "0.0.0"
+    (tmp_path / "study.json").write_text(json.dumps(stale))
+    fourth = _reproduce(tmp_path, "--cells=dense")
+    assert "Ensemble member 1/1 (seed 3)" in fourth.stdout

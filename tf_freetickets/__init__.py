@@ -29,7 +29,7 @@ from tf_freetickets.sparse import (
     sparsity_table,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CigL",

@@ -11,7 +11,9 @@ is evaluated on the test set (accuracy, NLL, ECE, Brier, member diversity, relia
 the offline OoD sets (sklearn digits, uniform and Gaussian noise; AUROC with predictive entropy)
 and on the 13 CIFAR-10-C-style corruptions at 5 severities; its record.json also holds the exact
 `python -m tf_freetickets.train` command of that cell. A finished (cell, seed) is not run again,
-so an interrupted study resumes. The JSON (--json) holds the study, the environment and every
+so an interrupted study resumes; so is one whose record is already in --json for the same study
+settings and package version (a study longer than one machine's life resumes from the committed
+JSON). The JSON (--json) holds the study, the environment and every
 record; the report (tables between the markers of --results_md, and two PNGs) is made from it.
 
 Rerun one cell: python tools/reproduce.py --cells=edst_0.8 --seeds=0 --workdir=out/one \
@@ -79,12 +81,31 @@ def _flatten(results, evaluation, corrupted):
     return record
 
 
-def _run_cell(cell, seed, test_data):
+def _committed_records(cells):
+    """Records of --json made by this very study (same settings, cells and package version), by (cell, seed)."""
+    if not os.path.exists(_JSON.value):
+        return {}
+    with open(_JSON.value) as f:
+        payload = json.load(f)
+    old, new = payload.get("study", {}), _study(cells)
+    same = {key for key in new if key not in ("cells", "seeds") and old.get(key) == new[key]} == set(new) - {"cells", "seeds"}
+    definitions = {c["name"]: c for c in old.get("cells", [])}
+    current = {c["name"]: c for c in new["cells"]}
+    return {
+        (r["cell"], r["seed"]): r
+        for r in payload.get("records", [])
+        if same and definitions.get(r["cell"]) is not None and definitions[r["cell"]] == current.get(r["cell"])
+    }
+
+
+def _run_cell(cell, seed, test_data, committed):
     """Trains (or resumes) and evaluates one (cell, seed); returns its record."""
     from tf_freetickets.ensembles import EnsembleModel
     from tf_freetickets.experiments import runner as experiment
     from tf_freetickets.experiments.evaluation import evaluate_members, members_source
 
+    if (cell.name, seed) in committed:
+        return committed[(cell.name, seed)]
     workdir = os.path.join(_WORKDIR.value, cell.name, f"seed_{seed}")
     record_file = os.path.join(workdir, "record.json")
     if os.path.exists(record_file):
@@ -132,7 +153,10 @@ def _environment():
 
 
 def _study(cells):
+    import tf_freetickets
+
     return {
+        "package_version": tf_freetickets.__version__,
         "dataset": "fashion_mnist",
         "epochs": _EPOCHS.value,
         "sparsities": [float(s) for s in _SPARSITIES.value],
@@ -169,12 +193,13 @@ def _train_all():
     x_test, y_test = data.load_split("fashion_mnist", "test")
     test_data = (x_test, y_test, ood_sets(num=_OOD_EXAMPLES.value), list(available_corruptions(x_test.shape[-1])))
     plan = [(cell, int(seed)) for seed in _SEEDS.value for cell in cells]  # seed-major: a full table early
+    committed = _committed_records(cells)
     records, spent, ran = [], 0.0, 0
     began = time.time()
     for index, (cell, seed) in enumerate(plan, 1):
         print(f"[{index}/{len(plan)}] {cell.name} seed {seed}", flush=True)
         start = time.time()
-        record = _run_cell(cell, seed, test_data)
+        record = _run_cell(cell, seed, test_data, committed)
         if time.time() - start > 5:  # trained now, not read back
             spent, ran = spent + time.time() - start, ran + 1
         records.append(record)
