@@ -8,20 +8,18 @@ from tf_freetickets.models.weight_decay import decay_arguments
 def _block(x, filters, stride, decay, bn_decay, name):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(
-            filters, 1, strides=stride, use_bias=False, **decay, name=f"{name}_shortcut"
-        )(x)
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, **decay, name=f"{name}_shortcut")(x)
         shortcut = keras.layers.BatchNormalization(**bn_decay, name=f"{name}_shortcut_bn")(shortcut)
-    y = keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="same", use_bias=False, **decay, name=f"{name}_conv1"
-    )(x)
+    y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, **decay, name=f"{name}_conv1")(x)
     y = keras.layers.ReLU(name=f"{name}_relu1")(keras.layers.BatchNormalization(**bn_decay, name=f"{name}_bn1")(y))
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, **decay, name=f"{name}_conv2")(y)
     y = keras.layers.BatchNormalization(**bn_decay, name=f"{name}_bn2")(y)
     return keras.layers.ReLU(name=f"{name}_relu2")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def cifar_resnet(depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), weight_decay=0.0, name=None, weight_decay_scope="kernels"):
+def cifar_resnet(
+    depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), weight_decay=0.0, name=None, weight_decay_scope="kernels"
+):
     """ResNet-depth for CIFAR: three stages of (depth-2)/6 basic blocks with 16w, 32w, 64w channels.
 
     Args:

@@ -6,7 +6,13 @@ from tf_freetickets.models.weight_decay import decay_arguments
 
 
 def small_cnn(
-    input_shape=(28, 28, 1), num_classes=10, width=1.0, dropout=0.0, weight_decay=0.0, name="small_cnn", weight_decay_scope="kernels"
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    width=1.0,
+    dropout=0.0,
+    weight_decay=0.0,
+    name="small_cnn",
+    weight_decay_scope="kernels",
 ):
     """Two conv blocks and a classifier head: conv32-conv32-pool-conv64-conv64-pool-fc128-fc.
 

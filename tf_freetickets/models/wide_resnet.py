@@ -9,12 +9,8 @@ def _block(x, filters, stride, dropout, decay, bn_decay, name):
     preact = keras.layers.ReLU(name=f"{name}_relu1")(keras.layers.BatchNormalization(**bn_decay, name=f"{name}_bn1")(x))
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(
-            filters, 1, strides=stride, use_bias=False, **decay, name=f"{name}_shortcut"
-        )(preact)
-    y = keras.layers.Conv2D(
-        filters, 3, strides=stride, padding="same", use_bias=False, **decay, name=f"{name}_conv1"
-    )(preact)
+        shortcut = keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False, **decay, name=f"{name}_shortcut")(preact)
+    y = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, **decay, name=f"{name}_conv1")(preact)
     y = keras.layers.ReLU(name=f"{name}_relu2")(keras.layers.BatchNormalization(**bn_decay, name=f"{name}_bn2")(y))
     if dropout:
         y = keras.layers.Dropout(dropout, name=f"{name}_dropout")(y)
@@ -22,7 +18,16 @@ def _block(x, filters, stride, dropout, decay, bn_decay, name):
     return keras.layers.Add(name=f"{name}_add")([shortcut, y])
 
 
-def wide_resnet(depth=28, widen_factor=10, num_classes=10, input_shape=(32, 32, 3), dropout=0.0, weight_decay=0.0, name=None, weight_decay_scope="kernels"):
+def wide_resnet(
+    depth=28,
+    widen_factor=10,
+    num_classes=10,
+    input_shape=(32, 32, 3),
+    dropout=0.0,
+    weight_decay=0.0,
+    name=None,
+    weight_decay_scope="kernels",
+):
     """WRN-depth-k: a 16-channel stem and three groups of (depth-4)/6 blocks of 16k, 32k, 64k channels.
 
     Args:
