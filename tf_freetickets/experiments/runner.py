@@ -119,7 +119,8 @@ class _Run:
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-    def optimizer(self):
+    def learning_rate(self):
+        """The learning rate (a float or a Keras schedule over optimizer steps) that config.optimizer describes."""
         opt = self.config.optimizer
         total = self.epochs * self.steps_per_epoch
         learning_rate = opt.learning_rate
@@ -141,7 +142,11 @@ class _Run:
                 alpha=opt.min_learning_rate / opt.learning_rate,
                 warmup_target=opt.learning_rate if warmup else None, warmup_steps=warmup,
             )  # fmt: skip
-        return keras.optimizers.SGD(learning_rate, momentum=opt.momentum, nesterov=opt.nesterov)
+        return learning_rate
+
+    def optimizer(self):
+        opt = self.config.optimizer
+        return keras.optimizers.SGD(self.learning_rate(), momentum=opt.momentum, nesterov=opt.nesterov)
 
     def build(self, width=None, weight_decay=None, dropout=None, name=None):
         config = self.config
