@@ -11,28 +11,30 @@ def _images(n=64, size=32, seed=0):
     return np.random.default_rng(seed).uniform(0.0, 1.0, (n, size, size, 3)).astype("float32")
 
 
+# AutoAugment runs image by image (slow eagerly): fewer images for those pipelines.
+SIZES = {name: 8 if "autoaugment" in name or name == "cifar10" else 64 for name in VIEW_PIPELINES}
+
+
 @pytest.mark.parametrize("name", sorted(VIEW_PIPELINES))
 def test_views_keep_shape_and_dtype_and_differ_between_members(name):
     mean = CIFAR_CHANNEL_STATS["cifar10"][0]
-    views = member_views(name, 3, seed=0, mean=mean)
-    x = _images()
+    views = member_views(name, 2, seed=0, mean=mean)
+    x = (np.round(_images(SIZES[name]) * 255) / 255).astype("float32")  # images come from uint8
     outputs = [np.asarray(view(x, training=True)) for view in views]
     for out in outputs:
         assert out.shape == x.shape and out.dtype == np.float32
         assert not np.array_equal(out, x)
-    for i in range(3):
-        for j in range(i + 1, 3):
-            assert not np.allclose(outputs[i], outputs[j])
+    assert not np.allclose(outputs[0], outputs[1])
     # Inference: every member sees the images themselves.
     np.testing.assert_array_equal(np.asarray(views[0](x, training=False)), x)
 
 
 @pytest.mark.parametrize("name", sorted(VIEW_PIPELINES))
 def test_views_are_deterministic_by_seed(name):
-    x = _images(16)
-    first = [np.asarray(v(x, training=True)) for v in member_views(name, 2, seed=5)]
-    again = [np.asarray(v(x, training=True)) for v in member_views(name, 2, seed=5)]
-    other = [np.asarray(v(x, training=True)) for v in member_views(name, 2, seed=6)]
+    x = _images(min(SIZES[name], 16))
+    first = [np.asarray(v(x, training=True)) for v in member_views(name, 1, seed=5)]
+    again = [np.asarray(v(x, training=True)) for v in member_views(name, 1, seed=5)]
+    other = [np.asarray(v(x, training=True)) for v in member_views(name, 1, seed=6)]
     for a, b, c in zip(first, again, other):
         np.testing.assert_array_equal(a, b)
         assert not np.array_equal(a, c)

@@ -6,7 +6,8 @@ The official CIFAR training transform of every member is, on images in [0, 1]:
   CIFAR-10 policy, normalisation, RandomErasing(p=0.5, area 12.5-20%, aspect
   0.99-1, value 0);
 - CIFAR-100: crop, flip, normalisation, RandomErasing(p=0.5, area 6.25-10%,
-  aspect 0.99-1, value 0) (the paper's CIFAR-100 recipe; see docs/METHODS.md).
+  aspect 0.99-1, value 0) (`is_autoaugment` is 0 by default in
+  `parser_params.py`; `script/train_split.sh` turns it on: "cifar100_autoaugment").
 
 Each member draws its own randomness (a different seed per member), so the
 members see different views of the same images. The flip is Keras'
@@ -16,14 +17,16 @@ box independently and its x and y offsets from one draw, so pad-and-crop and
 erasing are written here with the per-image semantics of torchvision. The
 members normalise their inputs themselves (`models.LayerOptions`), so erasing
 fills with the dataset mean, which is 0 after normalisation, as in the official
-code. AutoAugment has no Keras layer and is not implemented here: the
-"cifar10" views leave it out (a stated departure, docs/METHODS.md).
+code. AutoAugment has no Keras layer: `ensembles/autoaugment.py` writes its
+CIFAR-10 policy.
 """
 
 import math
 
 import keras
 import tensorflow as tf
+
+from tf_freetickets.ensembles.autoaugment import CIFAR10AutoAugment
 
 
 class RandomPadCrop(keras.layers.Layer):
@@ -132,11 +135,13 @@ def _flip_translate(seed, mean):
     ]
 
 
-def _crop_flip_erase(scale):
+def _crop_flip_erase(scale, autoaugment):
     def layers(seed, mean):
+        policy = [CIFAR10AutoAugment(seed=seed + 3)] if autoaugment else []
         return [
             RandomPadCrop(4, "constant", seed=seed),
             keras.layers.RandomFlip("horizontal", seed=seed + 1),
+            *policy,
             RandomErasingBox(0.5, scale, (0.99, 1.0), fill_value=tuple(mean) if mean is not None else 0.0, seed=seed + 2),
         ]
 
@@ -144,12 +149,14 @@ def _crop_flip_erase(scale):
 
 
 #: Member view pipelines by name: "flip_translate" (flip and a shift of up to 10%, zero fill: the
-#: library's small-scale default), "cifar10" and "cifar100" (the official crop + flip + RandomErasing;
-#: cifar10 without AutoAugment).
+#: library's small-scale default); the official "cifar10" (crop + flip + AutoAugment + RandomErasing
+#: of 12.5-20% of the area), "cifar100" (crop + flip + RandomErasing of 6.25-10%) and
+#: "cifar100_autoaugment" (cifar100 with AutoAugment, as the official training script runs it).
 VIEW_PIPELINES = {
     "flip_translate": _flip_translate,
-    "cifar10": _crop_flip_erase((0.125, 0.2)),
-    "cifar100": _crop_flip_erase((0.0625, 0.1)),
+    "cifar10": _crop_flip_erase((0.125, 0.2), autoaugment=True),
+    "cifar100": _crop_flip_erase((0.0625, 0.1), autoaugment=False),
+    "cifar100_autoaugment": _crop_flip_erase((0.0625, 0.1), autoaugment=True),
 }
 
 

@@ -84,7 +84,7 @@ def fashion_mnist_defaults():
     config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
     config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
     config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
-    config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 (official)
+    config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
     return config
 
 

@@ -25,7 +25,7 @@ configs/ call them. Sources:
   300 epochs, batch 128, SGD 0.1 Nesterov, a 20-epoch warm-up from 5e-3 then
   cosine floored at 1e-4, wd 5e-4 x exp(1/S - 1) on kernels and BatchNorm gamma,
   JS weight 0.5 reached over 40 epochs (raised per epoch, floor 0.005), member
-  views crop + flip + RandomErasing, WRN-28-10 divided into S = 2 (WRN-28-7)
+  views crop + flip (+ AutoAugment on CIFAR-10) + RandomErasing, WRN-28-10 divided into S = 2 (WRN-28-7)
   or 4 (WRN-28-5) members.
 
 Every CIFAR config also takes the official code's port details: inputs
@@ -141,7 +141,7 @@ def divide_and_cotrain(dataset="cifar100", num_splits=2):
         config.ensemble.cotraining_warmup_epochs = 40
         config.ensemble.cotraining_ramp = "epoch"
         config.ensemble.cotraining_min_weight = 0.005
-        config.ensemble.views = dataset  # crop + flip (+ AutoAugment on CIFAR-10, not here) + RandomErasing
+        config.ensemble.views = dataset  # crop + flip (+ AutoAugment on CIFAR-10) + RandomErasing
     return config
 
 
