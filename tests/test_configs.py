@@ -2,8 +2,10 @@
 
 import glob
 import importlib.util
+import math
 import os
 
+import numpy as np
 import pytest
 
 from tf_freetickets.experiments.config import ConfigError, fashion_mnist_defaults, validate
@@ -66,6 +68,7 @@ def test_bad_edst_learning_rate_steps_are_config_errors():
 def test_cigl_and_dnc_configs():
     cigl = load("cifar10_wrn22_2_cigl")
     assert (cigl.sparse.method, cigl.sparse.random_drop_rate, cigl.weight_averaging.start_fraction) == ("cigl", 0.01, 0.8)
+    assert load("cifar100_wrn22_2_cigl").sparse.random_drop_rate == 0.1
     dnc = load("cifar100_wrn28_10_dnc_s4")
     assert (dnc.ensemble.kind, dnc.ensemble.num_members, dnc.epochs, dnc.optimizer.warmup_epochs) == ("dnc", 4, 300, 20)
     assert dnc.ensemble.cotraining_weight == 0.5 and dnc.optimizer.nesterov
@@ -91,4 +94,87 @@ def test_bad_milestones():
     config = fashion_mnist_defaults()
     config.optimizer.milestones = (0.8, 0.5)
     with pytest.raises(ConfigError, match="increasing fractions"):
+        validate(config)
+
+
+class _Source:
+    """Just what `_Run` reads to schedule the learning rate."""
+
+    def __init__(self, num_train_examples):
+        self.num_train_examples = num_train_examples
+
+
+def _rates(config, train_examples, steps):
+    from tf_freetickets.experiments.runner import _Run
+
+    schedule = _Run(config, "", _Source(train_examples), None).learning_rate()
+    return [float(schedule(step)) for step in steps]
+
+
+@pytest.mark.parametrize("dataset,random_rate", [("cifar10", 0.01), ("cifar100", 0.1)])
+def test_cigl_config_matches_the_official_wrn_22_2_setup(dataset, random_rate):
+    config = load(f"{dataset}_wrn22_2_cigl")
+    assert (config.depth, config.width, config.epochs, config.batch_size) == (22, 2, 250, 128)
+    assert config.optimizer.nesterov and config.optimizer.momentum == 0.9
+    assert (config.optimizer.weight_decay, config.optimizer.weight_decay_scope) == (5e-4, "kernels")
+    assert config.sparse.random_drop_rate == random_rate  # 1 / DPNUM
+    assert (config.sparse.update_every, config.sparse.drop_fraction, config.sparse.end_fraction) == (100, 0.3, 0.75)
+    assert config.validation_examples == 5000 and not config.keep_best_validation
+    assert config.crop_padding == ("reflect" if dataset == "cifar10" else "constant")
+    # StepLR(30000, 0.5) on 45,000 images: 351 steps an epoch; averaging starts after epoch 200 (step 70,200).
+    steps_per_epoch = 45000 // 128
+    rates = _rates(config, 45000, [0, 29999, 30000, 59999, 60000, 199 * steps_per_epoch, 250 * steps_per_epoch - 1])
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.025], rtol=1e-6)
+    # Weight averaging: snapshots at the end of epochs 200..250 (1-based), 51 of them, as begin_save=200.
+    start_epoch = math.ceil(config.weight_averaging.start_fraction * config.epochs) - 1
+    assert (start_epoch, config.epochs - start_epoch) == (199, 51)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+def test_dnc_config_matches_the_official_schedule_and_views(dataset):
+    config = load(f"{dataset}_wrn28_10_dnc_s2")
+    ensemble = config.ensemble
+    assert (ensemble.views, ensemble.cotraining_ramp, ensemble.cotraining_min_weight) == (dataset, "epoch", 0.005)
+    assert (ensemble.cotraining_weight, ensemble.cotraining_warmup_epochs) == (0.5, 40)
+    assert config.optimizer.weight_decay_scope == "all_but_biases" and config.optimizer.nesterov
+    # lr: 5e-3 at step 0, linear to 0.1 over 20 epochs of 390 steps, cosine to the 1e-4 floor at step 300 * 390.
+    rates = _rates(config, 50000, [0, 10 * 390, 20 * 390, 300 * 390])
+    np.testing.assert_allclose(rates, [5e-3, 5e-3 + 0.5 * (0.1 - 5e-3), 0.1, 1e-4], rtol=1e-5)
+    assert config.input_normalization and config.kernel_initializer == "he_normal_fan_out"
+    assert (config.batchnorm_momentum, config.batchnorm_epsilon) == (0.9, 1e-5)
+
+
+def test_freetickets_port_details():
+    for dataset, padding in (("cifar10", "reflect"), ("cifar100", "constant")):
+        for kind in ("dst", "edst", "dense"):
+            config = load(f"{dataset}_wrn28_10_{kind}")
+            assert (config.crop_padding, config.validation_examples, config.keep_best_validation) == (padding, 5000, True)
+            assert config.input_normalization and (config.batchnorm_momentum, config.batchnorm_epsilon) == (0.9, 1e-5)
+    defaults = fashion_mnist_defaults()
+    assert (defaults.crop_padding, defaults.validation_examples, defaults.input_normalization) == ("constant", 0, False)
+    assert (defaults.kernel_initializer, defaults.batchnorm_momentum) == ("keras", 0.99)
+    assert defaults.ensemble.views == "flip_translate"
+
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"keep_best_validation": True}, "needs config.validation_examples > 0"),
+        ({"input_normalization": True}, "knows the statistics of"),
+        ({"crop_padding": "wrap"}, "config.crop_padding='wrap' is unknown"),
+        ({"ensemble.views": "autoaugment"}, "config.ensemble.views='autoaugment' is unknown"),
+        ({"optimizer.decay_every": -1}, "config.optimizer.decay_every=-1"),
+        ({"optimizer.warmup_from": 1.0}, "warmup_from=1.0 must be in"),
+        ({"validation_examples": 10, "keep_best_validation": True, "weight_averaging.enabled": True}, "enable one"),
+    ],
+)
+def test_bad_port_details_are_config_errors(changes, message):
+    config = fashion_mnist_defaults()
+    for field, value in changes.items():
+        node = config
+        *parents, leaf = field.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         validate(config)

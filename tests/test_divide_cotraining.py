@@ -96,6 +96,23 @@ def test_loss_is_members_ce_plus_weighted_js_and_warmup_ramps():
     assert tuple(probs.shape) == (2, 32, 3)
 
 
+def test_official_ramp_rises_once_per_epoch_with_a_floor():
+    # model/splitnet.py: weight = max(0.5 * epoch / 40, 0.005) for 0-based epoch < 40, then 0.5.
+    spe, warmup_epochs = 7, 40
+    model = CoTrainingModel(
+        _members(), cotraining_weight=0.5, warmup_steps=warmup_epochs * spe, steps_per_epoch=spe, min_weight=0.005
+    )
+    model.compile(keras.optimizers.SGD(0.0))
+    model.optimizer.build(model.trainable_variables)
+    for step in (0, 6, 7, 13, 14, 39 * spe + 6, 40 * spe, 100 * spe):
+        model.optimizer.iterations.assign(step)
+        epoch = step // spe
+        expected = max(0.5 * epoch / warmup_epochs, 0.005) if epoch < warmup_epochs else 0.5
+        assert float(model.current_cotraining_weight()) == pytest.approx(expected), step
+    with pytest.raises(ValueError, match="min_weight must be in"):
+        CoTrainingModel(_members(), cotraining_weight=0.5, min_weight=0.6)
+
+
 def test_fit_with_sparse_members_keeps_each_member_exact_and_exports(tmp_path):
     x, y = _data(64)
     model = CoTrainingModel(_members(sparse=True), warmup_steps=4)

@@ -98,3 +98,28 @@ def test_freetickets_configs_decay_every_parameter():
     for kind in ("dense", "dst", "edst"):
         assert paper_configs.freetickets("cifar10", kind).optimizer.weight_decay_scope == "all"
     assert fashion_mnist_defaults().optimizer.weight_decay_scope == "kernels"
+
+
+@pytest.mark.parametrize("architecture, kwargs", [("wide_resnet", {"depth": 10, "width": 1}), ("small_cnn", {"width": 0.25})])
+def test_all_but_biases_decays_kernels_and_batchnorm_gamma_only(architecture, kwargs):
+    keras.utils.set_random_seed(0)
+    input_shape = (16, 16, 3) if architecture == "wide_resnet" else (28, 28, 1)
+    model = build_model(architecture, input_shape, 10, weight_decay=WD, weight_decay_scope="all_but_biases", **kwargs)
+    for variable in model.trainable_variables:
+        variable.assign(np.random.default_rng(1).normal(size=variable.shape).astype("float32"))
+    decayed = _check_gradients(model, {"kernel", "gamma"})
+    kinds = [v.path.rsplit("/", 1)[-1] for v in model.trainable_variables]
+    assert decayed == kinds.count("kernel") + kinds.count("gamma") and kinds.count("gamma") > 0
+    assert kinds.count("beta") > 0 and kinds.count("bias") > 0  # present, and left alone
+
+
+def test_each_paper_config_decays_what_its_official_code_decays():
+    # CigL: train_helper._add_weight_decay skips every 1-D parameter (biases, BatchNorm).
+    for dataset in ("cifar10", "cifar100"):
+        assert paper_configs.cigl(dataset).optimizer.weight_decay_scope == "kernels"
+        # Divide-and-Co-training: parameters named "bias"/"norm" skipped; BatchNorm is "bn", so gamma decays.
+        for splits in (1, 2, 4):
+            assert paper_configs.divide_and_cotrain(dataset, splits).optimizer.weight_decay_scope == "all_but_biases"
+        assert paper_configs.freetickets(dataset, "dense_ensemble").optimizer.weight_decay_scope == "all"
+    # FreeTickets ImageNet: parameters named "bn" skipped (kernels; see METHODS.md for its classifier bias).
+    assert paper_configs.freetickets_imagenet().optimizer.weight_decay_scope == "kernels"

@@ -7,12 +7,16 @@ def _normalise(images):
     return tf.cast(images, tf.float32) / 255.0
 
 
-def _augment(image, seed):
+#: How pad-and-crop fills the border: "constant" (zeros; torchvision's RandomCrop(32, padding=4)) or
+#: "reflect" (mirrored without repeating the edge; FreeTickets' and CigL's CIFAR-10 code).
+CROP_PADDINGS = ("constant", "reflect")
+
+
+def _augment(image, seed, crop_padding="constant"):
     """Random horizontal flip and pad-and-crop (4 px at 32x32 as for CIFAR, 2 px below), stateless from `seed`."""
-    height, width = image.shape[0], image.shape[1]
-    pad = 4 if height >= 32 else 2
+    pad = 4 if image.shape[0] >= 32 else 2
     image = tf.image.stateless_random_flip_left_right(image, seed)
-    padded = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT" if crop_padding == "reflect" else "CONSTANT")
     return tf.image.stateless_random_crop(padded, tf.shape(image), seed + 1)
 
 
@@ -24,7 +28,9 @@ def steps_per_epoch(num_examples, batch_size):
     return num_examples // batch_size
 
 
-def train_dataset(images, labels, batch_size, seed=0, augment=True, start_epoch=0, num_epochs=None):
+def train_dataset(
+    images, labels, batch_size, seed=0, augment=True, start_epoch=0, num_epochs=None, crop_padding="constant"
+):
     """Epoch-indexed training stream of (image float32 in [0, 1], label) batches.
 
     Epoch e is a permutation of the examples drawn from (seed, e), and each
@@ -42,7 +48,13 @@ def train_dataset(images, labels, batch_size, seed=0, augment=True, start_epoch=
         pixels at 32x32, 2 at 28x28).
       start_epoch: first epoch of the stream (the resume point).
       num_epochs: end of the stream (exclusive); None repeats forever.
+      crop_padding: one of `CROP_PADDINGS`, the border of the pad-and-crop.
+
+    Raises:
+      ValueError: an unknown `crop_padding`.
     """
+    if crop_padding not in CROP_PADDINGS:
+        raise ValueError(f"Unknown crop_padding {crop_padding!r}; use one of {CROP_PADDINGS}.")
     images = tf.convert_to_tensor(images)
     labels = tf.convert_to_tensor(labels)
     size = int(images.shape[0])
@@ -56,7 +68,7 @@ def train_dataset(images, labels, batch_size, seed=0, augment=True, start_epoch=
             index = tf.random.experimental.index_shuffle(position, key, size - 1)
             image = _normalise(tf.gather(images, index))
             if augment:
-                image = _augment(image, tf.stack([epoch_seed, position]))
+                image = _augment(image, tf.stack([epoch_seed, position]), crop_padding)
             return image, tf.gather(labels, index)
 
         positions = tf.data.Dataset.range(size)

@@ -9,7 +9,9 @@ divergence between their predicted distributions,
 which is 0 when the members agree and positive otherwise; it pulls the
 members towards agreement while their different views keep them diverse. The
 weight ramps up linearly at the start of training (official code: 0.5 after a
-40-epoch warm-up). At inference the members' probabilities are averaged.
+40-epoch warm-up, raised once per epoch, never below 0.005). At inference the
+members' probabilities are averaged. The official views are in
+`ensembles/views.py`.
 """
 
 import keras
@@ -61,6 +63,9 @@ class CoTrainingModel(EnsembleModel):
       cotraining_weight: weight of the JS term after warm-up (paper: 0.5).
       warmup_steps: optimizer steps over which the weight rises linearly from
         0 (official code: 40 epochs).
+      steps_per_epoch: given, the weight rises once per epoch, as the official
+        code's `cot_weight * epoch / warm-up epochs` (0-based epoch); None: every step.
+      min_weight: floor of the weight during the warm-up (official: 0.005).
       name: model name.
 
     Logged in `fit`: loss (total), ce (sum of member cross-entropies),
@@ -68,7 +73,10 @@ class CoTrainingModel(EnsembleModel):
     metrics on the ensemble's training predictions.
     """
 
-    def __init__(self, members, view_augmenters=None, cotraining_weight=0.5, warmup_steps=0, name="cotraining", **kwargs):
+    def __init__(
+        self, members, view_augmenters=None, cotraining_weight=0.5, warmup_steps=0, steps_per_epoch=None, min_weight=0.0,
+        name="cotraining", **kwargs,
+    ):  # fmt: skip
         super().__init__(members, from_logits=True, name=name, **kwargs)
         if view_augmenters is None:
             view_augmenters = [default_view_augmentation(1000 * i) for i in range(len(self.members))]
@@ -78,9 +86,15 @@ class CoTrainingModel(EnsembleModel):
             raise ValueError(f"cotraining_weight must be >= 0, got {cotraining_weight!r}.")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps!r}.")
+        if steps_per_epoch is not None and steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be a positive integer or None, got {steps_per_epoch!r}.")
+        if not 0.0 <= min_weight <= cotraining_weight:
+            raise ValueError(f"min_weight must be in [0, cotraining_weight={cotraining_weight}], got {min_weight!r}.")
         self.view_augmenters = list(view_augmenters)
         self.cotraining_weight = float(cotraining_weight)
         self.warmup_steps = int(warmup_steps)
+        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        self.min_weight = float(min_weight)
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.js_tracker = keras.metrics.Mean(name="cotraining_js")
         self.weight_tracker = keras.metrics.Mean(name="cotraining_weight")
@@ -92,11 +106,14 @@ class CoTrainingModel(EnsembleModel):
         return [augment(x, training=True) for augment in self.view_augmenters]
 
     def current_cotraining_weight(self):
-        """The JS weight at the optimizer's current step (linear warm-up)."""
+        """The JS weight at the optimizer's current step (linear warm-up, per step or per epoch, floored)."""
         if self.warmup_steps == 0 or self.optimizer is None:
             return ops.convert_to_tensor(self.cotraining_weight, "float32")
-        progress = ops.minimum(ops.cast(self.optimizer.iterations, "float32") / self.warmup_steps, 1.0)
-        return self.cotraining_weight * progress
+        steps = ops.cast(self.optimizer.iterations, "float32")
+        if self.steps_per_epoch:
+            steps = ops.floor(steps / self.steps_per_epoch) * self.steps_per_epoch
+        progress = ops.minimum(steps / self.warmup_steps, 1.0)
+        return ops.maximum(self.cotraining_weight * progress, self.min_weight)
 
     def cotraining_losses(self, x, y, sample_weight=None):
         """(total, ce, js, member probabilities) of one training batch; total includes regularization."""
@@ -134,6 +151,9 @@ class CoTrainingModel(EnsembleModel):
 
     def get_config(self):
         config = super().get_config()
-        config.update(cotraining_weight=self.cotraining_weight, warmup_steps=self.warmup_steps)
+        config.update(
+            cotraining_weight=self.cotraining_weight, warmup_steps=self.warmup_steps,
+            steps_per_epoch=self.steps_per_epoch, min_weight=self.min_weight,
+        )  # fmt: skip
         config.pop("from_logits")
         return config

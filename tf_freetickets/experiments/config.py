@@ -35,6 +35,14 @@ def fashion_mnist_defaults():
     config.label_smoothing = 0.0  # cross-entropy label smoothing (FreeTickets' ImageNet runs: 0.1)
     config.verbose = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
     config.deterministic = False  # TF op determinism: bitwise-repeatable runs (and resumes), slower on GPUs
+    # Port details of the papers' PyTorch code (paper configs turn them on; docs/METHODS.md, fidelity table).
+    config.input_normalization = False  # CIFAR: the model starts with (x - mean) / std of the official code
+    config.crop_padding = "constant"  # constant | reflect: border of the pad-and-crop augmentation
+    config.kernel_initializer = "keras"  # keras | he_normal_fan_out (official WRN init)
+    config.batchnorm_momentum = 0.99  # PyTorch's BatchNorm default is Keras' 0.9
+    config.batchnorm_epsilon = 1e-3  # PyTorch's: 1e-5
+    config.validation_examples = 0  # hold out the last N training examples (official CIFAR scripts: 5000)
+    config.keep_best_validation = False  # members and EDST tickets: the weights of their best validation epoch
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.learning_rate = 0.05
@@ -46,6 +54,9 @@ def fashion_mnist_defaults():
     config.optimizer.warmup_epochs = 0  # linear warm-up from 0 (cosine schedule)
     config.optimizer.milestones = (0.5, 0.75)  # step schedule: fractions of training where lr *= gamma
     config.optimizer.gamma = 0.1
+    config.optimizer.decay_every = 0  # step schedule: lr *= gamma every this many steps instead (CigL: 30000)
+    config.optimizer.warmup_from = 0.0  # learning rate at the start of the warm-up (Divide-and-Co-training: 5e-3)
+    config.optimizer.min_learning_rate = 0.0  # cosine schedule's floor (Divide-and-Co-training: 1e-4)
 
     config.sparse = ml_collections.ConfigDict()
     config.sparse.method = "rigl"
@@ -71,6 +82,9 @@ def fashion_mnist_defaults():
     config.ensemble.large_drop_fraction = 0.8  # EDST q
     config.ensemble.cotraining_weight = 0.5  # DNC: weight of the JS co-training term
     config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
+    config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
+    config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
+    config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
     return config
 
 
@@ -105,6 +119,39 @@ def edst_schedule(config):
     )
 
 
+def _validate_port_details(config):
+    from tf_freetickets.data.pipelines import CROP_PADDINGS
+    from tf_freetickets.data.tfds_data import CIFAR_CHANNEL_STATS
+    from tf_freetickets.ensembles.views import VIEW_PIPELINES
+    from tf_freetickets.models.layer_options import KERNEL_INITIALIZERS
+
+    if config.input_normalization and config.dataset not in CIFAR_CHANNEL_STATS:
+        raise ConfigError(
+            f"config.input_normalization=True knows the statistics of {sorted(CIFAR_CHANNEL_STATS)}, not {config.dataset!r}."
+        )
+    _choice(config.crop_padding, CROP_PADDINGS, "crop_padding")
+    _choice(config.kernel_initializer, KERNEL_INITIALIZERS, "kernel_initializer")
+    if not 0.0 <= config.batchnorm_momentum < 1.0:
+        raise ConfigError(f"config.batchnorm_momentum={config.batchnorm_momentum!r} must be in [0, 1).")
+    if not config.batchnorm_epsilon > 0:
+        raise ConfigError(f"config.batchnorm_epsilon={config.batchnorm_epsilon!r} must be positive.")
+    _positive_int(config.validation_examples, "validation_examples", minimum=0)
+    if config.validation_examples and config.dataset == "imagenet2012":
+        raise ConfigError("config.validation_examples is for in-memory datasets; imagenet2012 has no held-out split here.")
+    if config.keep_best_validation and not config.validation_examples:
+        raise ConfigError("config.keep_best_validation=True needs config.validation_examples > 0 (the held-out examples).")
+    if config.keep_best_validation and config.weight_averaging.enabled:
+        raise ConfigError(
+            "config.keep_best_validation and config.weight_averaging.enabled both choose the final weights; enable one."
+        )
+    _choice(config.ensemble.views, tuple(VIEW_PIPELINES), "ensemble.views")
+    _choice(config.ensemble.cotraining_ramp, ("step", "epoch"), "ensemble.cotraining_ramp")
+    if not 0.0 <= config.ensemble.cotraining_min_weight <= max(config.ensemble.cotraining_weight, 0.0):
+        raise ConfigError(
+            f"config.ensemble.cotraining_min_weight={config.ensemble.cotraining_min_weight!r} must be in [0, cotraining_weight]."
+        )
+
+
 def validate(config):
     """Raises ConfigError for the first bad field; returns the config otherwise."""
     from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES
@@ -133,6 +180,14 @@ def validate(config):
             f"config.optimizer.milestones={tuple(config.optimizer.milestones)!r} must be increasing fractions in (0, 1)."
         )
     _choice(config.optimizer.weight_decay_scope, WEIGHT_DECAY_SCOPES, "optimizer.weight_decay_scope")
+    _positive_int(config.optimizer.decay_every, "optimizer.decay_every", minimum=0)
+    if not 0.0 <= config.optimizer.warmup_from <= config.optimizer.learning_rate:
+        raise ConfigError(f"config.optimizer.warmup_from={config.optimizer.warmup_from!r} must be in [0, learning_rate].")
+    if not 0.0 <= config.optimizer.min_learning_rate <= config.optimizer.learning_rate:
+        raise ConfigError(
+            f"config.optimizer.min_learning_rate={config.optimizer.min_learning_rate!r} must be in [0, learning_rate]."
+        )
+    _validate_port_details(config)
     if not config.optimizer.weight_decay >= 0:
         raise ConfigError(f"config.optimizer.weight_decay={config.optimizer.weight_decay!r} must be >= 0.")
     if not config.optimizer.learning_rate > 0:

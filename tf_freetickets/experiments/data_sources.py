@@ -21,10 +21,14 @@ class ArrayData:
     Args:
       x_train, y_train: uint8 images (N, H, W, C) and int labels (N,).
       x_test, y_test: the same for the test split.
+      x_val, y_val: held-out training examples for `validation_data` (None: no validation split).
+      crop_padding: border of the training pad-and-crop ("constant" or "reflect").
     """
 
-    def __init__(self, x_train, y_train, x_test, y_test):
+    def __init__(self, x_train, y_train, x_test, y_test, x_val=None, y_val=None, crop_padding="constant"):
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
+        self.x_val, self.y_val = x_val, y_val
+        self.crop_padding = crop_padding
 
     @property
     def input_shape(self):
@@ -45,12 +49,25 @@ class ArrayData:
     def train_stream(self, batch_size, seed, start_epoch=0, num_epochs=None, augment=True):
         """Training batches from `start_epoch`; identical whether resumed there or run through."""
         return data.train_dataset(
-            self.x_train, self.y_train, batch_size, seed=seed, augment=augment, start_epoch=start_epoch, num_epochs=num_epochs
-        )
+            self.x_train, self.y_train, batch_size, seed=seed, augment=augment, start_epoch=start_epoch,
+            num_epochs=num_epochs, crop_padding=self.crop_padding,
+        )  # fmt: skip
 
     def gradient_stream(self, batch_size, seed):
         """Batches for the dense gradients of mask updates (an independent order)."""
-        return data.train_dataset(self.x_train, self.y_train, batch_size, seed=seed + GRADIENT_SEED_OFFSET)
+        return data.train_dataset(
+            self.x_train, self.y_train, batch_size, seed=seed + GRADIENT_SEED_OFFSET, crop_padding=self.crop_padding
+        )
+
+    def validation_data(self):
+        """Batches of (images, labels) of the held-out examples, in order, unaugmented.
+
+        Raises:
+          ValueError: the source has no validation split.
+        """
+        if self.x_val is None:
+            raise ValueError("This data source has no validation split (config.validation_examples=0).")
+        return data.eval_dataset(self.x_val, self.y_val)
 
     def test_inputs(self):
         """Test images (batched, no labels), in the order of `test_labels`."""
@@ -109,6 +126,9 @@ class ImageNetData:
     def gradient_stream(self, batch_size, seed):
         return self._stream("train", batch_size, seed + GRADIENT_SEED_OFFSET, training=True)
 
+    def validation_data(self):
+        raise ValueError("ImageNet runs have no held-out training split here (config.validation_examples=0).")
+
     def test_inputs(self):
         return self._stream("validation", 256, 0, training=False).map(lambda x, y: x)
 
@@ -123,6 +143,14 @@ def data_source(config):
         return ImageNetData(config.data_dir or None, config.image_size, config.train_examples)
     x_train, y_train = data.load_split(config.dataset, "train", config.data_dir or None)
     x_test, y_test = data.load_split(config.dataset, "test", config.data_dir or None)
+    x_val = y_val = None
+    held_out = config.validation_examples
+    if held_out:
+        # The official scripts hold out the tail of the training split, in file order.
+        if held_out >= len(x_train):
+            raise ValueError(f"config.validation_examples={held_out} leaves no training examples of {len(x_train)}.")
+        x_train, x_val = x_train[:-held_out], x_train[-held_out:]
+        y_train, y_val = y_train[:-held_out], y_train[-held_out:]
     if config.train_examples:
         x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
-    return ArrayData(x_train, y_train, x_test, y_test)
+    return ArrayData(x_train, y_train, x_test, y_test, x_val, y_val, crop_padding=config.crop_padding)

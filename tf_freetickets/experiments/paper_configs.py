@@ -14,13 +14,24 @@ configs/ call them. Sources:
   EDST: 30 exploration epochs at 0.1, then 4 refinement phases of 70 epochs at
   0.01 (30), 0.001 (30), 0.0001 (10) with a q=0.8 global exploration before
   phases 2-4: 310 epochs, 4 tickets.
-- CigL (Lei et al. 2023; StevenBoys/CigL): RigL every 100 steps, drop 0.3
-  cosine-decayed to 75% of training, random-mask drop rate 1/dpnum = 0.01,
-  weight averaging of epochs 200-250 of 250; WRN-22-2 (one of its CIFAR models).
-- Divide-and-Co-training (Zhao et al. 2022; FreeformRobotics/Divide-and-Co-training):
-  300 epochs, batch 128, SGD 0.1 Nesterov, cosine with a 20-epoch warm-up, wd
-  5e-4 scaled by exp(1/S - 1), JS weight 0.5 after a 40-epoch warm-up,
-  WRN-28-10 divided into S = 2 (WRN-28-7) or 4 (WRN-28-5) members.
+- CigL (Lei et al. 2023; StevenBoys/CigL, conf/specific/cifar10_wrn_22_2_masking.yaml,
+  conf/optimizer/SGD.yaml, README): WRN-22-2, 250 epochs on 45k images, batch
+  128, SGD 0.1 Nesterov, wd 5e-4 on kernels only, lr halved every 30,000 steps
+  (0.1, 0.05, 0.025: the averaging window runs at 0.025), RigL every 100 steps
+  with drop 0.3 cosine-decayed to 75% of training, random-mask rate 1/DPNUM
+  (0.01 on CIFAR-10, 0.1 on CIFAR-100), weight averaging of epochs 200-250.
+- Divide-and-Co-training (Zhao et al. 2022; FreeformRobotics/Divide-and-Co-training,
+  parser_params.py, utils/lr_scheduler.py, dataset/factory.py, model/splitnet.py):
+  300 epochs, batch 128, SGD 0.1 Nesterov, a 20-epoch warm-up from 5e-3 then
+  cosine floored at 1e-4, wd 5e-4 x exp(1/S - 1) on kernels and BatchNorm gamma,
+  JS weight 0.5 reached over 40 epochs (raised per epoch, floor 0.005), member
+  views crop + flip (+ AutoAugment on CIFAR-10) + RandomErasing, WRN-28-10 divided into S = 2 (WRN-28-7)
+  or 4 (WRN-28-5) members.
+
+Every CIFAR config also takes the official code's port details: inputs
+normalised by the CIFAR channel mean/std, He-normal (fan-out) convolutions,
+PyTorch's BatchNorm momentum/epsilon. What remains different is listed in
+docs/METHODS.md (fidelity table).
 """
 
 from tf_freetickets.experiments.config import fashion_mnist_defaults
@@ -38,6 +49,11 @@ def _cifar_base(dataset):
     config.optimizer.learning_rate = 0.1
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 5e-4
+    # Port details shared by the three official CIFAR codes.
+    config.input_normalization = True
+    config.kernel_initializer = "he_normal_fan_out"
+    config.batchnorm_momentum = 0.9  # PyTorch's BatchNorm momentum 0.1
+    config.batchnorm_epsilon = 1e-5
     return config
 
 
@@ -57,6 +73,11 @@ def freetickets(dataset="cifar10", kind="edst", sparsity=0.8, num_members=3):
     config.ensemble.num_members = num_members
     # FreeTickets' CIFAR code passes every parameter to SGD(weight_decay=5e-4): BatchNorm and biases decay too.
     config.optimizer.weight_decay_scope = "all"
+    # sparselearning/utils.py: CIFAR-10 pads by reflection, CIFAR-100 with zeros; the last 10% of the
+    # training set is held out and each run (each EDST phase) keeps its best validation epoch.
+    config.crop_padding = "reflect" if dataset == "cifar10" else "constant"
+    config.validation_examples = 5000
+    config.keep_best_validation = True
     if kind == "dense":
         config.sparse.method = "dense"
     elif kind == "dense_ensemble":
@@ -75,20 +96,27 @@ def freetickets(dataset="cifar10", kind="edst", sparsity=0.8, num_members=3):
 
 
 def cigl(dataset="cifar10", sparsity=0.9):
-    """CigL on WRN-22-2: RigL's schedule, a 1% random mask, weight averaging of the last 20% of epochs."""
+    """CigL on WRN-22-2: RigL's schedule, a random mask of rate 1/DPNUM, weight averaging of the last 20% of epochs."""
     config = _cifar_base(dataset)
     config.depth = 22
     config.width = 2
     config.epochs = 250
+    config.optimizer.nesterov = True
     config.optimizer.schedule = "step"
-    config.optimizer.milestones = (0.5, 0.75)
+    config.optimizer.decay_every = 30000  # StepLR(30000, 0.5) stepped every iteration
+    config.optimizer.gamma = 0.5
+    config.optimizer.weight_decay_scope = "kernels"  # train_helper._add_weight_decay skips 1-D parameters
+    # data.py: 10% of the training set held out (the averaged model is evaluated, not the best epoch);
+    # CIFAR-10 pads by reflection (CIFAR-100 uses RandomResizedCrop(32), not available here: zero padding).
+    config.validation_examples = 5000
+    config.crop_padding = "reflect" if dataset == "cifar10" else "constant"
     config.sparse.method = "cigl"
     config.sparse.sparsity = sparsity
     config.sparse.update_every = 100
     config.sparse.drop_fraction = 0.3
     config.sparse.decay = "cosine"
     config.sparse.end_fraction = 0.75
-    config.sparse.random_drop_rate = 0.01
+    config.sparse.random_drop_rate = 0.01 if dataset == "cifar10" else 0.1  # README: DPNUM=100 / DPNUM=10
     config.weight_averaging.enabled = True
     config.weight_averaging.start_fraction = 0.8
     return config
@@ -101,17 +129,28 @@ def divide_and_cotrain(dataset="cifar100", num_splits=2):
     config.optimizer.nesterov = True
     config.optimizer.schedule = "cosine"
     config.optimizer.warmup_epochs = 20
+    config.optimizer.warmup_from = 5e-3  # slow_start_lr
+    config.optimizer.min_learning_rate = 1e-4  # end_lr
+    # get_parameter_groups skips names with "norm" or "bias"; its WRN names BatchNorm "bn", so gamma decays.
+    config.optimizer.weight_decay_scope = "all_but_biases"
     config.sparse.method = "dense"
     if num_splits > 1:
         config.ensemble.kind = "dnc"
         config.ensemble.num_members = num_splits
         config.ensemble.cotraining_weight = 0.5
         config.ensemble.cotraining_warmup_epochs = 40
+        config.ensemble.cotraining_ramp = "epoch"
+        config.ensemble.cotraining_min_weight = 0.005
+        config.ensemble.views = dataset  # crop + flip (+ AutoAugment on CIFAR-10) + RandomErasing
     return config
 
 
 def freetickets_imagenet(sparsity=0.8, num_members=4):
     """FreeTickets' EDST run of ResNet-50 on ImageNet (`imagenet2012` prepared for tfds).
+
+    Weight decay acts on kernels only: the official code skips parameters named
+    "bn" (it still decays the classifier bias and the shortcut BatchNorm, and
+    keras.applications' ResNet-50 has conv biases the official one lacks).
 
     Departures: the drop fraction's cosine decay ends, with the DST updates, at
     epoch 100 (the code keeps updating at its floor rate of 0.005 afterwards,
@@ -128,6 +167,7 @@ def freetickets_imagenet(sparsity=0.8, num_members=4):
     config.optimizer.learning_rate = 0.1
     config.optimizer.momentum = 0.9
     config.optimizer.weight_decay = 1e-4
+    config.optimizer.weight_decay_scope = "kernels"
     config.optimizer.warmup_epochs = 5
     config.sparse.method = "rigl"
     config.sparse.sparsity = sparsity

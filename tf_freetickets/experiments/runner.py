@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_freetickets import data, models
+from tf_freetickets.data.tfds_data import CIFAR_CHANNEL_STATS
 from tf_freetickets.ensembles import (
     EDST,
     CoTrainingModel,
@@ -26,6 +27,8 @@ from tf_freetickets.ensembles import (
     divided_width,
     train_independent_ensemble,
 )
+from tf_freetickets.ensembles.best_validation import BestValidation
+from tf_freetickets.ensembles.views import member_views
 from tf_freetickets.experiments.checkpointing import EpochCheckpoint, restore_latest
 from tf_freetickets.experiments.config import edst_schedule, validate
 from tf_freetickets.experiments.data_sources import data_source
@@ -65,6 +68,15 @@ def make_updater(sparse, seed):
         seed=seed,
         **extra,
     )
+
+
+def layer_options(config):
+    """The `models.LayerOptions` of `config`: initialisers, BatchNorm settings, input mean/std (None: Keras' defaults)."""
+    mean, std = CIFAR_CHANNEL_STATS[config.dataset] if config.input_normalization else (None, None)
+    options = models.LayerOptions(
+        config.kernel_initializer, config.batchnorm_momentum, config.batchnorm_epsilon, mean, std
+    )
+    return None if options.is_default else options
 
 
 def fit_epochs(config):
@@ -107,12 +119,18 @@ class _Run:
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-    def optimizer(self):
+    def learning_rate(self):
+        """The learning rate (a float or a Keras schedule over optimizer steps) that config.optimizer describes."""
         opt = self.config.optimizer
         total = self.epochs * self.steps_per_epoch
         learning_rate = opt.learning_rate
         if self.config.ensemble.kind == "edst" or opt.schedule == "constant":
             pass  # EDST sets the rate of each phase itself
+        elif opt.schedule == "step" and opt.decay_every:
+            # PyTorch's StepLR(step_size=decay_every) stepped every iteration (CigL).
+            learning_rate = keras.optimizers.schedules.ExponentialDecay(
+                opt.learning_rate, opt.decay_every, opt.gamma, staircase=True
+            )
         elif opt.schedule == "step":
             boundaries = [int(m * total) for m in opt.milestones]
             values = [opt.learning_rate * opt.gamma**i for i in range(len(boundaries) + 1)]
@@ -120,10 +138,15 @@ class _Run:
         else:
             warmup = opt.warmup_epochs * self.steps_per_epoch
             learning_rate = keras.optimizers.schedules.CosineDecay(
-                0.0 if warmup else opt.learning_rate, max(total - warmup, 1),
+                opt.warmup_from if warmup else opt.learning_rate, max(total - warmup, 1),
+                alpha=opt.min_learning_rate / opt.learning_rate,
                 warmup_target=opt.learning_rate if warmup else None, warmup_steps=warmup,
             )  # fmt: skip
-        return keras.optimizers.SGD(learning_rate, momentum=opt.momentum, nesterov=opt.nesterov)
+        return learning_rate
+
+    def optimizer(self):
+        opt = self.config.optimizer
+        return keras.optimizers.SGD(self.learning_rate(), momentum=opt.momentum, nesterov=opt.nesterov)
 
     def build(self, width=None, weight_decay=None, dropout=None, name=None):
         config = self.config
@@ -132,8 +155,12 @@ class _Run:
             width=config.width if width is None else width, depth=config.depth,
             dropout=config.dropout if dropout is None else dropout,
             weight_decay=config.optimizer.weight_decay if weight_decay is None else weight_decay, name=name,
-            weight_decay_scope=config.optimizer.weight_decay_scope,
+            weight_decay_scope=config.optimizer.weight_decay_scope, layer_options=layer_options(config),
         )  # fmt: skip
+
+    def best_validation(self, **kwargs):
+        """A `BestValidation` tracker on the held-out examples (config.keep_best_validation)."""
+        return BestValidation(self.source.validation_data(), **kwargs)
 
     def loss(self):
         smoothing = float(self.config.label_smoothing)
@@ -181,7 +208,14 @@ def _train_edst(run):
         export_dir=run.members_dir,
         gradient_data=run.gradient_stream(config.seed),
     )
-    run.fit(model, config.seed, [edst], "edst")
+    callbacks = [edst]
+    if config.keep_best_validation:
+        # Each ticket is its phase's best validation epoch; training goes on from the last weights.
+        schedule = edst_schedule(config)
+        phase_starts = [schedule.exploration_epochs + k * schedule.refinement_epochs for k in range(schedule.num_tickets)]
+        tracker = run.best_validation(reset_epochs=phase_starts, restore_at_end=False)
+        callbacks = tracker.around(edst, schedule.ticket_epochs)
+    run.fit(model, config.seed, callbacks, "edst")
     overlaps = edst.ticket_overlaps()
     print("EDST ticket mask overlap (fraction of ticket i's active weights active in ticket j):")
     print(np.array2string(overlaps, precision=4))
@@ -203,15 +237,22 @@ def _train_dnc(run):
                 sparsify(m, config.sparse.sparsity, config.sparse.distribution, seed=config.seed + i)
                 for i, m in enumerate(members)
             ]
+        mean = CIFAR_CHANNEL_STATS[config.dataset][0] if config.input_normalization else None
         model = CoTrainingModel(
             members,
+            # Fixed view seeds per member (as before this option existed): runs differ by init and data order.
+            view_augmenters=member_views(config.ensemble.views, len(members), seed=0, mean=mean),
             cotraining_weight=config.ensemble.cotraining_weight,
             warmup_steps=config.ensemble.cotraining_warmup_epochs * run.steps_per_epoch,
+            steps_per_epoch=run.steps_per_epoch if config.ensemble.cotraining_ramp == "epoch" else None,
+            min_weight=config.ensemble.cotraining_min_weight,
         )
         model.compile(run.optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     print(f"Divide-and-Co-training: {len(members)} members of {members[0].count_params()} parameters", flush=True)
     updater = make_updater(config.sparse, config.seed)
     callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(config.seed))] if updater else []
+    if config.keep_best_validation:
+        callbacks.append(run.best_validation())
     run.fit(model, config.seed, callbacks, "dnc")
     os.makedirs(run.members_dir, exist_ok=True)
     for index, member in enumerate(model.members):
@@ -230,6 +271,8 @@ def _train_independent(run):
         if config.weight_averaging.enabled:
             batchnorm_data = run.stream(seed, 0).take(run.steps_per_epoch)
             callbacks.append(WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=batchnorm_data))
+        if config.keep_best_validation:
+            callbacks.append(run.best_validation())  # the member ends with its best validation epoch
         return callbacks
 
     members = train_independent_ensemble(

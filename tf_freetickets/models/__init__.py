@@ -1,12 +1,13 @@
 """Model builders (Functional Keras models, so `sparsify` can clone them); all return logits."""
 
 from tf_freetickets.models.cifar_resnet import cifar_resnet
+from tf_freetickets.models.layer_options import KERNEL_INITIALIZERS, LayerOptions
 from tf_freetickets.models.registry import MODELS, WIDTH_ARGUMENT, build_model
 from tf_freetickets.models.small_cnn import small_cnn
 from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES, WeightDecay, decay_arguments
 from tf_freetickets.models.wide_resnet import wide_resnet
 
 __all__ = [
-    "MODELS", "WEIGHT_DECAY_SCOPES", "WIDTH_ARGUMENT", "WeightDecay", "build_model", "cifar_resnet", "decay_arguments",
-    "small_cnn", "wide_resnet",
+    "KERNEL_INITIALIZERS", "LayerOptions", "MODELS", "WEIGHT_DECAY_SCOPES", "WIDTH_ARGUMENT", "WeightDecay", "build_model",
+    "cifar_resnet", "decay_arguments", "small_cnn", "wide_resnet",
 ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 import keras
 
+from tf_freetickets.models.layer_options import LayerOptions
 from tf_freetickets.models.weight_decay import decay_arguments
 
 
@@ -18,7 +19,8 @@ def _block(x, filters, stride, decay, bn_decay, name):
 
 
 def cifar_resnet(
-    depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), weight_decay=0.0, name=None, weight_decay_scope="kernels"
+    depth=110, width=1.0, num_classes=10, input_shape=(32, 32, 3), weight_decay=0.0, name=None,
+    weight_decay_scope="kernels", layer_options=None,
 ):
     """ResNet-depth for CIFAR: three stages of (depth-2)/6 basic blocks with 16w, 32w, 64w channels.
 
@@ -31,6 +33,8 @@ def cifar_resnet(
         to the gradient (`WeightDecay`, PyTorch SGD's weight_decay).
       weight_decay_scope: "kernels" (conv and dense kernels), or "all" to
         decay biases and BatchNorm gamma/beta too (FreeTickets' CIFAR code).
+      layer_options: `LayerOptions` (initialisers, BatchNorm momentum/epsilon,
+        input mean/std); None keeps Keras' defaults.
 
     Returns:
       Functional `keras.Model` returning logits. Stage changes use a 1x1
@@ -42,9 +46,13 @@ def cifar_resnet(
         raise ValueError(f"width must be positive, got {width!r}.")
     blocks = (depth - 2) // 6
     decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
+    options = layer_options or LayerOptions()
+    head = {**decay, **options.dense()}
+    decay, bn_decay = {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}
     inputs = keras.Input(input_shape)
     stem_filters = max(1, int(round(16 * width)))
-    x = keras.layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, **decay, name="stem")(inputs)
+    x = options.normalize_inputs(inputs)
+    x = keras.layers.Conv2D(stem_filters, 3, padding="same", use_bias=False, **decay, name="stem")(x)
     x = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(**bn_decay, name="stem_bn")(x))
     for stage, base in enumerate((16, 32, 64)):
         filters = max(1, int(round(base * width)))
@@ -52,5 +60,5 @@ def cifar_resnet(
             stride = 2 if stage > 0 and block == 0 else 1
             x = _block(x, filters, stride, decay, bn_decay, f"stage{stage + 1}_block{block + 1}")
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, **decay, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, **head, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet{depth}")

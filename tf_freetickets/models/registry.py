@@ -13,9 +13,17 @@ MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
 WIDTH_ARGUMENT = {"small_cnn": "width", "wide_resnet": "widen_factor", "cifar_resnet": "width", "resnet50": "width"}
 
 
-def _resnet50(input_shape, num_classes, width=1.0, weight_decay=0.0, dropout=0.0, name="resnet50", weight_decay_scope="kernels"):
+def _resnet50(
+    input_shape, num_classes, width=1.0, weight_decay=0.0, dropout=0.0, name="resnet50", weight_decay_scope="kernels",
+    layer_options=None,
+):  # fmt: skip
     if width != 1.0 or dropout:
         raise ValueError("resnet50 (keras.applications) has no width multiplier or dropout; use width=1, dropout=0.")
+    if layer_options is not None and not layer_options.is_default:
+        raise ValueError(
+            "resnet50 (keras.applications) keeps Keras' initialisers and BatchNorm settings and takes normalised "
+            f"inputs (the ImageNet pipeline normalises); got layer_options={layer_options!r}."
+        )
     model = keras.applications.ResNet50(weights=None, input_shape=input_shape, classes=num_classes, classifier_activation=None)
     decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
     if not decay:
@@ -30,7 +38,7 @@ def _resnet50(input_shape, num_classes, width=1.0, weight_decay=0.0, dropout=0.0
 
 def build_model(
     architecture, input_shape, num_classes, width=1.0, depth=None, dropout=0.0, weight_decay=0.0, name=None,
-    weight_decay_scope="kernels",
+    weight_decay_scope="kernels", layer_options=None,
 ):  # fmt: skip
     """A Functional model returning logits.
 
@@ -45,8 +53,11 @@ def build_model(
       weight_decay: decay coefficient as the papers state it: the regularization
         adds `weight_decay * w` to the gradient (`WeightDecay`), as PyTorch
         SGD's `weight_decay` in the papers' code, not Keras' `L2` (`2 * wd * w`).
-      weight_decay_scope: "kernels" (conv and dense kernels) or "all" (also
-        biases and BatchNorm gamma/beta, as FreeTickets' CIFAR code).
+      weight_decay_scope: "kernels" (conv and dense kernels), "all" (also
+        biases and BatchNorm gamma/beta, as FreeTickets' CIFAR code) or
+        "all_but_biases" (kernels and BatchNorm gamma, as Divide-and-Co-training's code).
+      layer_options: `LayerOptions` (initialisers, BatchNorm momentum/epsilon,
+        input mean/std); None keeps Keras' defaults. resnet50 takes only the defaults.
       name: the Keras model's name.
 
     Raises:
@@ -54,7 +65,7 @@ def build_model(
     """
     kwargs = {
         "input_shape": tuple(input_shape), "num_classes": num_classes,
-        "weight_decay": weight_decay, "weight_decay_scope": weight_decay_scope,
+        "weight_decay": weight_decay, "weight_decay_scope": weight_decay_scope, "layer_options": layer_options,
     }  # fmt: skip
     if name:
         kwargs["name"] = name

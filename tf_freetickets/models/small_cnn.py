@@ -2,17 +2,13 @@
 
 import keras
 
+from tf_freetickets.models.layer_options import LayerOptions
 from tf_freetickets.models.weight_decay import decay_arguments
 
 
 def small_cnn(
-    input_shape=(28, 28, 1),
-    num_classes=10,
-    width=1.0,
-    dropout=0.0,
-    weight_decay=0.0,
-    name="small_cnn",
-    weight_decay_scope="kernels",
+    input_shape=(28, 28, 1), num_classes=10, width=1.0,
+    dropout=0.0, weight_decay=0.0, name="small_cnn", weight_decay_scope="kernels", layer_options=None,
 ):
     """Two conv blocks and a classifier head: conv32-conv32-pool-conv64-conv64-pool-fc128-fc.
 
@@ -25,6 +21,8 @@ def small_cnn(
       weight_decay: decay coefficient: the regularization adds `weight_decay * w` to
         the gradient (`WeightDecay`), as PyTorch SGD's weight_decay does.
       weight_decay_scope: "kernels", or "all" to decay biases and BatchNorm too.
+      layer_options: `LayerOptions` (initialisers, BatchNorm momentum/epsilon,
+        input mean/std); None keeps Keras' defaults.
 
     Returns:
       A Functional `keras.Model` returning logits (apply softmax for probabilities).
@@ -36,8 +34,11 @@ def small_cnn(
         return max(1, int(round(channels * width)))
 
     decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
+    options = layer_options or LayerOptions()
+    head = {**decay, **options.dense()}
+    decay, bn_decay = {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}
     inputs = keras.Input(input_shape)
-    x = inputs
+    x = options.normalize_inputs(inputs)
     for block, channels in enumerate((32, 64)):
         for conv in range(2):
             x = keras.layers.Conv2D(
@@ -52,8 +53,8 @@ def small_cnn(
             x = keras.layers.ReLU()(x)
         x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(w(128), activation="relu", **decay, name="fc")(x)
+    x = keras.layers.Dense(w(128), activation="relu", **head, name="fc")(x)
     if dropout:
         x = keras.layers.Dropout(dropout)(x)
-    outputs = keras.layers.Dense(num_classes, **decay, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, **head, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

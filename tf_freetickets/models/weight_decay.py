@@ -16,10 +16,14 @@ own `weight_decay` argument.
 import keras
 from keras import ops
 
-#: Which parameters the decay acts on: conv/dense kernels only, or every
-#: trainable parameter (kernels, biases, BatchNorm gamma and beta), as PyTorch's
-#: `SGD(model.parameters(), weight_decay=wd)` does in FreeTickets' CIFAR code.
-WEIGHT_DECAY_SCOPES = ("kernels", "all")
+#: Which parameters the decay acts on:
+#: - "kernels": conv/dense kernels only (CigL's code skips every 1-D parameter);
+#: - "all": every trainable parameter (kernels, biases, BatchNorm gamma and beta),
+#:   as PyTorch's `SGD(model.parameters(), weight_decay=wd)` in FreeTickets' CIFAR code;
+#: - "all_but_biases": kernels and BatchNorm gamma, not biases nor BatchNorm beta
+#:   (Divide-and-Co-training's code skips parameters named "bias" or "norm", and
+#:   its WRN names BatchNorm "bn", so gamma is decayed).
+WEIGHT_DECAY_SCOPES = ("kernels", "all", "all_but_biases")
 
 
 @keras.saving.register_keras_serializable(package="tf_freetickets")
@@ -48,14 +52,14 @@ def decay_arguments(weight_decay, scope="kernels"):
 
     Args:
       weight_decay: coefficient of the `wd * w` gradient; 0 gives no regularizers.
-      scope: "kernels" (conv and dense kernels) or "all" (also biases and
-        BatchNorm gamma/beta).
+      scope: "kernels" (conv and dense kernels), "all" (also biases and
+        BatchNorm gamma/beta) or "all_but_biases" (kernels and BatchNorm gamma).
 
     Returns:
       (weights, batchnorm): keyword dicts for Conv/Dense layers
       (`kernel_regularizer`, and `bias_regularizer` under "all") and for
-      BatchNormalization (`gamma_regularizer`, `beta_regularizer` under "all";
-      empty otherwise).
+      BatchNormalization (`gamma_regularizer` under "all" and
+      "all_but_biases", `beta_regularizer` under "all"; empty otherwise).
 
     Raises:
       ValueError: an unknown scope (the allowed ones are named).
@@ -67,6 +71,8 @@ def decay_arguments(weight_decay, scope="kernels"):
     regularizer = WeightDecay(weight_decay)
     if scope == "kernels":
         return {"kernel_regularizer": regularizer}, {}
+    if scope == "all_but_biases":
+        return {"kernel_regularizer": regularizer}, {"gamma_regularizer": regularizer}
     return (
         {"kernel_regularizer": regularizer, "bias_regularizer": regularizer},
         {"gamma_regularizer": regularizer, "beta_regularizer": regularizer},

@@ -2,6 +2,7 @@
 
 import keras
 
+from tf_freetickets.models.layer_options import LayerOptions
 from tf_freetickets.models.weight_decay import decay_arguments
 
 
@@ -19,14 +20,8 @@ def _block(x, filters, stride, dropout, decay, bn_decay, name):
 
 
 def wide_resnet(
-    depth=28,
-    widen_factor=10,
-    num_classes=10,
-    input_shape=(32, 32, 3),
-    dropout=0.0,
-    weight_decay=0.0,
-    name=None,
-    weight_decay_scope="kernels",
+    depth=28, widen_factor=10, num_classes=10, input_shape=(32, 32, 3), dropout=0.0, weight_decay=0.0, name=None,
+    weight_decay_scope="kernels", layer_options=None,
 ):
     """WRN-depth-k: a 16-channel stem and three groups of (depth-4)/6 blocks of 16k, 32k, 64k channels.
 
@@ -41,6 +36,8 @@ def wide_resnet(
         to the gradient (`WeightDecay`, PyTorch SGD's weight_decay).
       weight_decay_scope: "kernels" (conv and dense kernels), or "all" to
         decay biases and BatchNorm gamma/beta too (FreeTickets' CIFAR code).
+      layer_options: `LayerOptions` (initialisers, BatchNorm momentum/epsilon,
+        input mean/std); None keeps Keras' defaults.
 
     Returns:
       Functional `keras.Model` returning logits. WRN-28-10 for 10 classes has
@@ -52,8 +49,11 @@ def wide_resnet(
         raise ValueError(f"widen_factor must be positive, got {widen_factor!r}.")
     blocks = (depth - 4) // 6
     decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
+    options = layer_options or LayerOptions()
+    head = {**decay, **options.dense()}
+    decay, bn_decay = {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, **decay, name="stem")(inputs)
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, **decay, name="stem")(options.normalize_inputs(inputs))
     for group, base in enumerate((16, 32, 64)):
         filters = max(1, int(round(base * widen_factor)))
         for block in range(blocks):
@@ -61,5 +61,5 @@ def wide_resnet(
             x = _block(x, filters, stride, dropout, decay, bn_decay, f"group{group + 1}_block{block + 1}")
     x = keras.layers.ReLU(name="final_relu")(keras.layers.BatchNormalization(**bn_decay, name="final_bn")(x))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(num_classes, **decay, name="logits")(x)
+    outputs = keras.layers.Dense(num_classes, **head, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"wrn_{depth}_{widen_factor:g}")
