@@ -18,8 +18,12 @@ from tf_freetickets.sparse import (
     SET,
     SNFS,
     CigL,
+    ConstantSparsity,
+    GradualMagnitudePruning,
     MaskUpdate,
     MaskUpdater,
+    PolynomialDecay,
+    PruningSchedule,
     RigL,
     Static,
     global_sparsity,
@@ -32,6 +36,10 @@ from tf_freetickets.sparse import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConstantSparsity",
+    "GradualMagnitudePruning",
+    "PolynomialDecay",
+    "PruningSchedule",
     "CigL",
     "EDST",
     "CoTrainingModel",

@@ -120,13 +120,17 @@ class MaskEngine:
                 # be read after the assignments below.
                 old_mask = tf.identity(mask.value)
                 weights = tf.identity(kernel.value)
-                num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
-                new_mask, _ = drop_and_grow(
-                    old_mask,
-                    self.updater.drop_scores(weights),
-                    self.updater.grow_scores(weights, gradient, index, step),
-                    num_drop,
-                )
+                if getattr(self.updater, "prunes_only", False):
+                    # Gradual magnitude pruning: drop to the scheduled count, grow nothing.
+                    new_mask = self.updater.pruned_mask(old_mask, weights, index, step)
+                else:
+                    num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
+                    new_mask, _ = drop_and_grow(
+                        old_mask,
+                        self.updater.drop_scores(weights),
+                        self.updater.grow_scores(weights, gradient, index, step),
+                        num_drop,
+                    )
                 # Dropped weights and new connections, with their slots, are zero;
                 # a weight dropped and regrown in the same update keeps its value
                 # and slots (RigL's `reinit_when_same=False`).
