@@ -77,7 +77,7 @@ class PruningSteps:
         if self.is_resolved:
             return self
         if total_steps is None:
-            raise ValueError("The number of training steps is unknown; give GradualMagnitudePruning a schedule with explicit steps.")
+            raise ValueError("The number of training steps is unknown; give GradualMagnitudePruning a schedule with steps.")
         schedule = self._schedule(int(total_steps))
         if not isinstance(schedule, PruningSchedule):
             raise ValueError(f"The schedule function returned {type(schedule).__name__}, not a PruningSchedule.")
@@ -182,7 +182,7 @@ class GradualMagnitudePruning(MaskUpdater):
         by_name = {}
         for name, shape in shapes:
             if by_name.setdefault(name, shape) != shape:
-                raise ValueError(f"Two masked layers are named {name!r} with different shapes; per-layer targets need unique names.")
+                raise ValueError(f"Two masked layers are named {name!r} with different shapes; targets need unique names.")
         final = schedule.final_sparsity
         targets = layer_sparsities(list(by_name.items()), final, self.distribution, self.erk_power_scale, self.layer_sparsity)
         if final == 0.0 and any(targets.values()):
@@ -195,7 +195,7 @@ class GradualMagnitudePruning(MaskUpdater):
 
     def _require_bound(self):
         if self._scales is None:
-            raise ValueError("GradualMagnitudePruning is not attached to a model; use it through MaskUpdate (or call attach(model)).")
+            raise ValueError("GradualMagnitudePruning is not attached; use it through MaskUpdate or call attach(model).")
 
     def target_active_counts(self, step):
         """Active weights per masked layer that the schedule asks for at integer `step`."""
