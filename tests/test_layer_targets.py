@@ -1,6 +1,7 @@
 """Per-layer control of sparsify: opt-in layers and per-layer sparsity on top of a distribution."""
 
 import math
+import zipfile
 
 import keras
 import numpy as np
@@ -78,3 +79,20 @@ def test_layer_sparsities_without_overrides_match_the_distribution():
     assert layer_sparsities(shapes, 0.9, "uniform") == {"a": 0.9, "b": 0.9}
     erk = tft.layer_densities(shapes, 0.9, "erk")
     assert layer_sparsities(shapes, 0.9, "erk") == {name: 1.0 - d for name, d in erk.items()}
+
+
+def test_strip_masks_gives_plain_layers_with_the_same_outputs(tmp_path):
+    sparse = tft.sparsify(_model(), 0.8, distribution="erk", seed=0)
+    stripped = tft.strip_masks(sparse)
+    assert not masking.masked_layers(stripped)
+    assert [type(layer).__name__ for layer in stripped.layers] == ["InputLayer", "Conv2D", "Flatten", "Dense", "Dense"]
+    x = np.random.default_rng(0).normal(size=(5, 8, 8, 1)).astype("float32")
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), sparse.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    for name, count in _counts(sparse).items():
+        assert np.count_nonzero(stripped.get_layer(name).kernel.numpy()) <= count
+    path = str(tmp_path / "plain.keras")
+    stripped.save(path)
+    with zipfile.ZipFile(path) as archive:
+        assert "tf_freetickets" not in archive.read("config.json").decode()  # loads without this library
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(x, verbose=0), sparse.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

@@ -31,6 +31,7 @@ from tf_freetickets.sparse import (
     masked_class_for,
     sparsify,
     sparsity_table,
+    strip_masks,
 )
 
 __version__ = "0.1.0"
@@ -63,4 +64,5 @@ __all__ = [
     "sparse",
     "sparsify",
     "sparsity_table",
+    "strip_masks",
 ]

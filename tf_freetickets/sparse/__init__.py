@@ -17,6 +17,7 @@ from tf_freetickets.sparse.pruning_schedules import ConstantSparsity, Polynomial
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
 from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
+from tf_freetickets.sparse.strip import strip_masks
 from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
 
 __all__ = [
@@ -48,5 +49,6 @@ __all__ = [
     "sparsify",
     "sparsity_rows",
     "sparsity_table",
+    "strip_masks",
     "unmasked_kernels",
 ]
