@@ -222,3 +222,14 @@ def test_masks_identical_on_every_replica():
         np.testing.assert_array_equal(kernels[0], kernels[1])
         assert int(masks[0].sum()) == size - math.floor(0.75 * size)
         assert np.all(kernels[0][masks[0] == 0] == 0)
+
+
+def test_a_drop_fraction_override_is_refused():
+    model = _compile(_dense_model())
+    updater = tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, 0))
+    updater.attach(model)
+    engine = tft.sparse.MaskEngine(model, updater)
+    with pytest.raises(ValueError, match="prunes on schedule"):
+        engine.update(5, drop_fraction=0.8)  # EDST's global exploration would regrow; GMP never does
+    assert engine.update(100)["changed"] == [0, 0, 0]
+    assert _counts(model) == [size - math.floor(0.5 * size) for size in _sizes(model)]

@@ -158,6 +158,8 @@ class MaskEngine:
         """
         if drop_fraction is None:
             drop_fraction = self.updater.schedule.drop_fraction_at(step)
+        elif getattr(self.updater, "prunes_only", False):
+            raise ValueError(f"{type(self.updater).__name__} prunes on schedule; drop_fraction overrides (EDST) are refused.")
         elif not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}.")
         if self.updater.uses_gradients:
