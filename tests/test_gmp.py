@@ -205,22 +205,26 @@ def test_schedule_from_the_run_length():
     assert _counts(model) == [size - math.floor(0.7 * size) for size in _sizes(model)]
 
 
-def test_masks_identical_on_every_replica():
+@pytest.mark.parametrize("distribution", ["uniform", "global"])
+def test_masks_identical_on_every_replica(distribution):
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices (configured in conftest.py before TF starts)")
     strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
     with strategy.scope():
         model = _compile(_dense_model())
-    update = tft.MaskUpdate(tft.GradualMagnitudePruning(tft.PolynomialDecay(0.0, 0.75, 0, 6, frequency=2)))
+    schedule = tft.PolynomialDecay(0.0, 0.75, 0, 6, frequency=2)
+    update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule, distribution=distribution))
     model.fit(_data(n=64, batch=16).repeat(2), epochs=1, verbose=0, callbacks=[update])
     sizes = _sizes(model)
+    assert sum(_counts(model)) == sum(sizes) - math.floor(0.75 * sum(sizes)) == 894
     for layer, size in zip(masking.masked_layers(model), sizes):
         masks = [v.numpy() for v in layer.kernel_mask.value.values]
         kernels = [v.numpy() for v in layer.kernel_variable.value.values]
         np.testing.assert_array_equal(masks[0], masks[1])
         np.testing.assert_array_equal(kernels[0], kernels[1])
-        assert int(masks[0].sum()) == size - math.floor(0.75 * size)
+        if distribution == "uniform":
+            assert int(masks[0].sum()) == size - math.floor(0.75 * size)
         assert np.all(kernels[0][masks[0] == 0] == 0)
 
 
@@ -233,3 +237,29 @@ def test_a_drop_fraction_override_is_refused():
         engine.update(5, drop_fraction=0.8)  # EDST's global exploration would regrow; GMP never does
     assert engine.update(100)["changed"] == [0, 0, 0]
     assert _counts(model) == [size - math.floor(0.5 * size) for size in _sizes(model)]
+
+
+def test_global_magnitude_selection_over_all_layers():
+    model = _compile(_dense_model())
+    layers = masking.masked_layers(model)
+    updater = tft.GradualMagnitudePruning(tft.PolynomialDecay(0.0, 0.8, 0, 20, frequency=5), distribution="global")
+    updater.bind(layers)
+    weights = [layer.kernel_variable.numpy() for layer in layers]
+    masks = [updater.pruned_mask(layer.kernel_mask.numpy(), w, i, tf.constant(20, tf.int64)).numpy() for i, (layer, w) in
+             enumerate(zip(layers, weights))]  # fmt: skip
+    total = sum(_sizes(model))
+    assert sum(int(m.sum()) for m in masks) == total - math.floor(0.8 * total) == updater.target_total_active(20)
+    kept = np.concatenate([np.abs(w[m == 1]) for w, m in zip(weights, masks)])
+    dropped = np.concatenate([np.abs(w[m == 0]) for w, m in zip(weights, masks)])
+    assert dropped.max() <= kept.min()  # one threshold across layers
+    assert len({round(float(m.mean()), 3) for m in masks}) > 1  # layers end at different densities
+
+    update = tft.MaskUpdate(updater)
+    model.fit(_data().repeat(), steps_per_epoch=24, epochs=1, verbose=0, callbacks=[update])
+    assert sum(_counts(model)) == total - math.floor(0.8 * total)
+    for layer in masking.masked_layers(model):
+        assert np.all(layer.kernel_variable.numpy()[layer.kernel_mask.numpy() == 0] == 0)
+    with pytest.raises(ValueError, match="recorded masks"):
+        tft.metrics.gmp_training_flops(updater, model, total_steps=24, batch_size=8)
+    with pytest.raises(ValueError, match="layer_sparsity"):
+        tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, 0), distribution="global", layer_sparsity={"fc": 0.1})

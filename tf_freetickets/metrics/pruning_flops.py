@@ -52,6 +52,8 @@ def gmp_training_flops(updater, model, *, total_steps, batch_size):
         raise ValueError(f"gmp_training_flops needs a GradualMagnitudePruning updater, got {type(updater).__name__}.")
     if total_steps < 0 or batch_size < 1:
         raise ValueError(f"Need total_steps >= 0 and batch_size >= 1, got {total_steps!r} and {batch_size!r}.")
+    if updater.is_global:
+        raise ValueError('distribution="global" lets the weights set per-layer counts; its FLOPs need the recorded masks.')
     pruning = _bound_copy(updater, model, total_steps)
     rows = layer_forward_flops(model)
     index = {name: i for i, name in enumerate(pruning.layer_names)}

@@ -21,6 +21,7 @@ start this is tfmot's per-layer schedule; with initial_sparsity = 0 it is also
 RigL's per-layer PolynomialDecay with final sparsity S_l.
 """
 
+import itertools
 import math
 
 import tensorflow as tf
@@ -33,7 +34,7 @@ from tf_freetickets.sparse.layer_targets import layer_sparsities
 from tf_freetickets.sparse.pruning_schedules import PruningSchedule, zero_count
 from tf_freetickets.sparse.updaters import MaskUpdater
 
-LAYER_DISTRIBUTIONS = ("uniform", "erk", "er")
+LAYER_DISTRIBUTIONS = ("uniform", "erk", "er", "global")
 
 
 class PruningSteps:
@@ -124,7 +125,9 @@ class GradualMagnitudePruning(MaskUpdater):
       schedule: `PolynomialDecay` / `ConstantSparsity` (tfmot's values), or a
         function total_steps -> such a schedule.
       distribution: layer-wise targets at the final sparsity: "uniform" (tfmot,
-        default), "erk" or "er" (RigL).
+        default), "erk" or "er" (RigL); or "global": one magnitude selection
+        over all masked layers (exact total count, per-layer counts set by
+        the weights; no per-layer FLOPs forecast).
       layer_sparsity: per-layer final sparsity on top of the distribution: a
         dict {layer name: sparsity} or a callable (name, shape) -> sparsity or
         None (see `layer_targets.layer_sparsities`).
@@ -146,6 +149,8 @@ class GradualMagnitudePruning(MaskUpdater):
     def __init__(self, schedule, distribution="uniform", layer_sparsity=None, erk_power_scale=1.0, prune_at_end_step=True):
         if distribution not in LAYER_DISTRIBUTIONS:
             raise ValueError(f"Unknown layer-wise distribution {distribution!r}; use one of {LAYER_DISTRIBUTIONS}.")
+        if distribution == "global" and layer_sparsity is not None:
+            raise ValueError('distribution="global" has no per-layer targets, so layer_sparsity cannot apply.')
         self.schedule = PruningSteps(schedule, prune_at_end_step)
         if self.schedule.is_resolved:
             self._check_monotone(self.schedule.pruning_schedule)
@@ -157,6 +162,8 @@ class GradualMagnitudePruning(MaskUpdater):
         self.layer_final_sparsity = None  # dict name -> S_l, set by attach
         self._scales = None
         self._sizes = None
+        self._layers = None
+        self._global_masks = None
 
     @staticmethod
     def _check_monotone(schedule):
@@ -184,33 +191,49 @@ class GradualMagnitudePruning(MaskUpdater):
             if by_name.setdefault(name, shape) != shape:
                 raise ValueError(f"Two masked layers are named {name!r} with different shapes; targets need unique names.")
         final = schedule.final_sparsity
-        targets = layer_sparsities(list(by_name.items()), final, self.distribution, self.erk_power_scale, self.layer_sparsity)
+        if self.is_global:  # the weights decide each layer's share; only the total is scheduled
+            targets = dict.fromkeys(by_name, final)
+        else:
+            targets = layer_sparsities(list(by_name.items()), final, self.distribution, self.erk_power_scale, self.layer_sparsity)
         if final == 0.0 and any(targets.values()):
             raise ValueError("The schedule's final sparsity is 0; per-layer sparsities cannot be scaled along it.")
         self.layer_names = [name for name, _ in shapes]
-        self.layer_final_sparsity = targets
+        self.layer_final_sparsity = None if self.is_global else targets
         # s_l(t) = scale_l * s(t); scale 1.0 exactly for layers at the global sparsity.
         self._scales = [1.0 if targets[name] == final else (targets[name] / final if final else 0.0) for name, _ in shapes]
         self._sizes = [math.prod(shape) for _, shape in shapes]
+        self._layers = list(layers)
 
     def _require_bound(self):
         if self._scales is None:
             raise ValueError("GradualMagnitudePruning is not attached; use it through MaskUpdate or call attach(model).")
 
+    @property
+    def is_global(self):
+        """True for global magnitude selection (one count over all masked layers)."""
+        return self.distribution == "global"
+
+    def target_total_active(self, step):
+        """Active weights over all masked layers that the schedule asks for at integer `step`."""
+        self._require_bound()
+        total = sum(self._sizes)
+        return total - zero_count(self.pruning_schedule.sparsity(step), total)
+
     def target_active_counts(self, step):
         """Active weights per masked layer that the schedule asks for at integer `step`."""
         self._require_bound()
+        if self.is_global:
+            raise ValueError('distribution="global" has no per-layer targets: the weights decide them (see target_total_active).')
         sparsity = self.pruning_schedule.sparsity(step)
         return [size - zero_count(scale * sparsity, size) for scale, size in zip(self._scales, self._sizes)]
-
-    def active_counts_after(self, step):
-        """Active weights per layer once the prunings up to optimizer step `step` are done (dense start)."""
-        last = self.schedule.last_update_step(step)
-        return list(self._sizes) if last is None else self.target_active_counts(last)
 
     def pruned_mask(self, old_mask, weights, layer_index, step):
         """The mask after pruning layer `layer_index` at step `step` (int tensor), in `keras.ops`."""
         self._require_bound()
+        if self.is_global:
+            if layer_index == 0:  # one selection over every layer, read before any layer is assigned
+                self._global_masks = self._global_pruned_masks(old_mask, weights, step)
+            return self._global_masks[layer_index]
         size = self._sizes[layer_index]
         sparsity = self.pruning_schedule.sparsity_tensor(step) * self._scales[layer_index]
         # floor(round(s * size, 6)), as `zero_count` on the host.
@@ -222,6 +245,22 @@ class GradualMagnitudePruning(MaskUpdater):
         prune_scores = ops.where(flat_mask > 0, -ops.abs(ops.cast(ops.reshape(weights, (-1,)), flat_mask.dtype)), lowest)
         dropped = top_k_mask(prune_scores, ops.cast(num_drop, "int32"))
         return ops.reshape(flat_mask - dropped, ops.shape(old_mask))
+
+    def _global_pruned_masks(self, first_mask, first_weights, step):
+        """Masks of every layer after one global magnitude selection (Zhu & Gupta's variant across layers)."""
+        masks = [first_mask] + [tf.identity(layer.kernel_mask.value) for layer in self._layers[1:]]
+        weights = [first_weights] + [tf.identity(layer.kernel_variable.value) for layer in self._layers[1:]]
+        dtype = first_mask.dtype
+        flat_mask = ops.concatenate([ops.reshape(m, (-1,)) for m in masks])
+        flat_weights = ops.concatenate([ops.reshape(ops.cast(w, dtype), (-1,)) for w in weights])
+        total = sum(self._sizes)
+        zeros = ops.floor(ops.round(self.pruning_schedule.sparsity_tensor(step) * total * 1e6) / 1e6)
+        num_drop = ops.maximum(ops.sum(ops.cast(flat_mask, "float64")) - (total - zeros), 0.0)
+        prune_scores = ops.where(flat_mask > 0, -ops.abs(flat_weights), ops.cast(float("-inf"), dtype))
+        kept = flat_mask - top_k_mask(prune_scores, ops.cast(num_drop, "int32"))
+        bounds = list(itertools.accumulate(self._sizes))[:-1]
+        pieces = ops.split(kept, bounds) if bounds else [kept]
+        return [ops.reshape(piece, ops.shape(mask)) for piece, mask in zip(pieces, masks)]
 
     # -- training hooks ------------------------------------------------------
     def attach(self, model):
@@ -236,7 +275,14 @@ class GradualMagnitudePruning(MaskUpdater):
         layers = masking.masked_layers(model)
         self.bind(layers)
         step = int(model.optimizer.iterations.numpy())
-        for layer, target in zip(layers, self.target_active_counts(step)):
+        if self.is_global:
+            active = sum(int(ops.sum(layer.kernel_mask)) for layer in layers)
+            if active < self.target_total_active(step):
+                raise ValueError(
+                    f"The masked layers have {active} active weights but the pruning schedule asks for "
+                    f"{self.target_total_active(step)} at step {step}; masks cannot grow."
+                )
+        for layer, target in zip(layers, [] if self.is_global else self.target_active_counts(step)):
             active = int(ops.sum(layer.kernel_mask))
             if active < target:
                 raise ValueError(
