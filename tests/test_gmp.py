@@ -263,3 +263,17 @@ def test_global_magnitude_selection_over_all_layers():
         tft.metrics.gmp_training_flops(updater, model, total_steps=24, batch_size=8)
     with pytest.raises(ValueError, match="layer_sparsity"):
         tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, 0), distribution="global", layer_sparsity={"fc": 0.1})
+
+
+def test_adam_moments_of_pruned_weights_stay_zero():
+    model = _dense_model()
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    update = tft.MaskUpdate(tft.GradualMagnitudePruning(tft.PolynomialDecay(0.0, 0.6, 2, 10, frequency=4)))
+    model.fit(_data().repeat(), steps_per_epoch=16, epochs=1, verbose=0, callbacks=[update])
+    for layer in masking.masked_layers(model):
+        pruned = layer.kernel_mask.numpy() == 0
+        slots = optimizer_slots.slots_for(model.optimizer, layer.kernel_variable)
+        assert len(slots) == 2  # first and second moments
+        for slot in slots:
+            assert np.all(slot.numpy()[pruned] == 0)
+            assert np.any(slot.numpy()[~pruned] != 0)
