@@ -3,9 +3,12 @@
 import os
 import re
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_migration_snippets_run():
     text = open(os.path.join(ROOT, "docs", "MIGRATING_FROM_TFMOT.md")).read()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
