@@ -85,6 +85,9 @@ class PruningSchedule:
     def __eq__(self, other):
         return type(self) is type(other) and self.get_config() == other.get_config()
 
+    def __hash__(self):
+        return hash(repr(self))
+
     def __repr__(self):
         arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config()["config"].items())
         return f"{type(self).__name__}({arguments})"
