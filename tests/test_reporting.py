@@ -48,7 +48,7 @@ def test_pool_reliability_weights_bins_by_count():
 def test_every_study_cell_gives_a_valid_config_with_its_settings():
     cells = {c.name: c for c in fashion_mnist_study(epochs=4, sparsities=(0.8, 0.9))}
     assert sorted(cells) == sorted(
-        ["dense", "dense_ensemble", "dnc_s2"] + [f"{m}_{s}" for m in ("rigl", "cigl", "dst", "edst") for s in (0.8, 0.9)]
+        ["dense", "dense_ensemble", "dnc_s2"] + [f"{m}_{s}" for m in ("rigl", "gmp", "cigl", "dst", "edst") for s in (0.8, 0.9)]
     )
     configs = {name: cell_config(cell, 10, ROOT) for name, cell in cells.items()}
     assert all(c.seed == 10 and c.width == 0.5 for c in configs.values())
@@ -57,6 +57,12 @@ def test_every_study_cell_gives_a_valid_config_with_its_settings():
     assert (configs["dnc_s2"].ensemble.kind, configs["dnc_s2"].ensemble.num_members) == ("dnc", 2)
     for s in (0.8, 0.9):
         assert configs[f"rigl_{s}"].sparse.method == "rigl" and configs[f"rigl_{s}"].sparse.sparsity == s
+        assert configs[f"gmp_{s}"].sparse.method == "gmp" and configs[f"gmp_{s}"].sparse.sparsity == s
+        # The pruning baseline gets the RigL row's budget: same epochs, optimizer, distribution and ΔT.
+        for key in ("epochs", "optimizer", "batch_size"):
+            assert configs[f"gmp_{s}"][key] == configs[f"rigl_{s}"][key]
+        assert configs[f"gmp_{s}"].sparse.distribution == configs[f"rigl_{s}"].sparse.distribution
+        assert configs[f"gmp_{s}"].sparse.update_every == configs[f"rigl_{s}"].sparse.update_every
         assert configs[f"cigl_{s}"].weight_averaging.enabled and configs[f"cigl_{s}"].weight_averaging.start_fraction == 0.5
         assert (configs[f"dst_{s}"].ensemble.kind, configs[f"dst_{s}"].sparse.method) == ("independent", "rigl")
         assert configs[f"edst_{s}"].ensemble.kind == "edst" and configs[f"edst_{s}"].sparse.sparsity == s

@@ -18,8 +18,12 @@ from tf_freetickets.sparse import (
     SET,
     SNFS,
     CigL,
+    ConstantSparsity,
+    GradualMagnitudePruning,
     MaskUpdate,
     MaskUpdater,
+    PolynomialDecay,
+    PruningSchedule,
     RigL,
     Static,
     global_sparsity,
@@ -27,11 +31,16 @@ from tf_freetickets.sparse import (
     masked_class_for,
     sparsify,
     sparsity_table,
+    strip_masks,
 )
 
 __version__ = "0.2.0"
 
 __all__ = [
+    "ConstantSparsity",
+    "GradualMagnitudePruning",
+    "PolynomialDecay",
+    "PruningSchedule",
     "CigL",
     "EDST",
     "CoTrainingModel",
@@ -55,4 +64,5 @@ __all__ = [
     "sparse",
     "sparsify",
     "sparsity_table",
+    "strip_masks",
 ]

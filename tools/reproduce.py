@@ -4,7 +4,8 @@
   python tools/reproduce.py --report_only    # rebuild docs/RESULTS.md's tables and docs/results/*.png from the JSON
 
 The cells are `tf_freetickets.reporting.study.fashion_mnist_study`: dense single model, dense
-ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL, CigL and Divide-and-Co-training (S=2)
+ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL, gradual magnitude pruning (GMP, the
+papers' dense-to-sparse baseline, same budget as RigL), CigL and Divide-and-Co-training (S=2)
 on Fashion-MNIST (Debian's package) with the small CNN, at sparsities 0.8 and 0.9 where they
 apply. Each (cell, seed) trains with `tf_freetickets.experiments.runner.run` in WORKDIR/<cell>/seed_<s>/ and
 is evaluated on the test set (accuracy, NLL, ECE, Brier, member diversity, reliability bins), on

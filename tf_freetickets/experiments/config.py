@@ -7,7 +7,7 @@ that names the field, the value and what is allowed.
 
 import ml_collections
 
-SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl")
+SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl", "gmp")
 ENSEMBLE_KINDS = ("none", "independent", "edst", "dnc")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "imagenet2012")
 MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
@@ -67,6 +67,14 @@ def fashion_mnist_defaults():
     config.sparse.end_fraction = 0.75
     config.sparse.decay = "cosine"
     config.sparse.random_drop_rate = 0.01  # CigL's random mask (1/dpnum)
+    # Gradual magnitude pruning (sparse.method="gmp", Zhu & Gupta 2017): dense start, then every
+    # sparse.update_every steps prune by magnitude along tfmot's PolynomialDecay from initial_sparsity
+    # to sparse.sparsity between begin_fraction and sparse.end_fraction of training; layer-wise
+    # targets by sparse.distribution (tfmot: "uniform").
+    config.sparse.gmp = ml_collections.ConfigDict()
+    config.sparse.gmp.initial_sparsity = 0.0
+    config.sparse.gmp.begin_fraction = 0.1
+    config.sparse.gmp.power = 3.0
 
     config.weight_averaging = ml_collections.ConfigDict()
     config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
@@ -152,6 +160,20 @@ def _validate_port_details(config):
         )
 
 
+def _validate_gmp(sparse):
+    gmp = sparse.gmp
+    if not isinstance(gmp.initial_sparsity, (int, float)) or not 0.0 <= gmp.initial_sparsity <= sparse.sparsity:
+        raise ConfigError(
+            f"config.sparse.gmp.initial_sparsity={gmp.initial_sparsity!r} must be in [0, sparse.sparsity={sparse.sparsity}]."
+        )
+    if not isinstance(gmp.begin_fraction, (int, float)) or not 0.0 <= gmp.begin_fraction <= sparse.end_fraction:
+        raise ConfigError(
+            f"config.sparse.gmp.begin_fraction={gmp.begin_fraction!r} must be in [0, sparse.end_fraction={sparse.end_fraction}]."
+        )
+    if isinstance(gmp.power, bool) or not isinstance(gmp.power, (int, float)) or gmp.power <= 0:
+        raise ConfigError(f"config.sparse.gmp.power={gmp.power!r} must be a positive number.")
+
+
 def validate(config):
     """Raises ConfigError for the first bad field; returns the config otherwise."""
     from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES
@@ -206,6 +228,8 @@ def validate(config):
     _positive_int(sparse.update_every, "sparse.update_every")
     if not 0.0 <= sparse.random_drop_rate < 1.0:
         raise ConfigError(f"config.sparse.random_drop_rate={sparse.random_drop_rate!r} must be in [0, 1).")
+    if sparse.method == "gmp":
+        _validate_gmp(sparse)
     if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
         raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
 
@@ -215,9 +239,9 @@ def validate(config):
     if ensemble.kind == "dnc" and ensemble.cotraining_weight < 0:
         raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
     if ensemble.kind == "edst":
-        if sparse.method in ("dense", "static"):
+        if sparse.method in ("dense", "static", "gmp"):
             raise ConfigError(
-                f"config.ensemble.kind='edst' needs a dynamic sparse method (set, rigl, snfs), got {sparse.method!r}."
+                f"config.ensemble.kind='edst' needs a dynamic sparse method (set, rigl, snfs, cigl), got {sparse.method!r}."
             )
         _positive_int(ensemble.exploration_epochs, "ensemble.exploration_epochs", minimum=0)
         _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=1)

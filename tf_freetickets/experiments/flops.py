@@ -5,7 +5,8 @@ results.json says what its model cost (RigL's accounting, see
 `tf_freetickets.metrics.flops_schedule`): a single model or an independent-run
 ensemble costs M runs of `config.epochs`; EDST costs one run of
 t_ex + M t_re epochs plus its M - 1 global explorations; Divide-and-Co-training
-costs one run of each narrow member. Inference FLOPs are per example and add up
+costs one run of each narrow member; gradual magnitude pruning costs each step at
+the density of that step (`metrics.pruning_flops`). Inference FLOPs are per example and add up
 over the members an ensemble runs.
 """
 
@@ -16,6 +17,8 @@ from tf_freetickets.metrics.flops_schedule import (
     dst_ensemble_training_flops,
     edst_training_flops,
 )
+from tf_freetickets.metrics.pruning_flops import gmp_members_training_flops
+from tf_freetickets.sparse.gmp import GradualMagnitudePruning
 
 
 def run_flops(config, members, updater, steps_per_epoch):
@@ -37,7 +40,12 @@ def run_flops(config, members, updater, steps_per_epoch):
     method = "dense" if updater is None else updater
     batch_size = int(config.batch_size)
     ensemble = config.ensemble
-    if ensemble.kind == "edst":
+    if isinstance(updater, GradualMagnitudePruning):  # dense start, shrinking density (EDST is refused by validate)
+        label = "dnc:gmp" if ensemble.kind == "dnc" else "dst_ensemble:gmp"
+        cost = gmp_members_training_flops(
+            updater, list(members), label, total_steps=config.epochs * steps_per_epoch, batch_size=batch_size
+        )
+    elif ensemble.kind == "edst":
         schedule = edst_schedule(config)
         cost = edst_training_flops(
             method, members[0], schedule=schedule, steps_per_epoch=steps_per_epoch, batch_size=batch_size,

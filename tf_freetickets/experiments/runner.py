@@ -8,6 +8,7 @@ last epoch checkpoint (WORKDIR/checkpoints/) and ends with the same result.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 
@@ -40,7 +41,9 @@ from tf_freetickets.sparse import (
     SET,
     SNFS,
     CigL,
+    GradualMagnitudePruning,
     MaskUpdate,
+    PolynomialDecay,
     RigL,
     Static,
     global_sparsity,
@@ -53,10 +56,27 @@ from tf_freetickets.sparse.tensorboard import LayerSparsityLogger
 _UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
 
 
+def gmp_schedule(sparse, total_steps):
+    """The `PolynomialDecay` of a method="gmp" config for a run of `total_steps` optimizer steps."""
+    begin = int(sparse.gmp.begin_fraction * total_steps)
+    end = max(int(sparse.end_fraction * total_steps), begin)
+    return PolynomialDecay(
+        float(sparse.gmp.initial_sparsity), float(sparse.sparsity), begin, end,
+        power=sparse.gmp.power, frequency=int(sparse.update_every),
+    )  # fmt: skip
+
+
+def initial_sparsity(sparse):
+    """The sparsity `sparsify` starts from: 0 (dense) for gradual magnitude pruning, else the target."""
+    return 0.0 if sparse.method == "gmp" else sparse.sparsity
+
+
 def make_updater(sparse, seed):
     """The `MaskUpdater` that `config.sparse` describes (None for dense)."""
     if sparse.method == "dense":
         return None
+    if sparse.method == "gmp":
+        return GradualMagnitudePruning(functools.partial(gmp_schedule, sparse), distribution=sparse.distribution)
     if sparse.method == "static":
         return Static()
     extra = {"random_drop_rate": float(sparse.random_drop_rate)} if sparse.method == "cigl" else {}
@@ -172,7 +192,7 @@ class _Run:
         config = self.config
         model = self.build()
         if config.sparse.method != "dense":
-            model = sparsify(model, config.sparse.sparsity, config.sparse.distribution, seed=seed)
+            model = sparsify(model, initial_sparsity(config.sparse), config.sparse.distribution, seed=seed)
         model.compile(self.optimizer(), self.loss(), metrics=["accuracy"])
         return model
 
@@ -234,7 +254,7 @@ def _train_dnc(run):
         )  # fmt: skip
         if config.sparse.method != "dense":
             members = [
-                sparsify(m, config.sparse.sparsity, config.sparse.distribution, seed=config.seed + i)
+                sparsify(m, initial_sparsity(config.sparse), config.sparse.distribution, seed=config.seed + i)
                 for i, m in enumerate(members)
             ]
         mean = CIFAR_CHANNEL_STATS[config.dataset][0] if config.input_normalization else None

@@ -6,7 +6,8 @@
 - uncertainty: predictive entropy, expected entropy, mutual information of an ensemble.
 - diversity: pairwise prediction disagreement and KL divergence between ensemble members.
 - flops / flops_schedule: forward FLOPs per layer from the masks and training FLOPs of whole runs
-  (dense, SET, RigL, SNFS, CigL, DST/EDST ensembles, DNC), RigL's accounting.
+  (dense, SET, RigL, SNFS, CigL, DST/EDST ensembles, DNC), RigL's accounting; pruning_flops:
+  gradual magnitude pruning, costed at each step's density.
 - ood: OoD scores (entropy, 1 - max prob) and AUROC / AUPR with OoD as the positive class.
 
 Probabilities are (N, C), labels (N,) integers in [0, C), ensemble members (M, N, C). Inputs may be
@@ -44,6 +45,7 @@ from tf_freetickets.metrics.flops_schedule import (
     training_flops,
 )
 from tf_freetickets.metrics.ood import aupr, auroc, ood_detection, ood_scores
+from tf_freetickets.metrics.pruning_flops import gmp_members_training_flops, gmp_training_flops
 from tf_freetickets.metrics.uncertainty import expected_entropy, mutual_information, predictive_entropy
 
 __all__ = [
@@ -53,6 +55,8 @@ __all__ = [
     "dst_ensemble_training_flops",
     "edst_training_flops",
     "flops_report",
+    "gmp_members_training_flops",
+    "gmp_training_flops",
     "flops_table",
     "forward_flops",
     "inference_flops",

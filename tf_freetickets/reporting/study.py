@@ -22,7 +22,7 @@ class Cell:
       config_file: path of a configs/*.py file (relative to the repository root).
       overrides: "dotted.key=value" strings applied on top of the file's config.
       family: method family shared by the rows of one method at several
-        sparsities ("dense", "dense_ensemble", "rigl", "cigl", "dst", "edst", "dnc").
+        sparsities ("dense", "dense_ensemble", "rigl", "gmp", "cigl", "dst", "edst", "dnc").
       sparsity: the sparsity of the row, None for dense rows.
     """
 
@@ -99,6 +99,10 @@ def fashion_mnist_study(epochs=4, sparsities=(0.8, 0.9), num_members=3):
     reference network) trained `epochs` epochs with the same optimizer:
 
     - dense: one dense model; dense_ensemble: M of them (deep ensemble).
+    - gmp_S: gradual magnitude pruning (Zhu & Gupta 2017) to sparsity S, the
+      papers' dense-to-sparse baseline: dense start, tfmot's cubic schedule
+      from 10% to 75% of training, pruning every 100 steps, ERK targets like
+      the RigL row, same epochs and optimizer.
     - rigl_S, cigl_S: one RigL / CigL model at sparsity S (ERK); CigL averages
       the epoch-end weights from the end of epoch ceil(epochs / 2) on (its
       paper averages epochs 200-250 of 250: on a few epochs 20% would leave
@@ -131,6 +135,7 @@ def fashion_mnist_study(epochs=4, sparsities=(0.8, 0.9), num_members=3):
         s = f"sparse.sparsity={sparsity}"
         cells += [
             Cell(f"rigl_{sparsity}", "configs/fashion_mnist_rigl.py", (*base, s), "rigl", sparsity),
+            Cell(f"gmp_{sparsity}", "configs/fashion_mnist_gmp.py", (*base, s), "gmp", sparsity),
             Cell(f"cigl_{sparsity}", "configs/fashion_mnist_cigl.py", (*base, s, averaging), "cigl", sparsity),
             Cell(f"dst_{sparsity}", "configs/fashion_mnist_dst.py", (*base, s, members), "dst", sparsity),
             Cell(f"edst_{sparsity}", "configs/fashion_mnist_edst.py", ("width=0.5", s, members), "edst", sparsity),

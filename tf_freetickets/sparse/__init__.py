@@ -3,6 +3,8 @@
 from tf_freetickets.sparse.callback import MaskUpdate
 from tf_freetickets.sparse.cigl import CigL, random_keep_mask
 from tf_freetickets.sparse.densities import active_count, layer_densities
+from tf_freetickets.sparse.gmp import GradualMagnitudePruning, PruningSteps
+from tf_freetickets.sparse.layer_targets import layer_sparsities
 from tf_freetickets.sparse.layers import (
     MaskedKernelMixin,
     is_masked,
@@ -11,12 +13,20 @@ from tf_freetickets.sparse.layers import (
     unmasked_kernels,
 )
 from tf_freetickets.sparse.mask_engine import MaskEngine
+from tf_freetickets.sparse.pruning_schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
 from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
+from tf_freetickets.sparse.strip import strip_masks
 from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
 
 __all__ = [
+    "ConstantSparsity",
+    "GradualMagnitudePruning",
+    "PolynomialDecay",
+    "PruningSchedule",
+    "PruningSteps",
+    "layer_sparsities",
     "CigL",
     "random_keep_mask",
     "SET",
@@ -39,5 +49,6 @@ __all__ = [
     "sparsify",
     "sparsity_rows",
     "sparsity_table",
+    "strip_masks",
     "unmasked_kernels",
 ]

@@ -120,13 +120,17 @@ class MaskEngine:
                 # be read after the assignments below.
                 old_mask = tf.identity(mask.value)
                 weights = tf.identity(kernel.value)
-                num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
-                new_mask, _ = drop_and_grow(
-                    old_mask,
-                    self.updater.drop_scores(weights),
-                    self.updater.grow_scores(weights, gradient, index, step),
-                    num_drop,
-                )
+                if getattr(self.updater, "prunes_only", False):
+                    # Gradual magnitude pruning: drop to the scheduled count, grow nothing.
+                    new_mask = self.updater.pruned_mask(old_mask, weights, index, step)
+                else:
+                    num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
+                    new_mask, _ = drop_and_grow(
+                        old_mask,
+                        self.updater.drop_scores(weights),
+                        self.updater.grow_scores(weights, gradient, index, step),
+                        num_drop,
+                    )
                 # Dropped weights and new connections, with their slots, are zero;
                 # a weight dropped and regrown in the same update keeps its value
                 # and slots (RigL's `reinit_when_same=False`).
@@ -154,6 +158,8 @@ class MaskEngine:
         """
         if drop_fraction is None:
             drop_fraction = self.updater.schedule.drop_fraction_at(step)
+        elif getattr(self.updater, "prunes_only", False):
+            raise ValueError(f"{type(self.updater).__name__} prunes on schedule; drop_fraction overrides (EDST) are refused.")
         elif not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}.")
         if self.updater.uses_gradients:

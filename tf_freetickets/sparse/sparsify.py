@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from tf_freetickets.sparse import densities as densities_lib
+from tf_freetickets.sparse import layer_targets
 from tf_freetickets.sparse import layers as masking
 
 
@@ -60,7 +61,17 @@ def _random_mask(shape, density, rng):
     return flat.reshape(shape)
 
 
-def sparsify(model, sparsity, distribution="erk", exclude=None, dense_first_last=False, erk_power_scale=1.0, seed=None):
+def sparsify(
+    model,
+    sparsity,
+    distribution="erk",
+    exclude=None,
+    dense_first_last=False,
+    erk_power_scale=1.0,
+    seed=None,
+    include=None,
+    layer_sparsity=None,
+):
     """Returns a copy of `model` whose kernels are masked at the given sparsity.
 
     Every layer with a kernel (Dense, Conv1D/2D/3D, DepthwiseConv1D/2D,
@@ -79,6 +90,14 @@ def sparsify(model, sparsity, distribution="erk", exclude=None, dense_first_last
         some RigL ImageNet runs do.
       erk_power_scale: exponent on ER/ERK raw densities (1.0 in the papers).
       seed: int seed for the random initial masks (None: fresh randomness).
+      include: opt-in list of kernel layer names: only these are masked
+        (None: every maskable layer not excluded).
+      layer_sparsity: per-layer sparsity on top of `distribution`: a dict
+        {layer name: sparsity} or a callable (name, kernel shape) -> sparsity
+        or None. Overridden layers get exactly their value; the distribution
+        is solved over the others at `sparsity` (RigL's custom_sparsity_map;
+        see `layer_targets.layer_sparsities`). `sparsity=0` gives all-ones
+        masks: the dense start of `GradualMagnitudePruning`.
 
     Returns:
       A new, uncompiled `keras.Model`; compile it before training.
@@ -91,9 +110,10 @@ def sparsify(model, sparsity, distribution="erk", exclude=None, dense_first_last
     sparsity = densities_lib.check_sparsity(sparsity)
     _check_model(model)
     selected = _select_layers(model, exclude, dense_first_last)
+    selected = layer_targets.restrict_to(selected, include, maskable_layer_names(model))
     by_name = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
     shapes = [(name, tuple(by_name[name].kernel.shape)) for name in selected]
-    densities = densities_lib.layer_densities(shapes, sparsity, distribution, erk_power_scale)
+    densities = layer_targets.layer_densities(shapes, sparsity, distribution, erk_power_scale, layer_sparsity)
 
     def clone_layer(layer):
         cls = masking.masked_class_for(type(layer)) if layer.name in densities else type(layer)
