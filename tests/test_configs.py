@@ -50,6 +50,13 @@ def test_freetickets_imagenet_edst_config():
     # The code's learning rates: 0.1 after warm-up, then 0.01 / 0.001 / 0.0001 in each phase.
     rates = [round(0.1 * schedule.lr_factor(e), 6) for e in (0, 5, 29, 30, 60, 90, 100, 309)]
     assert rates == [round(0.1 / 6, 6), 0.1, 0.1, 0.01, 0.001, 0.0001, 0.01, 0.0001]
+    # DST updates run to the end; the 0.5 -> 0.005 cosine restarts after each global exploration.
+    assert (config.sparse.decay, config.sparse.drop_fraction, config.sparse.min_drop_fraction) == ("cosine", 0.5, 0.005)
+    assert config.sparse.end_fraction == 1.0 and schedule.restart_schedule_after_exploration
+    assert schedule.restart_steps(10) == (1000, 1700, 2400)
+    config.sparse.end_fraction = 0.5
+    with pytest.raises(ConfigError, match="restart_schedule_after_exploration"):
+        validate(config)
 
 
 def test_bad_edst_learning_rate_steps_are_config_errors():

@@ -70,6 +70,10 @@ def fashion_mnist_defaults():
     config.ensemble.large_drop_fraction = 0.8  # EDST q
     config.ensemble.cotraining_weight = 0.5  # DNC: weight of the JS co-training term
     config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
+
+    # Fidelity switches of the DST schedule (docs/METHODS.md).
+    config.sparse.min_drop_fraction = 0.0  # where the cosine drop fraction ends (FreeTickets' code: 0.005)
+    config.ensemble.restart_schedule_after_exploration = False  # EDST: fresh DST cosine after each global exploration
     return config
 
 
@@ -101,6 +105,7 @@ def edst_schedule(config):
         refinement_lr_factors=tuple(ensemble.refinement_lr_factors),
         refinement_lr_epochs=tuple(ensemble.refinement_lr_epochs),
         warmup_epochs=config.optimizer.warmup_epochs,
+        restart_schedule_after_exploration=bool(ensemble.get("restart_schedule_after_exploration", False)),
     )
 
 
@@ -144,6 +149,11 @@ def validate(config):
     _fraction(sparse.end_fraction, "sparse.end_fraction", low_open=True)
     _choice(sparse.decay, DECAYS, "sparse.decay")
     _positive_int(sparse.update_every, "sparse.update_every")
+    if not 0.0 <= sparse.get("min_drop_fraction", 0.0) <= sparse.drop_fraction:
+        raise ConfigError(
+            f"config.sparse.min_drop_fraction={sparse.min_drop_fraction!r} must be in "
+            f"[0, sparse.drop_fraction={sparse.drop_fraction}]."
+        )
     if not 0.0 <= sparse.random_drop_rate < 1.0:
         raise ConfigError(f"config.sparse.random_drop_rate={sparse.random_drop_rate!r} must be in [0, 1).")
     if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
@@ -166,4 +176,10 @@ def validate(config):
         except ValueError as error:
             raise ConfigError(f"config.ensemble: {error}") from None
         _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
+        if ensemble.get("restart_schedule_after_exploration", False) and (sparse.decay != "cosine" or sparse.end_fraction != 1.0):
+            raise ConfigError(
+                "config.ensemble.restart_schedule_after_exploration restarts the cosine drop fraction to the end of "
+                f"training: it needs sparse.decay='cosine' and sparse.end_fraction=1.0, got {sparse.decay!r} and "
+                f"{sparse.end_fraction!r}."
+            )
     return config

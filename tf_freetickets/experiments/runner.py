@@ -63,6 +63,7 @@ def make_updater(sparse, seed):
         end_fraction=float(sparse.end_fraction),
         decay=sparse.decay,
         seed=seed,
+        min_drop_fraction=float(sparse.get("min_drop_fraction", 0.0)),
         **extra,
     )
 

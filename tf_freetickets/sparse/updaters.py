@@ -23,6 +23,8 @@ class MaskUpdater:
       end_step: absolute last update step (overrides `end_fraction`).
       begin_step: first step an update may happen.
       decay: drop-fraction decay, "cosine" (RigL) or "constant".
+      min_drop_fraction: where the cosine decay ends (RigL: 0; FreeTickets'
+        code: 0.005).
       seed: int seed for random growth (and CigL's random mask); None draws one.
     """
 
@@ -40,6 +42,7 @@ class MaskUpdater:
         begin_step=0,
         decay="cosine",
         seed=None,
+        min_drop_fraction=0.0,
     ):
         self.schedule = UpdateSchedule(
             update_every=update_every,
@@ -48,6 +51,7 @@ class MaskUpdater:
             end_step=end_step,
             begin_step=begin_step,
             decay=decay,
+            min_drop_fraction=min_drop_fraction,
         )
         self.seed = fresh_seed() if seed is None else int(seed)
 
