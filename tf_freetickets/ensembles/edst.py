@@ -210,6 +210,7 @@ class EDST(MaskUpdate):
         self.manage_learning_rate = manage_learning_rate
         self.tickets = []
         self._base_lr = None
+        self._pending_tap_state = None
 
     def on_train_begin(self, logs=None):
         epochs = (self.params or {}).get("epochs")
@@ -220,6 +221,9 @@ class EDST(MaskUpdate):
                 f"got epochs={epochs}."
             )
         super().on_train_begin(logs)
+        if self._pending_tap_state is not None:  # restored by set_state before fit
+            self.updater.tap.set_state(self._pending_tap_state)
+            self._pending_tap_state = None
         if self.schedule.restart_schedule_after_exploration:
             self._install_restarts()
         if self.manage_learning_rate:
@@ -266,10 +270,16 @@ class EDST(MaskUpdate):
             state[f"{k}/paths"] = np.asarray([ticket.keras_path or "", ticket.saved_model_path or ""])
             for name, mask in ticket.masks.items():
                 state[f"{k}/mask/{name}"] = mask
+        if getattr(self.updater, "tap", None) is not None:
+            # Growth by the step's own batch: a global exploration right after a
+            # restore needs the last batch's gradient.
+            state.update(self.updater.tap.get_state())
         return state
 
     def set_state(self, state):
-        """Restores the tickets saved before a checkpoint."""
+        """Restores the tickets (and a step-batch growth gradient) saved before a checkpoint."""
+        tap_state = {key: value for key, value in state.items() if key.startswith("step_gradient/")}
+        self._pending_tap_state = tap_state or None
         self._base_lr = None if np.isnan(state["base_lr"]) else float(state["base_lr"])
         self.tickets = []
         for k in range(int(state["count"])):

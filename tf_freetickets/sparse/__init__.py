@@ -14,7 +14,7 @@ from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
 from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
-from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
+from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static, freetickets_official
 
 __all__ = [
     "CigL",
@@ -30,6 +30,7 @@ __all__ = [
     "Static",
     "UpdateSchedule",
     "active_count",
+    "freetickets_official",
     "global_sparsity",
     "is_masked",
     "layer_densities",

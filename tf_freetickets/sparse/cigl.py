@@ -27,7 +27,6 @@ import functools
 
 import tensorflow as tf
 
-from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse.stateless_random import stateless_uniform
 from tf_freetickets.sparse.updaters import RigL
 
@@ -77,17 +76,10 @@ class CigL(RigL):
             raise ValueError(f"random_drop_rate must be in [0, 1), got {random_drop_rate!r}.")
         self.random_drop_rate = random_drop_rate
 
-    def attach(self, model):
-        """Installs the random mask on the masked layers of `model`."""
-        if self.random_drop_rate == 0.0:
-            return False
-        step = model.optimizer.iterations
-        for index, layer in enumerate(masking.masked_layers(model)):
-            layer.training_kernel_transform = functools.partial(_apply_random_mask, self.seed, index, step, self.random_drop_rate)
-        return True
-
-    def detach(self, model):
-        """Removes the random mask; evaluation and later training see the deterministic mask."""
-        for layer in masking.masked_layers(model):
-            layer.training_kernel_transform = None
-        return self.random_drop_rate > 0.0
+    def kernel_transforms(self, model, layer_index):
+        """RigL's transforms, then the random mask (so a step-batch growth gradient flows through it)."""
+        transforms = super().kernel_transforms(model, layer_index)
+        if self.random_drop_rate > 0.0:
+            step = model.optimizer.iterations
+            transforms.append(functools.partial(_apply_random_mask, self.seed, layer_index, step, self.random_drop_rate))
+        return transforms
