@@ -35,6 +35,15 @@ def test_freetickets_edst_layout_and_optimizer():
     dst = load("cifar100_wrn28_10_dst")
     assert (dst.dataset, dst.ensemble.kind, dst.ensemble.num_members, fit_epochs(dst)) == ("cifar100", "independent", 3, 250)
     assert tuple(dst.optimizer.milestones) == (0.5, 0.75)
+    # The update rules of FreeTickets' sparselearning/core.py, as the runner builds them.
+    from tf_freetickets.experiments.runner import make_updater
+
+    for run in (config, dst):
+        updater = make_updater(run.sparse, seed=0)
+        assert (updater.reinit_when_same, updater.dense_gradient_momentum, updater.growth_gradient) == (True, True, "step_batch")
+    config.sparse.method = "set"
+    with pytest.raises(ConfigError, match="growth_gradient"):
+        validate(config)
 
 
 def test_freetickets_imagenet_edst_config():
@@ -54,6 +63,10 @@ def test_freetickets_imagenet_edst_config():
     assert (config.sparse.decay, config.sparse.drop_fraction, config.sparse.min_drop_fraction) == ("cosine", 0.5, 0.005)
     assert config.sparse.end_fraction == 1.0 and schedule.restart_schedule_after_exploration
     assert schedule.restart_steps(10) == (1000, 1700, 2400)
+    # ImageNet/core.py: growth by the step's weight.grad; momentum masked, no zeroing before growth.
+    assert (config.sparse.growth_gradient, config.sparse.reinit_when_same, config.sparse.dense_gradient_momentum) == (
+        "step_batch", False, False
+    )
     config.sparse.end_fraction = 0.5
     with pytest.raises(ConfigError, match="restart_schedule_after_exploration"):
         validate(config)

@@ -167,3 +167,54 @@ def test_restart_needs_a_cosine_updater_that_runs_to_the_end():
     )  # fmt: skip
     with pytest.raises(ValueError, match="end_fraction=1.0"):
         model.fit(x, y, epochs=5, verbose=0, callbacks=[edst])
+
+
+class _Snapshot(keras.callbacks.Callback):
+    """Keeps weights, optimizer variables and the EDST state at the end of one epoch (a checkpoint)."""
+
+    def __init__(self, edst, epoch):
+        super().__init__()
+        self.edst, self.epoch = edst, epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.weights = [v.numpy() for v in self.model.weights]
+            self.optimizer = [v.numpy() for v in self.model.optimizer.variables]
+            self.state = self.edst.get_state()
+
+
+def _official_edst_run(snapshot_epoch=None, restore=None):
+    x, y = _data(64)
+    model = tft.sparsify(_mlp(), 0.8, seed=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    updater = tft.sparse.freetickets_official(tft.RigL, update_every=3, drop_fraction=0.5, decay="constant", end_fraction=1.0)
+    edst = tft.EDST(updater, num_tickets=2, exploration_epochs=1, refinement_epochs=2, verbose=0)
+    callbacks = [edst]
+    if snapshot_epoch is not None:
+        callbacks.append(_Snapshot(edst, snapshot_epoch))
+    initial_epoch = 0
+    if restore is not None:
+        model.optimizer.build(model.trainable_variables)
+        for variable, value in zip(model.weights, restore.weights):
+            variable.assign(value)
+        for variable, value in zip(model.optimizer.variables, restore.optimizer):
+            variable.assign(value)
+        if restore.state is not None:
+            edst.set_state(restore.state)
+        initial_epoch = restore.epoch + 1
+    model.fit(x, y, batch_size=16, epochs=5, initial_epoch=initial_epoch, shuffle=False, verbose=0, callbacks=callbacks)
+    return model, callbacks[-1]
+
+
+def test_step_batch_growth_resumes_exactly_at_a_global_exploration():
+    # The global exploration at the start of epoch 3 grows by the last batch of epoch 2 (FreeTickets'
+    # main_EDST.py reads weight.grad there); a checkpoint after epoch 2 carries that gradient.
+    full, snapshot = _official_edst_run(snapshot_epoch=2)
+    assert "step_gradient/0" in snapshot.state and float(snapshot.state["step_gradient/filled"]) > 0
+    resumed, _ = _official_edst_run(restore=snapshot)
+    for a, b in zip(tft.sparse.masked_layers(full), tft.sparse.masked_layers(resumed)):
+        np.testing.assert_array_equal(a.kernel_mask.numpy(), b.kernel_mask.numpy())
+        np.testing.assert_allclose(a.kernel_variable.numpy(), b.kernel_variable.numpy(), rtol=1e-5, atol=1e-6)
+    snapshot.state = {k: v for k, v in snapshot.state.items() if not k.startswith("step_gradient/")}
+    with pytest.raises(RuntimeError, match="last training batch"):
+        _official_edst_run(restore=snapshot)

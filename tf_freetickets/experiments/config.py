@@ -74,6 +74,10 @@ def fashion_mnist_defaults():
     # Fidelity switches of the DST schedule (docs/METHODS.md).
     config.sparse.min_drop_fraction = 0.0  # where the cosine drop fraction ends (FreeTickets' code: 0.005)
     config.ensemble.restart_schedule_after_exploration = False  # EDST: fresh DST cosine after each global exploration
+    # FreeTickets' update rules (sparse.updaters.freetickets_official sets all three); defaults are RigL's.
+    config.sparse.reinit_when_same = False  # True: every grown weight restarts at 0
+    config.sparse.dense_gradient_momentum = False  # True: momentum follows the dense gradient, never reset
+    config.sparse.growth_gradient = "extra_batch"  # rigl/cigl: extra_batch | step_batch | step_batch_skip_update
     return config
 
 
@@ -149,6 +153,14 @@ def validate(config):
     _fraction(sparse.end_fraction, "sparse.end_fraction", low_open=True)
     _choice(sparse.decay, DECAYS, "sparse.decay")
     _positive_int(sparse.update_every, "sparse.update_every")
+    from tf_freetickets.sparse.updaters import GROWTH_GRADIENTS
+
+    _choice(sparse.get("growth_gradient", "extra_batch"), GROWTH_GRADIENTS, "sparse.growth_gradient")
+    if sparse.get("growth_gradient", "extra_batch") != "extra_batch" and sparse.method not in ("rigl", "cigl"):
+        raise ConfigError(
+            f"config.sparse.growth_gradient={sparse.growth_gradient!r} is for gradient growth (rigl, cigl), "
+            f"not sparse.method={sparse.method!r}."
+        )
     if not 0.0 <= sparse.get("min_drop_fraction", 0.0) <= sparse.drop_fraction:
         raise ConfigError(
             f"config.sparse.min_drop_fraction={sparse.min_drop_fraction!r} must be in "

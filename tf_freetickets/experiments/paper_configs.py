@@ -5,8 +5,10 @@ configs/ call them. Sources:
 - FreeTickets (Liu et al. 2022; VITA-Group/FreeTickets): WRN-28-10, batch 128,
   SGD 0.1 / momentum 0.9 / wd 5e-4. DST members: 250 epochs, lr x0.1 at epochs
   125 and 187, ERK, drop fraction 0.5 (constant) every 1000 steps, gradient
-  growth. EDST: 150 exploration + M=3 x 100 refinement epochs, global
-  exploration q=0.8.
+  growth with the update rules of its `sparselearning/core.py` (every grown
+  weight at 0, momentum of the dense gradient never reset, growth gradient of
+  the update step's own batch: `sparse.updaters.freetickets_official`). EDST:
+  150 exploration + M=3 x 100 refinement epochs, global exploration q=0.8.
 - FreeTickets on ImageNet (its ImageNet/ code): ResNet-50, 224x224 crops, global
   batch 128 (64 on each of 2 GPUs), SGD 0.1 / momentum 0.9 / wd 1e-4 (not on
   BatchNorm), label smoothing 0.1, 5 warm-up epochs, ERK, gradient growth every
@@ -56,6 +58,12 @@ def freetickets(dataset="cifar10", kind="edst", sparsity=0.8, num_members=3):
     config.sparse.decay = "constant"
     config.sparse.end_fraction = 1.0
     config.ensemble.num_members = num_members
+    if kind in ("dst", "edst"):
+        # The update rules of the code that produced the paper's numbers (docs/METHODS.md,
+        # "FreeTickets' update switches").
+        config.sparse.reinit_when_same = True
+        config.sparse.dense_gradient_momentum = True
+        config.sparse.growth_gradient = "step_batch"
     if kind == "dense":
         config.sparse.method = "dense"
     elif kind == "dense_ensemble":
@@ -116,8 +124,9 @@ def freetickets_imagenet(sparsity=0.8, num_members=4):
     `train_loop`): the drop fraction decays from 0.5 to 0.005 along one cosine
     over epochs 0-100 (exploration and the first refinement phase), and
     restarts at 0.5 with a fresh 70-epoch cosine after each global exploration
-    (epochs 100, 170, 240). Departure: the best-validation checkpoint of each
-    phase is not kept (the phase's last epoch is the ticket).
+    (epochs 100, 170, 240). Growth by the update step's own gradient
+    (`ImageNet/core.py` reads `weight.grad`). Departure: the best-validation
+    checkpoint of each phase is not kept (the phase's last epoch is the ticket).
     """
     config = fashion_mnist_defaults()
     config.dataset = "imagenet2012"
@@ -138,6 +147,9 @@ def freetickets_imagenet(sparsity=0.8, num_members=4):
     config.sparse.decay = "cosine"
     config.sparse.min_drop_fraction = 0.005  # CosineDecay's eta_min in the code
     config.sparse.end_fraction = 1.0
+    # ImageNet/core.py masks the momentum every step and grows before zeroing, so only its growth
+    # gradient departs from RigL's defaults: weight.grad of the update step's batch.
+    config.sparse.growth_gradient = "step_batch"
     config.ensemble.kind = "edst"
     config.ensemble.restart_schedule_after_exploration = True
     config.ensemble.num_members = num_members

@@ -104,6 +104,7 @@ class StepGradientTap:
     """
 
     def __init__(self, layers, strategy):
+        self.strategy = strategy
         with strategy.scope():
             self.buffers = [
                 keras.Variable(
@@ -137,25 +138,41 @@ class StepGradientTap:
 
     def gradients(self):
         """The recorded gradients; raises if no training step has written them yet."""
-        if float(ops.convert_to_numpy(self.filled.value)) == 0.0:
+        if float(self._read(self.filled)) == 0.0:
             raise RuntimeError(
                 "Growth by the update step's own batch (growth_gradient='step_batch...') needs the gradient of the "
                 "last training batch, and none has run since training started. A run resumed right before a "
                 "global exploration must restore it (EDST's get_state/set_state carry it)."
             )
-        return [buffer.value for buffer in self.buffers]
+        return [self._read(buffer) for buffer in self.buffers]
+
+    def _read(self, variable):
+        # In cross-replica context an on-read variable reads as the sum over replicas.
+        with self.strategy.scope():
+            return tf.convert_to_tensor(variable.value)
 
     def get_state(self):
         """The buffers as numpy arrays (for checkpoints)."""
-        state = {f"step_gradient/{i}": ops.convert_to_numpy(b.value) for i, b in enumerate(self.buffers)}
-        state["step_gradient/filled"] = ops.convert_to_numpy(self.filled.value)
+        state = {f"step_gradient/{i}": self._read(b).numpy() for i, b in enumerate(self.buffers)}
+        state["step_gradient/filled"] = self._read(self.filled).numpy()
         return state
 
     def set_state(self, state):
         """Restores `get_state`'s arrays."""
         for i, buffer in enumerate(self.buffers):
-            buffer.assign(state[f"step_gradient/{i}"])
-        self.filled.assign(state["step_gradient/filled"])
+            self._write(buffer, state[f"step_gradient/{i}"])
+        self._write(self.filled, state["step_gradient/filled"])
+
+    @staticmethod
+    def _write(variable, value):
+        # A summed on-read variable cannot be assigned across replicas: give each
+        # replica its share so the sum reads back as `value`.
+        components = getattr(variable.value, "values", None)
+        if components is None:
+            variable.assign(value)
+        else:
+            for component in components:
+                component.assign(value / len(components))
 
 
 def skip_optimizer_update_on(optimizer, is_update_step):
