@@ -173,3 +173,29 @@ def test_freetickets_official_preset_sets_the_three_switches():
     assert not rigl.needs_gradient_data and rigl.schedule.update_every == 1000
     random_growth = tft.sparse.freetickets_official(tft.SET)
     assert (random_growth.reinit_when_same, random_growth.dense_gradient_momentum) == (True, True)
+
+
+def test_cigl_step_batch_gradient_flows_through_that_steps_random_mask():
+    # CigL's code grows by the gradient of the update step's batch with the random mask applied, and
+    # skips that step's optimizer update. The random mask of step 0 is random_keep_mask(seed=5, layer 0,
+    # step 0) = [2, 0, 2, 2]: it zeroes the gradient at W01 (1.5 without it).
+    from tf_freetickets.sparse.cigl import random_keep_mask
+
+    mask = np.array([1.0, 0.0, 0.0, 1.0])
+    w0 = np.array([0.2, 0.0, 0.0, -1.5]) * mask
+    x = np.array([[1.0, 0.5]], "float32")
+    t = np.array([[2.0, -3.0]], "float32")
+    model, layer = _tiny(w0, mask, learning_rate=0.1, momentum=0.0)
+    updater = tft.CigL(
+        update_every=1, drop_fraction=0.5, decay="constant", end_step=1, random_drop_rate=0.5, seed=5,
+        growth_gradient="step_batch_skip_update",
+    )  # fmt: skip
+    model.fit(x, t, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[tft.MaskUpdate(updater)])
+    keep = random_keep_mask((2, 2), 5, 0, tf.constant(0, tf.int64), 0.5).numpy().ravel()
+    np.testing.assert_array_equal(keep, [2, 0, 2, 2])
+    g = keep * _dense_gradient(w0 * keep, x, t)  # chain rule through the random mask
+    np.testing.assert_allclose(g, [-3.2, 0.0, -1.6, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(updater.tap.gradients()[0].numpy().ravel(), g, rtol=1e-6)
+    new_mask = _hand_update(mask, w0, g)
+    np.testing.assert_array_equal(layer.kernel_mask.numpy().ravel(), new_mask)
+    np.testing.assert_allclose(layer.kernel_variable.numpy().ravel(), w0 * new_mask, rtol=1e-6)  # no SGD step

@@ -19,8 +19,10 @@
 The random mask of layer i at optimizer step t is a pure function of (seed, i,
 t) (a stateless RNG), so it is the same on every replica under tf.distribute,
 reproducible from the seed, and continues exactly after a checkpoint restore.
-Growth uses the dense gradient of the deterministic sparse network (the
-authors' code takes it with that step's random mask applied).
+Growth uses, by default, the dense gradient of the deterministic sparse
+network on an extra batch; `growth_gradient="step_batch_skip_update"` does what
+the authors' `main.py` does: the update step's own batch, with that step's
+random mask applied, and no optimizer update on that step.
 """
 
 import functools
