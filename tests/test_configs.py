@@ -37,6 +37,15 @@ def test_freetickets_edst_layout_and_optimizer():
     dst = load("cifar100_wrn28_10_dst")
     assert (dst.dataset, dst.ensemble.kind, dst.ensemble.num_members, fit_epochs(dst)) == ("cifar100", "independent", 3, 250)
     assert tuple(dst.optimizer.milestones) == (0.5, 0.75)
+    # The update rules of FreeTickets' sparselearning/core.py, as the runner builds them.
+    from tf_freetickets.experiments.runner import make_updater
+
+    for run in (config, dst):
+        updater = make_updater(run.sparse, seed=0)
+        assert (updater.reinit_when_same, updater.dense_gradient_momentum, updater.growth_gradient) == (True, True, "step_batch")
+    config.sparse.method = "set"
+    with pytest.raises(ConfigError, match="growth_gradient"):
+        validate(config)
 
 
 def test_freetickets_imagenet_edst_config():
@@ -52,6 +61,17 @@ def test_freetickets_imagenet_edst_config():
     # The code's learning rates: 0.1 after warm-up, then 0.01 / 0.001 / 0.0001 in each phase.
     rates = [round(0.1 * schedule.lr_factor(e), 6) for e in (0, 5, 29, 30, 60, 90, 100, 309)]
     assert rates == [round(0.1 / 6, 6), 0.1, 0.1, 0.01, 0.001, 0.0001, 0.01, 0.0001]
+    # DST updates run to the end; the 0.5 -> 0.005 cosine restarts after each global exploration.
+    assert (config.sparse.decay, config.sparse.drop_fraction, config.sparse.min_drop_fraction) == ("cosine", 0.5, 0.005)
+    assert config.sparse.end_fraction == 1.0 and schedule.restart_schedule_after_exploration
+    assert schedule.restart_steps(10) == (1000, 1700, 2400)
+    # ImageNet/core.py: growth by the step's weight.grad; momentum masked, no zeroing before growth.
+    assert (config.sparse.growth_gradient, config.sparse.reinit_when_same, config.sparse.dense_gradient_momentum) == (
+        "step_batch", False, False
+    )
+    config.sparse.end_fraction = 0.5
+    with pytest.raises(ConfigError, match="restart_schedule_after_exploration"):
+        validate(config)
 
 
 def test_bad_edst_learning_rate_steps_are_config_errors():
@@ -69,6 +89,7 @@ def test_cigl_and_dnc_configs():
     cigl = load("cifar10_wrn22_2_cigl")
     assert (cigl.sparse.method, cigl.sparse.random_drop_rate, cigl.weight_averaging.start_fraction) == ("cigl", 0.01, 0.8)
     assert load("cifar100_wrn22_2_cigl").sparse.random_drop_rate == 0.1
+    assert cigl.sparse.growth_gradient == "step_batch_skip_update"  # the authors' main.py
     dnc = load("cifar100_wrn28_10_dnc_s4")
     assert (dnc.ensemble.kind, dnc.ensemble.num_members, dnc.epochs, dnc.optimizer.warmup_epochs) == ("dnc", 4, 300, 20)
     assert dnc.ensemble.cotraining_weight == 0.5 and dnc.optimizer.nesterov

@@ -74,3 +74,26 @@ def test_update_under_strategy_equals_single_device(mirrored, updater_cls):
     # The global-batch gradient, not one replica's half nor a mean of sums.
     for single, distributed in zip(single_grads, mirrored_grads):
         np.testing.assert_allclose(single, distributed, rtol=1e-4, atol=1e-7)
+
+
+def test_freetickets_official_rules_under_strategy_equal_single_device(mirrored):
+    # Dense-gradient momentum, the re-mask after each step and the step-batch growth gradient
+    # (summed over replicas by its on-read buffers) give the single-device masks and weights.
+    results = []
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        with strategy.scope():
+            model = _model()
+            model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        updater = tft.sparse.freetickets_official(tft.RigL, update_every=2, drop_fraction=0.5, end_step=4, seed=3)
+        update = tft.MaskUpdate(updater)
+        model.fit(_data().take(1).repeat(4), epochs=1, verbose=0, callbacks=[update])
+        assert [step for step, _, _ in update.history] == [2, 4]
+        results.append([(layer.kernel_mask.numpy(), layer.kernel_variable.numpy()) for layer in masking.masked_layers(model)])
+        if strategy is mirrored:
+            for layer in masking.masked_layers(model):
+                copies = _replica_values(layer.kernel_mask)
+                np.testing.assert_array_equal(copies[0], copies[1])
+    for (single_mask, single_kernel), (mirrored_mask, mirrored_kernel) in zip(*results):
+        np.testing.assert_array_equal(single_mask, mirrored_mask)
+        np.testing.assert_allclose(single_kernel, mirrored_kernel, rtol=1e-4, atol=1e-6)
+        assert np.all(mirrored_kernel[mirrored_mask == 0] == 0)

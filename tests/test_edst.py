@@ -117,3 +117,104 @@ def test_edst_checks_epochs_and_learning_rate_type():
     edst = tft.EDST(tft.SET(), num_tickets=2, exploration_epochs=1, refinement_epochs=2, verbose=0)
     with pytest.raises(ValueError, match="manage_learning_rate=False"):
         model.fit(x, keras.utils.to_categorical(y, 4), epochs=5, verbose=0, callbacks=[edst])
+
+
+def _restart_run(initial_epoch=0, history=None):
+    """An EDST run of 7 epochs x 4 steps (t_ex=1, t_re=2, M=3) with SET every 3 steps and restarts."""
+    x, y = _data(64)
+    model = tft.sparsify(_mlp(), 0.8, seed=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    updater = tft.SET(update_every=3, drop_fraction=0.5, min_drop_fraction=0.005, end_fraction=1.0, seed=1)
+    edst = tft.EDST(
+        updater, num_tickets=3, exploration_epochs=1, refinement_epochs=2, restart_schedule_after_exploration=True,
+        verbose=0,
+    )  # fmt: skip
+    if initial_epoch:
+        model.optimizer.build(model.trainable_variables)
+        model.optimizer.iterations.assign(4 * initial_epoch)
+    model.fit(x, y, batch_size=16, epochs=7, initial_epoch=initial_epoch, shuffle=False, verbose=0, callbacks=[edst])
+    return edst
+
+
+def test_imagenet_style_restarts_give_a_fresh_cosine_after_each_global_exploration():
+    # FreeTickets' ImageNet/main.py: one cosine (0.5 -> 0.005) over exploration + the first refinement
+    # phase (epochs 0-3 here, steps 1-12), then a fresh cosine over each later phase after its global
+    # exploration (steps 13-20 and 21-28), updates every 3 steps to the end of training.
+    edst = _restart_run()
+    assert edst.updater.schedule.restart_steps == (12, 20)
+    steps = [step for step, _, _ in edst.history]
+    assert steps == [3, 6, 9, 12, 15, 18, 21, 24, 27]
+    # 0.005 + 0.495 * (1 + cos(pi * t / T)) / 2 with (t, T) = (3, 12), (6, 12), (9, 12), (12, 12),
+    # (3, 8), (6, 8), (1, 8), (4, 8), (7, 8).
+    want = [0.427509, 0.2525, 0.077491, 0.005, 0.347214, 0.077491, 0.481160, 0.2525, 0.023840]
+    assert [round(fraction, 6) for _, fraction, _ in edst.history] == want
+    # Each update moves floor(fraction * active) weights per layer (at most: some regrow in place).
+    assert all(sum(changed) > 0 for _, _, changed in edst.history)
+    # Resuming at epoch 4 (step 16) with a new callback continues the same schedule.
+    resumed = _restart_run(initial_epoch=4)
+    assert [(s, round(f, 6)) for s, f, _ in resumed.history] == [(s, round(f, 6)) for s, f, _ in edst.history[5:]]
+
+
+def test_restart_needs_a_cosine_updater_that_runs_to_the_end():
+    with pytest.raises(ValueError, match="decay='cosine'"):
+        tft.EDST(tft.SET(decay="constant"), num_tickets=2, restart_schedule_after_exploration=True)
+    x, y = _data(32)
+    model = tft.sparsify(_mlp(), 0.5)
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    edst = tft.EDST(
+        tft.SET(end_fraction=0.5), num_tickets=2, exploration_epochs=1, refinement_epochs=2,
+        restart_schedule_after_exploration=True, verbose=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="end_fraction=1.0"):
+        model.fit(x, y, epochs=5, verbose=0, callbacks=[edst])
+
+
+class _Snapshot(keras.callbacks.Callback):
+    """Keeps weights, optimizer variables and the EDST state at the end of one epoch (a checkpoint)."""
+
+    def __init__(self, edst, epoch):
+        super().__init__()
+        self.edst, self.epoch = edst, epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.weights = [v.numpy() for v in self.model.weights]
+            self.optimizer = [v.numpy() for v in self.model.optimizer.variables]
+            self.state = self.edst.get_state()
+
+
+def _official_edst_run(snapshot_epoch=None, restore=None):
+    x, y = _data(64)
+    model = tft.sparsify(_mlp(), 0.8, seed=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    updater = tft.sparse.freetickets_official(tft.RigL, update_every=3, drop_fraction=0.5, decay="constant", end_fraction=1.0)
+    edst = tft.EDST(updater, num_tickets=2, exploration_epochs=1, refinement_epochs=2, verbose=0)
+    callbacks = [edst]
+    if snapshot_epoch is not None:
+        callbacks.append(_Snapshot(edst, snapshot_epoch))
+    initial_epoch = 0
+    if restore is not None:
+        model.optimizer.build(model.trainable_variables)
+        for variable, value in zip(model.weights, restore.weights):
+            variable.assign(value)
+        for variable, value in zip(model.optimizer.variables, restore.optimizer):
+            variable.assign(value)
+        if restore.state is not None:
+            edst.set_state(restore.state)
+        initial_epoch = restore.epoch + 1
+    model.fit(x, y, batch_size=16, epochs=5, initial_epoch=initial_epoch, shuffle=False, verbose=0, callbacks=callbacks)
+    return model, callbacks[-1]
+
+
+def test_step_batch_growth_resumes_exactly_at_a_global_exploration():
+    # The global exploration at the start of epoch 3 grows by the last batch of epoch 2 (FreeTickets'
+    # main_EDST.py reads weight.grad there); a checkpoint after epoch 2 carries that gradient.
+    full, snapshot = _official_edst_run(snapshot_epoch=2)
+    assert "step_gradient/0" in snapshot.state and float(snapshot.state["step_gradient/filled"]) > 0
+    resumed, _ = _official_edst_run(restore=snapshot)
+    for a, b in zip(tft.sparse.masked_layers(full), tft.sparse.masked_layers(resumed)):
+        np.testing.assert_array_equal(a.kernel_mask.numpy(), b.kernel_mask.numpy())
+        np.testing.assert_allclose(a.kernel_variable.numpy(), b.kernel_variable.numpy(), rtol=1e-5, atol=1e-6)
+    snapshot.state = {k: v for k, v in snapshot.state.items() if not k.startswith("step_gradient/")}
+    with pytest.raises(RuntimeError, match="last training batch"):
+        _official_edst_run(restore=snapshot)

@@ -157,6 +157,13 @@ def test_single_run_training_flops_by_hand(sparse_model):
     # The library's SNFS updater: 5 extra dense-gradient batches per update.
     assert FS.training_flops(tft.SNFS(update_every=100), sparse_model, **RUN).total_flops == (73_728_000 + 7 * 5 * 32 * 3072)
     assert FS.training_flops(tft.Static(), sparse_model, **RUN).total_flops == 73_728_000
+    # Updaters whose growth takes the update step's own batch cost as gradient_batches=0.
+    step_batch = tft.RigL(update_every=100, end_fraction=0.75, growth_gradient="step_batch")
+    assert FS.training_flops(step_batch, sparse_model, **RUN).gradient_flops == 7 * 32 * 768
+    # FreeTickets' rules: a dense weight gradient every step, (2 f_S + f_D) per example, nothing more.
+    official = tft.sparse.freetickets_official(tft.RigL, update_every=100, end_fraction=0.75)
+    run = FS.training_flops(official, sparse_model, **RUN)
+    assert (run.step_flops, run.gradient_flops) == (3072 * 32 * 1000, 0)
 
 
 def test_rigl_matches_the_papers_per_iteration_average():

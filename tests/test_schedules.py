@@ -26,6 +26,28 @@ def test_cosine_drop_fraction():
     assert schedule.drop_fraction_at(100) == pytest.approx(0.0)
 
 
+def test_cosine_ends_at_min_drop_fraction():
+    # FreeTickets' CosineDecay: eta_min + (0.5 - eta_min) * (1 + cos(pi t / T)) / 2 with eta_min = 0.005.
+    schedule = UpdateSchedule(update_every=1, drop_fraction=0.5, min_drop_fraction=0.005, end_step=100)
+    assert schedule.drop_fraction_at(0) == pytest.approx(0.5)
+    assert schedule.drop_fraction_at(50) == pytest.approx(0.2525)
+    assert schedule.drop_fraction_at(100) == pytest.approx(0.005)
+    assert schedule.drop_fraction_at(130) == pytest.approx(0.005)
+
+
+def test_restart_steps_start_a_fresh_cosine_per_segment():
+    schedule = UpdateSchedule(update_every=10, drop_fraction=0.4, end_step=100, restart_steps=(40, 60))
+    # Segments [0, 40], (40, 60], (60, 100]; an update on a restart step still ends its segment.
+    assert [schedule.cosine_segment(s) for s in (10, 40, 41, 60, 70, 100)] == [
+        (0, 40), (0, 40), (40, 60), (40, 60), (60, 100), (60, 100)
+    ]  # fmt: skip
+    got = [round(schedule.drop_fraction_at(s), 6) for s in range(10, 101, 10)]
+    want = [0.341421, 0.2, 0.058579, 0.0, 0.2, 0.0, 0.341421, 0.2, 0.058579, 0.0]
+    assert got == want
+    # resolved() keeps the restarts.
+    assert UpdateSchedule(end_fraction=1.0, restart_steps=(5,)).resolved(10).restart_steps == (5,)
+
+
 def test_constant_decay():
     schedule = UpdateSchedule(drop_fraction=0.5, decay="constant", end_step=10)
     assert schedule.drop_fraction_at(7) == 0.5
@@ -46,6 +68,10 @@ def test_explicit_end_step_wins_and_unknown_length_needs_one():
         (dict(end_fraction=0.0), "end_fraction"),
         (dict(decay="linear"), "'linear'"),
         (dict(begin_step=10, end_step=5), "before begin_step"),
+        (dict(drop_fraction=0.3, min_drop_fraction=0.4), "min_drop_fraction"),
+        (dict(end_step=100, restart_steps=(50, 20)), "increasing"),
+        (dict(begin_step=10, end_step=100, restart_steps=(10,)), "after begin_step"),
+        (dict(end_step=100, restart_steps=(100,)), "before end_step"),
     ],
 )
 def test_bad_values_are_named(kwargs, message):

@@ -9,6 +9,13 @@ fraction q (0.8) of every layer's active weights by magnitude and regrows as
 many with the updater's growth rule, pushing the run into a new basin. Normal
 DST mask updates go on in every phase (the paper keeps drop fraction 0.5
 constant, every 1000 steps at batch 128 on CIFAR).
+
+FreeTickets' ImageNet code (`ImageNet/main.py`, `train_loop`) instead decays
+the drop fraction along a cosine (0.5 down to 0.005, updates every 4000 steps
+for the whole run): one cosine over the exploration phase and the first
+refinement phase, then a fresh cosine from 0.5 over each later refinement
+phase, started right after its global exploration.
+`restart_schedule_after_exploration=True` does that.
 """
 
 import dataclasses
@@ -38,6 +45,11 @@ class EDSTSchedule:
         the phase evenly, the last step taking the remainder.
       warmup_epochs: the first epochs of exploration ramp the rate linearly,
         factor (e + 1) / (warmup + 1) in epoch e (ImageNet code: 5).
+      restart_schedule_after_exploration: the DST updater's cosine drop
+        fraction starts again from its initial value after each global
+        exploration and runs to the next one (or the end of training); the
+        first cosine spans exploration and the first refinement phase
+        (FreeTickets' ImageNet code). False: one schedule for the whole run.
     """
 
     num_tickets: int = 3
@@ -46,6 +58,7 @@ class EDSTSchedule:
     refinement_lr_factors: tuple = (0.1, 0.01)
     refinement_lr_epochs: tuple = ()
     warmup_epochs: int = 0
+    restart_schedule_after_exploration: bool = False
 
     def __post_init__(self):
         if self.num_tickets < 1:
@@ -112,6 +125,10 @@ class EDSTSchedule:
         """0-based epochs at whose start a global exploration step runs."""
         return [self.exploration_epochs + k * self.refinement_epochs for k in range(1, self.num_tickets)]
 
+    def restart_steps(self, steps_per_epoch):
+        """Optimizer steps after which the DST cosine restarts: the global explorations' steps."""
+        return tuple(epoch * steps_per_epoch for epoch in self.global_exploration_epochs)
+
 
 @dataclasses.dataclass
 class Ticket:
@@ -137,7 +154,12 @@ class EDST(MaskUpdate):
       updater: the DST updater (FreeTickets: SET or RigL with
         `drop_fraction=0.5, decay="constant", end_fraction=1.0`).
       num_tickets, exploration_epochs, refinement_epochs,
-      refinement_lr_factors, refinement_lr_epochs, warmup_epochs: see `EDSTSchedule`.
+      refinement_lr_factors, refinement_lr_epochs, warmup_epochs,
+      restart_schedule_after_exploration: see `EDSTSchedule`. The restart
+        needs an updater with `decay="cosine"` whose updates run to the end of
+        training (`end_fraction=1.0`); FreeTickets' ImageNet setting is
+        `RigL(update_every=4000, drop_fraction=0.5, end_fraction=1.0,
+        min_drop_fraction=0.005)`.
       large_drop_fraction: q, fraction of active weights replaced by the global
         exploration step (paper: 0.8).
       export_dir: where tickets are written; None keeps them in memory only
@@ -161,6 +183,7 @@ class EDST(MaskUpdate):
         refinement_lr_factors=(0.1, 0.01),
         refinement_lr_epochs=(),
         warmup_epochs=0,
+        restart_schedule_after_exploration=False,
         export_dir=None,
         export_saved_model=True,
         manage_learning_rate=True,
@@ -172,8 +195,13 @@ class EDST(MaskUpdate):
         self.phase_verbose = verbose
         self.schedule = EDSTSchedule(
             num_tickets, exploration_epochs, refinement_epochs, tuple(refinement_lr_factors), tuple(refinement_lr_epochs),
-            warmup_epochs,
+            warmup_epochs, bool(restart_schedule_after_exploration),
         )  # fmt: skip
+        if restart_schedule_after_exploration and updater.schedule.decay != "cosine":
+            raise ValueError(
+                "restart_schedule_after_exploration restarts a cosine drop-fraction decay; the updater has "
+                f"decay={updater.schedule.decay!r}. Give it decay='cosine' or leave the option off."
+            )
         if not 0.0 < large_drop_fraction <= 1.0:
             raise ValueError(f"large_drop_fraction must be in (0, 1], got {large_drop_fraction!r}.")
         self.large_drop_fraction = large_drop_fraction
@@ -182,6 +210,7 @@ class EDST(MaskUpdate):
         self.manage_learning_rate = manage_learning_rate
         self.tickets = []
         self._base_lr = None
+        self._pending_tap_state = None
 
     def on_train_begin(self, logs=None):
         epochs = (self.params or {}).get("epochs")
@@ -192,6 +221,11 @@ class EDST(MaskUpdate):
                 f"got epochs={epochs}."
             )
         super().on_train_begin(logs)
+        if self._pending_tap_state is not None:  # restored by set_state before fit
+            self.updater.tap.set_state(self._pending_tap_state)
+            self._pending_tap_state = None
+        if self.schedule.restart_schedule_after_exploration:
+            self._install_restarts()
         if self.manage_learning_rate:
             learning_rate = self.model.optimizer.learning_rate
             if not isinstance(learning_rate, keras.Variable):
@@ -203,6 +237,23 @@ class EDST(MaskUpdate):
                 self._base_lr = float(learning_rate.numpy())
         if self.export_dir:
             os.makedirs(self.export_dir, exist_ok=True)
+
+    def _install_restarts(self):
+        # The restart steps follow from the epoch layout, so a resumed run (a new
+        # callback, the optimizer's step restored) computes the same schedule.
+        steps_per_epoch = (self.params or {}).get("steps")
+        if not steps_per_epoch:
+            raise ValueError(
+                "restart_schedule_after_exploration needs the number of steps per epoch; pass fit(steps_per_epoch=...)."
+            )
+        schedule = self.updater.schedule
+        total = steps_per_epoch * self.schedule.total_epochs
+        if schedule.end_step < total:
+            raise ValueError(
+                f"restart_schedule_after_exploration keeps DST updates going to the end of training, but the updater "
+                f"stops at step {schedule.end_step} of {total}; give it end_fraction=1.0."
+            )
+        self.updater.schedule = dataclasses.replace(schedule, restart_steps=self.schedule.restart_steps(steps_per_epoch))
 
     def updates_before(self, step):
         """DST updates plus the global explorations already run by `step` (for resuming)."""
@@ -219,10 +270,16 @@ class EDST(MaskUpdate):
             state[f"{k}/paths"] = np.asarray([ticket.keras_path or "", ticket.saved_model_path or ""])
             for name, mask in ticket.masks.items():
                 state[f"{k}/mask/{name}"] = mask
+        if getattr(self.updater, "tap", None) is not None:
+            # Growth by the step's own batch: a global exploration right after a
+            # restore needs the last batch's gradient.
+            state.update(self.updater.tap.get_state())
         return state
 
     def set_state(self, state):
-        """Restores the tickets saved before a checkpoint."""
+        """Restores the tickets (and a step-batch growth gradient) saved before a checkpoint."""
+        tap_state = {key: value for key, value in state.items() if key.startswith("step_gradient/")}
+        self._pending_tap_state = tap_state or None
         self._base_lr = None if np.isnan(state["base_lr"]) else float(state["base_lr"])
         self.tickets = []
         for k in range(int(state["count"])):

@@ -93,6 +93,14 @@ def fashion_mnist_defaults():
     config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
     config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
     config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
+
+    # Fidelity switches of the DST schedule (docs/METHODS.md).
+    config.sparse.min_drop_fraction = 0.0  # where the cosine drop fraction ends (FreeTickets' code: 0.005)
+    config.ensemble.restart_schedule_after_exploration = False  # EDST: fresh DST cosine after each global exploration
+    # FreeTickets' update rules (sparse.updaters.freetickets_official sets all three); defaults are RigL's.
+    config.sparse.reinit_when_same = False  # True: every grown weight restarts at 0
+    config.sparse.dense_gradient_momentum = False  # True: momentum follows the dense gradient, never reset
+    config.sparse.growth_gradient = "extra_batch"  # rigl/cigl: extra_batch | step_batch | step_batch_skip_update
     return config
 
 
@@ -124,6 +132,7 @@ def edst_schedule(config):
         refinement_lr_factors=tuple(ensemble.refinement_lr_factors),
         refinement_lr_epochs=tuple(ensemble.refinement_lr_epochs),
         warmup_epochs=config.optimizer.warmup_epochs,
+        restart_schedule_after_exploration=bool(ensemble.get("restart_schedule_after_exploration", False)),
     )
 
 
@@ -226,6 +235,19 @@ def validate(config):
     _fraction(sparse.end_fraction, "sparse.end_fraction", low_open=True)
     _choice(sparse.decay, DECAYS, "sparse.decay")
     _positive_int(sparse.update_every, "sparse.update_every")
+    from tf_freetickets.sparse.updaters import GROWTH_GRADIENTS
+
+    _choice(sparse.get("growth_gradient", "extra_batch"), GROWTH_GRADIENTS, "sparse.growth_gradient")
+    if sparse.get("growth_gradient", "extra_batch") != "extra_batch" and sparse.method not in ("rigl", "cigl"):
+        raise ConfigError(
+            f"config.sparse.growth_gradient={sparse.growth_gradient!r} is for gradient growth (rigl, cigl), "
+            f"not sparse.method={sparse.method!r}."
+        )
+    if not 0.0 <= sparse.get("min_drop_fraction", 0.0) <= sparse.drop_fraction:
+        raise ConfigError(
+            f"config.sparse.min_drop_fraction={sparse.min_drop_fraction!r} must be in "
+            f"[0, sparse.drop_fraction={sparse.drop_fraction}]."
+        )
     if not 0.0 <= sparse.random_drop_rate < 1.0:
         raise ConfigError(f"config.sparse.random_drop_rate={sparse.random_drop_rate!r} must be in [0, 1).")
     if sparse.method == "gmp":
@@ -250,4 +272,10 @@ def validate(config):
         except ValueError as error:
             raise ConfigError(f"config.ensemble: {error}") from None
         _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
+        if ensemble.get("restart_schedule_after_exploration", False) and (sparse.decay != "cosine" or sparse.end_fraction != 1.0):
+            raise ConfigError(
+                "config.ensemble.restart_schedule_after_exploration restarts the cosine drop fraction to the end of "
+                f"training: it needs sparse.decay='cosine' and sparse.end_fraction=1.0, got {sparse.decay!r} and "
+                f"{sparse.end_fraction!r}."
+            )
     return config

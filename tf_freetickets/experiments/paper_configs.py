@@ -5,12 +5,15 @@ configs/ call them. Sources:
 - FreeTickets (Liu et al. 2022; VITA-Group/FreeTickets): WRN-28-10, batch 128,
   SGD 0.1 / momentum 0.9 / wd 5e-4. DST members: 250 epochs, lr x0.1 at epochs
   125 and 187, ERK, drop fraction 0.5 (constant) every 1000 steps, gradient
-  growth. EDST: 150 exploration + M=3 x 100 refinement epochs, global
-  exploration q=0.8.
+  growth with the update rules of its `sparselearning/core.py` (every grown
+  weight at 0, momentum of the dense gradient never reset, growth gradient of
+  the update step's own batch: `sparse.updaters.freetickets_official`). EDST:
+  150 exploration + M=3 x 100 refinement epochs, global exploration q=0.8.
 - FreeTickets on ImageNet (its ImageNet/ code): ResNet-50, 224x224 crops, global
   batch 128 (64 on each of 2 GPUs), SGD 0.1 / momentum 0.9 / wd 1e-4 (not on
   BatchNorm), label smoothing 0.1, 5 warm-up epochs, ERK, gradient growth every
-  4000 steps with drop fraction 0.5 cosine-decayed over the first 100 epochs.
+  4000 steps for the whole run with drop fraction 0.5 cosine-decayed to 0.005:
+  one cosine over epochs 0-100, then a fresh one over each later 70-epoch phase.
   EDST: 30 exploration epochs at 0.1, then 4 refinement phases of 70 epochs at
   0.01 (30), 0.001 (30), 0.0001 (10) with a q=0.8 global exploration before
   phases 2-4: 310 epochs, 4 tickets.
@@ -78,6 +81,12 @@ def freetickets(dataset="cifar10", kind="edst", sparsity=0.8, num_members=3):
     config.crop_padding = "reflect" if dataset == "cifar10" else "constant"
     config.validation_examples = 5000
     config.keep_best_validation = True
+    if kind in ("dst", "edst"):
+        # The update rules of the code that produced the paper's numbers (docs/METHODS.md,
+        # "FreeTickets' update switches").
+        config.sparse.reinit_when_same = True
+        config.sparse.dense_gradient_momentum = True
+        config.sparse.growth_gradient = "step_batch"
     if kind == "dense":
         config.sparse.method = "dense"
     elif kind == "dense_ensemble":
@@ -117,6 +126,8 @@ def cigl(dataset="cifar10", sparsity=0.9):
     config.sparse.decay = "cosine"
     config.sparse.end_fraction = 0.75
     config.sparse.random_drop_rate = 0.01 if dataset == "cifar10" else 0.1  # README: DPNUM=100 / DPNUM=10
+    # main.py: growth by the update step's own gradient (random mask applied), that step's optimizer update skipped.
+    config.sparse.growth_gradient = "step_batch_skip_update"
     config.weight_averaging.enabled = True
     config.weight_averaging.start_fraction = 0.8
     return config
@@ -152,10 +163,13 @@ def freetickets_imagenet(sparsity=0.8, num_members=4):
     "bn" (it still decays the classifier bias and the shortcut BatchNorm, and
     keras.applications' ResNet-50 has conv biases the official one lacks).
 
-    Departures: the drop fraction's cosine decay ends, with the DST updates, at
-    epoch 100 (the code keeps updating at its floor rate of 0.005 afterwards,
-    which changes almost nothing); the best-validation checkpoint of each
-    phase is not kept (the phase's last epoch is the ticket).
+    DST updates every 4000 steps run to the end (`ImageNet/main.py`,
+    `train_loop`): the drop fraction decays from 0.5 to 0.005 along one cosine
+    over epochs 0-100 (exploration and the first refinement phase), and
+    restarts at 0.5 with a fresh 70-epoch cosine after each global exploration
+    (epochs 100, 170, 240). Growth by the update step's own gradient
+    (`ImageNet/core.py` reads `weight.grad`). Departure: the best-validation
+    checkpoint of each phase is not kept (the phase's last epoch is the ticket).
     """
     config = fashion_mnist_defaults()
     config.dataset = "imagenet2012"
@@ -175,14 +189,18 @@ def freetickets_imagenet(sparsity=0.8, num_members=4):
     config.sparse.update_every = 4000
     config.sparse.drop_fraction = 0.5
     config.sparse.decay = "cosine"
+    config.sparse.min_drop_fraction = 0.005  # CosineDecay's eta_min in the code
+    config.sparse.end_fraction = 1.0
+    # ImageNet/core.py masks the momentum every step and grows before zeroing, so only its growth
+    # gradient departs from RigL's defaults: weight.grad of the update step's batch.
+    config.sparse.growth_gradient = "step_batch"
     config.ensemble.kind = "edst"
+    config.ensemble.restart_schedule_after_exploration = True
     config.ensemble.num_members = num_members
     config.ensemble.exploration_epochs = 30
     config.ensemble.refinement_epochs = 70
     config.ensemble.refinement_lr_factors = (0.1, 0.01, 0.001)
     config.ensemble.refinement_lr_epochs = (30, 30, 10)
     config.ensemble.large_drop_fraction = 0.8
-    total_epochs = 30 + num_members * 70
-    config.sparse.end_fraction = 100 / total_epochs
-    config.epochs = total_epochs
+    config.epochs = 30 + num_members * 70
     return config

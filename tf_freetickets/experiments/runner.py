@@ -80,12 +80,17 @@ def make_updater(sparse, seed):
     if sparse.method == "static":
         return Static()
     extra = {"random_drop_rate": float(sparse.random_drop_rate)} if sparse.method == "cigl" else {}
+    if sparse.method in ("rigl", "cigl"):
+        extra["growth_gradient"] = sparse.get("growth_gradient", "extra_batch")
     return _UPDATERS[sparse.method](
         update_every=int(sparse.update_every),
         drop_fraction=float(sparse.drop_fraction),
         end_fraction=float(sparse.end_fraction),
         decay=sparse.decay,
         seed=seed,
+        min_drop_fraction=float(sparse.get("min_drop_fraction", 0.0)),
+        reinit_when_same=bool(sparse.get("reinit_when_same", False)),
+        dense_gradient_momentum=bool(sparse.get("dense_gradient_momentum", False)),
         **extra,
     )
 

@@ -16,8 +16,13 @@ backward pass to the activations and one to the weights, each about one forward:
                   3 f_S ΔT + 2 f_S + f_D per example, the numerator of RigL's
                   per-iteration average (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1).
                   G = 0 means the dense gradient is taken on the update step's
-                  own training batch (RigL's official code): that step costs
+                  own training batch (RigL's official code; an updater with
+                  `growth_gradient="step_batch..."`): that step costs
                   2 f_S + f_D instead of 3 f_S, i.e. (f_D - f_S) * B extra.
+                  An updater with `dense_gradient_momentum=True` (FreeTickets'
+                  code) needs the dense weight gradient at every step:
+                  (2 f_S + f_D) * B per step, and its step-batch growth then
+                  costs nothing more.
                   CigL's per-step random DropConnect mask only removes weights;
                   its saving and the O(weights) sampling are not counted.
 - SNFS:           gradient_batches=None (default) is the paper's SNFS, which keeps
@@ -120,6 +125,8 @@ def _resolve(method, update_every, end_step, begin_step, end_fraction, gradient_
         end_fraction = schedule.end_fraction if end_fraction is None else end_fraction
         if gradient_batches is None and name != "static":
             gradient_batches = method.gradient_batches
+            if getattr(method, "growth_gradient", "extra_batch") != "extra_batch":
+                gradient_batches = 0  # the update step's own batch
     update_every = 100 if update_every is None else update_every
     begin_step = 0 if begin_step is None else begin_step
     end_fraction = 0.75 if end_fraction is None else end_fraction
@@ -214,14 +221,17 @@ def _run(method, model, dense_flops, sparse_flops, total_steps, batch_size, sett
         raise ValueError(f"Need total_steps >= 0 and batch_size >= 1, got {total_steps!r} and {batch_size!r}.")
     dense, sparse = _forward(model, dense_flops, sparse_flops, name)
     gradient_batch_size = batch_size if gradient_batch_size is None else gradient_batch_size
+    dense_every_step = isinstance(method, MaskUpdater) and method.dense_gradient_momentum and name != "static"
     if name == "dense":
         per_step, updates = 3 * dense, 0
     else:
-        per_step = 2 * sparse + dense if (name == "snfs" and gradient_batches is None) else 3 * sparse
+        per_step = 2 * sparse + dense if (name == "snfs" and gradient_batches is None) or dense_every_step else 3 * sparse
         updates = 0 if name == "static" else num_mask_updates(total_steps, update_every, end_step, begin_step, end_fraction)
     step_flops = per_step * batch_size * total_steps
     passes = updates + explorations
     gradient_flops = passes * _gradient_pass(name, gradient_batches, dense, sparse, batch_size, gradient_batch_size)
+    if dense_every_step and gradient_batches == 0:
+        gradient_flops = 0  # the steps already computed the dense gradient
     return TrainingFlops(
         name, step_flops + gradient_flops, step_flops, gradient_flops, total_steps, updates, batch_size, 1, explorations
     )

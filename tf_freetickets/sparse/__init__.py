@@ -18,7 +18,7 @@ from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsit
 from tf_freetickets.sparse.schedules import UpdateSchedule
 from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
 from tf_freetickets.sparse.strip import strip_masks
-from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
+from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static, freetickets_official
 
 __all__ = [
     "ConstantSparsity",
@@ -40,6 +40,7 @@ __all__ = [
     "Static",
     "UpdateSchedule",
     "active_count",
+    "freetickets_official",
     "global_sparsity",
     "is_masked",
     "layer_densities",

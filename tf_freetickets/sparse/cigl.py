@@ -19,15 +19,16 @@
 The random mask of layer i at optimizer step t is a pure function of (seed, i,
 t) (a stateless RNG), so it is the same on every replica under tf.distribute,
 reproducible from the seed, and continues exactly after a checkpoint restore.
-Growth uses the dense gradient of the deterministic sparse network (the
-authors' code takes it with that step's random mask applied).
+Growth uses, by default, the dense gradient of the deterministic sparse
+network on an extra batch; `growth_gradient="step_batch_skip_update"` does what
+the authors' `main.py` does: the update step's own batch, with that step's
+random mask applied, and no optimizer update on that step.
 """
 
 import functools
 
 import tensorflow as tf
 
-from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse.stateless_random import stateless_uniform
 from tf_freetickets.sparse.updaters import RigL
 
@@ -77,17 +78,10 @@ class CigL(RigL):
             raise ValueError(f"random_drop_rate must be in [0, 1), got {random_drop_rate!r}.")
         self.random_drop_rate = random_drop_rate
 
-    def attach(self, model):
-        """Installs the random mask on the masked layers of `model`."""
-        if self.random_drop_rate == 0.0:
-            return False
-        step = model.optimizer.iterations
-        for index, layer in enumerate(masking.masked_layers(model)):
-            layer.training_kernel_transform = functools.partial(_apply_random_mask, self.seed, index, step, self.random_drop_rate)
-        return True
-
-    def detach(self, model):
-        """Removes the random mask; evaluation and later training see the deterministic mask."""
-        for layer in masking.masked_layers(model):
-            layer.training_kernel_transform = None
-        return self.random_drop_rate > 0.0
+    def kernel_transforms(self, model, layer_index):
+        """RigL's transforms, then the random mask (so a step-batch growth gradient flows through it)."""
+        transforms = super().kernel_transforms(model, layer_index)
+        if self.random_drop_rate > 0.0:
+            step = model.optimizer.iterations
+            transforms.append(functools.partial(_apply_random_mask, self.seed, layer_index, step, self.random_drop_rate))
+        return transforms

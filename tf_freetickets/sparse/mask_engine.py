@@ -37,7 +37,7 @@ class MaskEngine:
       model: a compiled model with masked layers (see `sparsify`).
       updater: a `MaskUpdater` with a resolved schedule.
       gradient_data: batches for dense gradients (required when
-        `updater.uses_gradients`): a `tf.data.Dataset` yielding (x, y) or
+        `updater.needs_gradient_data`): a `tf.data.Dataset` yielding (x, y) or
         (x, y, sample_weight), repeated as needed, or an (x, y) array tuple.
       gradient_batch_size: batch size used when `gradient_data` is arrays.
       skip_gradient_batches: batches of `gradient_data` already used by the
@@ -52,7 +52,7 @@ class MaskEngine:
             raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
         self.strategy = model.distribute_strategy
         self._iterator = None
-        if updater.uses_gradients:
+        if updater.uses_gradients and updater.needs_gradient_data:
             if gradient_data is None:
                 raise ValueError(
                     f"{type(updater).__name__} grows by dense gradients; pass gradient_data= "
@@ -123,9 +123,10 @@ class MaskEngine:
                 if getattr(self.updater, "prunes_only", False):
                     # Gradual magnitude pruning: drop to the scheduled count, grow nothing.
                     new_mask = self.updater.pruned_mask(old_mask, weights, index, step)
+                    grown = ops.zeros_like(new_mask)
                 else:
                     num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
-                    new_mask, _ = drop_and_grow(
+                    new_mask, grown = drop_and_grow(
                         old_mask,
                         self.updater.drop_scores(weights),
                         self.updater.grow_scores(weights, gradient, index, step),
@@ -133,11 +134,15 @@ class MaskEngine:
                     )
                 # Dropped weights and new connections, with their slots, are zero;
                 # a weight dropped and regrown in the same update keeps its value
-                # and slots (RigL's `reinit_when_same=False`).
+                # and slots (RigL's `reinit_when_same=False`) unless the updater
+                # restarts every grown weight at 0.
                 survivors = new_mask * old_mask
+                if self.updater.reinit_when_same:
+                    survivors = survivors * (1.0 - grown)
                 kernel.assign(weights * ops.cast(survivors, kernel.dtype))
-                for slot in layer_slots:
-                    slot.assign(slot * ops.cast(survivors, slot.dtype))
+                if not self.updater.dense_gradient_momentum:  # otherwise slots follow the dense gradient
+                    for slot in layer_slots:
+                        slot.assign(slot * ops.cast(survivors, slot.dtype))
                 mask.assign(new_mask)
                 changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))
             return changed
@@ -162,7 +167,9 @@ class MaskEngine:
             raise ValueError(f"{type(self.updater).__name__} prunes on schedule; drop_fraction overrides (EDST) are refused.")
         elif not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}.")
-        if self.updater.uses_gradients:
+        if self.updater.uses_gradients and not self.updater.needs_gradient_data:
+            gradients = self.updater.step_gradients()
+        elif self.updater.uses_gradients:
             gradients = self.dense_gradients()
         else:
             gradients = [None] * len(self.layers)

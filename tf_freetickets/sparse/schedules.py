@@ -2,8 +2,11 @@
 
 An update happens every `update_every` (ΔT) optimizer steps from `begin_step`
 to `end_step` inclusive. The fraction of each layer's active weights that is
-dropped decays from `drop_fraction` to 0 along a cosine over that window
-(Evci et al. 2020, Eq. 1), or stays constant (SET's original choice).
+dropped decays from `drop_fraction` to `min_drop_fraction` (RigL: 0) along a
+cosine over that window (Evci et al. 2020, Eq. 1), or stays constant (SET's
+original choice). `restart_steps` cut the window into segments, each with a
+fresh cosine from `drop_fraction` (FreeTickets' ImageNet EDST restarts it after
+every global exploration).
 """
 
 import dataclasses
@@ -26,6 +29,14 @@ class UpdateSchedule:
       end_step: absolute last update step; overrides `end_fraction`.
       begin_step: no update before this step.
       decay: "cosine" (RigL) or "constant".
+      min_drop_fraction: where the cosine ends, in [0, drop_fraction]. RigL
+        decays to 0; FreeTickets' `CosineDecay` (a wrapper of PyTorch's
+        `CosineAnnealingLR` with `eta_min=0.005`) ends at 0.005.
+      restart_steps: increasing steps in (begin_step, end_step) after which
+        the cosine starts again from `drop_fraction`. The segment that holds
+        step s runs from the last restart before s (or `begin_step`) to the
+        first restart at or after s (or `end_step`), so an update falling on
+        a restart step still belongs to the segment it ends.
     """
 
     update_every: int = 100
@@ -34,6 +45,8 @@ class UpdateSchedule:
     end_step: int | None = None
     begin_step: int = 0
     decay: str = "cosine"
+    min_drop_fraction: float = 0.0
+    restart_steps: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.update_every, int) or self.update_every < 1:
@@ -48,6 +61,18 @@ class UpdateSchedule:
             raise ValueError(f"end_step {self.end_step} is before begin_step {self.begin_step}.")
         if self.decay not in DECAYS:
             raise ValueError(f"Unknown drop fraction decay {self.decay!r}; use one of {DECAYS}.")
+        if not 0.0 <= self.min_drop_fraction <= self.drop_fraction:
+            raise ValueError(
+                f"min_drop_fraction must be in [0, drop_fraction={self.drop_fraction}], got {self.min_drop_fraction!r}."
+            )
+        restarts = tuple(self.restart_steps)
+        if any(not isinstance(r, int) for r in restarts) or list(restarts) != sorted(set(restarts)):
+            raise ValueError(f"restart_steps must be increasing integers, got {self.restart_steps!r}.")
+        if restarts and restarts[0] <= self.begin_step:
+            raise ValueError(f"restart_steps must come after begin_step={self.begin_step}, got {restarts!r}.")
+        if restarts and self.end_step is not None and restarts[-1] >= self.end_step:
+            raise ValueError(f"restart_steps must come before end_step={self.end_step}, got {restarts!r}.")
+        self.restart_steps = restarts
 
     def resolved(self, total_steps):
         """A copy with `end_step` set from `end_fraction * total_steps` if unset."""
@@ -65,10 +90,19 @@ class UpdateSchedule:
             raise ValueError("Call resolved(total_steps) before asking for update steps.")
         return step > 0 and self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.update_every == 0
 
+    def cosine_segment(self, step):
+        """(start, stop): the steps between which the cosine that holds `step` runs."""
+        if self.end_step is None:
+            raise ValueError("Call resolved(total_steps) before asking for drop fractions.")
+        earlier = [r for r in self.restart_steps if r < step]
+        later = [r for r in self.restart_steps if r >= step]
+        return (earlier[-1] if earlier else self.begin_step), (later[0] if later else self.end_step)
+
     def drop_fraction_at(self, step):
         """The drop fraction used by the update at `step`."""
         if self.decay == "constant":
             return self.drop_fraction
-        span = max(self.end_step - self.begin_step, 1)
-        progress = min(max((step - self.begin_step) / span, 0.0), 1.0)
-        return self.drop_fraction * 0.5 * (1.0 + math.cos(math.pi * progress))
+        start, stop = self.cosine_segment(step)
+        progress = min(max((step - start) / max(stop - start, 1), 0.0), 1.0)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_drop_fraction + (self.drop_fraction - self.min_drop_fraction) * cosine
