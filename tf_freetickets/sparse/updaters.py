@@ -51,6 +51,10 @@ class MaskUpdater:
     uses_gradients = False
     #: Batches of dense gradient gathered per update.
     gradient_batches = 0
+    #: FreeTickets' update switches (set per instance by `__init__`); prune-only
+    #: updaters that build their own schedule keep RigL's choices.
+    reinit_when_same = False
+    dense_gradient_momentum = False
 
     def __init__(
         self,
