@@ -9,11 +9,12 @@ from tf_freetickets.sparse.layers import (
     masked_class_for,
     masked_layers,
     unmasked_kernels,
+    updatable_masked_layers,
 )
 from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
-from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
+from tf_freetickets.sparse.sparsify import init_masks, kernels_without_mask, maskable_layer_names, sparsify
 from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
 
 __all__ = [
@@ -31,7 +32,9 @@ __all__ = [
     "UpdateSchedule",
     "active_count",
     "global_sparsity",
+    "init_masks",
     "is_masked",
+    "kernels_without_mask",
     "layer_densities",
     "maskable_layer_names",
     "masked_class_for",
@@ -40,4 +43,5 @@ __all__ = [
     "sparsity_rows",
     "sparsity_table",
     "unmasked_kernels",
+    "updatable_masked_layers",
 ]
