@@ -239,10 +239,14 @@ def sparsify(model, sparsity, distribution="erk", exclude=None, dense_first_last
     masks = {id(layer.kernel_mask) for layer in masking.masked_layers(clone)}
     targets = [v for v in clone.weights if id(v) not in masks]
     if len(targets) != len(model.weights):
-        raise RuntimeError(f"sparsify: the masked copy of {model.name!r} has {len(targets)} weights, the model {len(model.weights)}.")
+        raise RuntimeError(
+            f"sparsify: the masked copy of {model.name!r} has {len(targets)} weights, the model {len(model.weights)}."
+        )
     for target, source in zip(targets, model.weights, strict=True):
         if tuple(target.shape) != tuple(source.shape):
-            raise RuntimeError(f"sparsify: weight {target.path} {tuple(target.shape)} does not match {source.path} {tuple(source.shape)}.")
+            raise RuntimeError(
+                f"sparsify: weight {target.path} {tuple(target.shape)} does not match {source.path} {tuple(source.shape)}."
+            )
         target.assign(source)
     names = masking.qualified_names(clone)
     _assign_masks([(names[id(layer)], layer) for layer in masking.masked_layers(clone)], densities, seed)
