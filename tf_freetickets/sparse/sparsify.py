@@ -128,16 +128,23 @@ def _select_units(model, exclude, dense_first_last):
     return selected
 
 
+def _config_error(layer, problem):
+    kind = type(layer).__name__
+    return TypeError(
+        f"sparsify rebuilds each layer from its config, and layer {layer.name!r} ({kind}) {problem}. Give {kind} a "
+        "get_config() that returns its __init__ arguments merged into super().get_config(), and let __init__ pass "
+        "**kwargs to super().__init__ (see keras.layers.Layer.get_config)."
+    )
+
+
 def _copy_config(layer, cls):
     try:
-        config = layer.get_config()
-        return cls.from_config(config)
-    except (NotImplementedError, TypeError, KeyError) as error:
-        raise TypeError(
-            f"sparsify rebuilds each layer from its config, and layer {layer.name!r} ({type(layer).__name__}) "
-            f"cannot be rebuilt from get_config(): {type(error).__name__}: {error}. Give {type(layer).__name__} a "
-            "get_config() that returns its __init__ arguments (see keras.layers.Layer.get_config)."
-        ) from error
+        copy = cls.from_config(layer.get_config())
+    except (NotImplementedError, TypeError, KeyError, ValueError) as error:
+        raise _config_error(layer, f"cannot be rebuilt from get_config(): {type(error).__name__}: {error}") from error
+    if copy.name != layer.name:
+        raise _config_error(layer, f"comes back from get_config() as {copy.name!r}: its config lost the name")
+    return copy
 
 
 def _assign_masks(masked, densities, seed):
