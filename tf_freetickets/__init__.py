@@ -28,6 +28,7 @@ from tf_freetickets.sparse import (
     masked_class_for,
     sparsify,
     sparsity_table,
+    strip,
 )
 
 __version__ = "0.1.0"
@@ -57,4 +58,5 @@ __all__ = [
     "sparse",
     "sparsify",
     "sparsity_table",
+    "strip",
 ]

@@ -236,7 +236,7 @@ def masked_class_for(layer_class):
     if layer_class not in _MASKED_CLASSES:
         name = "Masked" + layer_class.__name__
         mixin = SublayerMaskingMixin if issubclass(layer_class, CONTAINER_CLASSES) else MaskedKernelMixin
-        masked = type(name, (mixin, layer_class), {"__module__": __name__})
+        masked = type(name, (mixin, layer_class), {"__module__": __name__, "plain_class": layer_class})
         masked = keras.saving.register_keras_serializable(_SERIAL_PACKAGE, name)(masked)
         _MASKED_CLASSES[layer_class] = masked
     return _MASKED_CLASSES[layer_class]
