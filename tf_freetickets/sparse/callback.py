@@ -56,6 +56,7 @@ class MaskUpdate(keras.callbacks.Callback):
             raise TypeError(f"MaskUpdate needs a MaskUpdater (tft.RigL(), tft.SET(), ...), got {type(updater).__name__}.")
         self.updater = updater
         self._requested_schedule = updater.schedule
+        self._resolved_schedule = None
         self.gradient_data = gradient_data
         self.gradient_batch_size = gradient_batch_size
         self.verbose = verbose
@@ -67,8 +68,11 @@ class MaskUpdate(keras.callbacks.Callback):
         steps, epochs = params.get("steps"), params.get("epochs")
         total = steps * epochs if steps and epochs else None
         # Resolved from what the user asked for, each fit: an end_step resolved
-        # by an earlier fit is not an explicit one.
-        self.updater.schedule = self._requested_schedule.resolved(total)
+        # by an earlier fit is not an explicit one. A schedule set on the
+        # updater since then is a new request.
+        if self.updater.schedule is not self._resolved_schedule:
+            self._requested_schedule = self.updater.schedule
+        self._resolved_schedule = self.updater.schedule = self._requested_schedule.resolved(total)
         self.engine = None  # made at the first epoch start, once the step is valid
         if self.updater.attach(self.model):
             # `fit` has built its train function already; retrace it with the change.
