@@ -233,6 +233,16 @@ def test_frozen_backbone_keeps_its_masks_and_weights_in_mobilenet_v2():
     assert notes.count("frozen: mask fixed") == len(before) - 1
 
 
+def test_cigl_random_mask_leaves_frozen_layers_deterministic():
+    sparse = compiled(tft.sparsify(mlp(), 0.5, seed=0))
+    sparse.get_layer("fc1").trainable = False
+    cigl = tft.CigL(random_drop_rate=0.1, end_step=4, seed=0)
+    assert cigl.attach(sparse)
+    transforms = {layer.name: layer.training_kernel_transform for layer in masking.masked_layers(sparse)}
+    assert transforms["fc1"] is None and transforms["fc2"] is not None and transforms["logits"] is not None
+    cigl.detach(sparse)
+
+
 def test_all_frozen_model_gets_a_clear_error():
     sparse = tft.sparsify(mlp(), 0.5, seed=0)
     sparse.trainable = False

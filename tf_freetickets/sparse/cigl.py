@@ -83,6 +83,8 @@ class CigL(RigL):
             return False
         step = model.optimizer.iterations
         for index, layer in enumerate(masking.masked_layers(model)):
+            if masking.is_frozen(layer):
+                continue  # a frozen layer's forward pass stays deterministic, as its mask stays fixed
             layer.training_kernel_transform = functools.partial(_apply_random_mask, self.seed, index, step, self.random_drop_rate)
         return True
 
