@@ -91,6 +91,18 @@ def test_attention_masks_keep_exact_counts_while_training():
     assert not np.array_equal(after["mha/query"], before["mha/query"])
 
 
+def test_attention_layer_is_excluded_whole_or_not_at_all():
+    model = attention_lstm_model()
+    with pytest.raises(ValueError, match=r"\['mha/query'\].*exclude the whole layer \(\['mha'\]\)"):
+        tft.sparsify(model, 0.5, exclude=["mha/query"])
+    with pytest.warns(UserWarning):
+        sparse = tft.sparsify(model, 0.5, exclude=["mha"], seed=0)
+    assert type(sparse.get_layer("mha")) is keras.layers.MultiHeadAttention
+    assert [row.name for row in tft.sparse.sparsity_rows(sparse)] == ["head"]
+    notes = [line for line in tft.sparsity_table(sparse).splitlines() if line.startswith("mha/")]
+    assert len(notes) == 4 and all(line.endswith("not masked: excluded (dense)") for line in notes)
+
+
 # -- 2. mixed precision ----------------------------------------------------------
 
 
