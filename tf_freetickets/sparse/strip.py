@@ -66,3 +66,7 @@ def strip(model):
         raise RuntimeError(f"strip: {len(weights)} weights without masks, but the plain copy has {len(plain.weights)}.")
     plain.set_weights(weights)
     return plain
+
+
+#: tfmot-style name (`strip_pruning`); the same function.
+strip_masks = strip
