@@ -28,8 +28,8 @@ from tf_freetickets.sparse import (
     masked_class_for,
     sparsify,
     sparsity_table,
-    strip,
 )
+from tf_freetickets.sparse.strip import strip
 
 __version__ = "0.1.0"
 

@@ -15,7 +15,7 @@ from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
 from tf_freetickets.sparse.sparsify import init_masks, kernels_without_mask, maskable_layer_names, sparsify
-from tf_freetickets.sparse.strip import folded_weights, strip
+from tf_freetickets.sparse.strip import folded_weights, strip_masks
 from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "sparsify",
     "sparsity_rows",
     "sparsity_table",
-    "strip",
+    "strip_masks",
     "unmasked_kernels",
     "updatable_masked_layers",
 ]
