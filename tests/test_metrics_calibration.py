@@ -44,29 +44,29 @@ ECE_2 = 0.12
 
 
 def test_scalar_metrics_match_hand_values():
-    assert metrics.accuracy(PROBS, LABELS) == pytest.approx(ACCURACY, abs=1e-12)
-    assert metrics.negative_log_likelihood(PROBS, LABELS) == pytest.approx(NLL, abs=1e-6)
-    assert metrics.brier_score(PROBS, LABELS) == pytest.approx(BRIER, abs=1e-12)
-    assert metrics.expected_calibration_error(PROBS, LABELS) == pytest.approx(ECE_15, abs=1e-12)
-    assert metrics.expected_calibration_error(PROBS, LABELS, num_bins=1) == pytest.approx(ECE_1, abs=1e-12)
-    assert metrics.expected_calibration_error(PROBS, LABELS, num_bins=2) == pytest.approx(ECE_2, abs=1e-12)
-    assert isinstance(metrics.expected_calibration_error(PROBS, LABELS), float)
+    assert metrics.accuracy(LABELS, PROBS) == pytest.approx(ACCURACY, abs=1e-12)
+    assert metrics.negative_log_likelihood(LABELS, PROBS) == pytest.approx(NLL, abs=1e-6)
+    assert metrics.brier_score(LABELS, PROBS) == pytest.approx(BRIER, abs=1e-12)
+    assert metrics.expected_calibration_error(LABELS, PROBS) == pytest.approx(ECE_15, abs=1e-12)
+    assert metrics.expected_calibration_error(LABELS, PROBS, num_bins=1) == pytest.approx(ECE_1, abs=1e-12)
+    assert metrics.expected_calibration_error(LABELS, PROBS, num_bins=2) == pytest.approx(ECE_2, abs=1e-12)
+    assert isinstance(metrics.expected_calibration_error(LABELS, PROBS), float)
 
 
 def test_functions_accept_tensors_and_float_labels():
     probs, labels = tf.constant(PROBS, tf.float32), tf.constant(LABELS.astype(np.float32))
-    assert metrics.brier_score(probs, labels) == pytest.approx(BRIER, abs=1e-6)
-    assert metrics.expected_calibration_error(probs, labels) == pytest.approx(ECE_15, abs=1e-6)
+    assert metrics.brier_score(labels, probs) == pytest.approx(BRIER, abs=1e-6)
+    assert metrics.expected_calibration_error(labels, probs) == pytest.approx(ECE_15, abs=1e-6)
 
 
 def test_nll_floors_zero_probability_at_eps():
     # p_true = 0 -> -ln(1e-4) = 4 ln 10 = 9.2103404 ; p_true = 1 -> 0 ; mean over 2 = 4.6051702
-    value = metrics.negative_log_likelihood([[0.0, 1.0], [1.0, 0.0]], [0, 0], eps=1e-4)
+    value = metrics.negative_log_likelihood([0, 0], [[0.0, 1.0], [1.0, 0.0]], eps=1e-4)
     assert value == pytest.approx(4.6051702, abs=1e-6)
 
 
 def test_reliability_bins_match_hand_values():
-    counts, confidence, accuracy = metrics.reliability_diagram_bins(PROBS, LABELS)
+    counts, confidence, accuracy = metrics.reliability_diagram_bins(LABELS, PROBS)
     want_counts = np.zeros(15, np.int64)
     want_counts[[7, 9, 10, 13]] = [1, 2, 1, 1]
     np.testing.assert_array_equal(counts, want_counts)
@@ -78,12 +78,12 @@ def test_reliability_bins_match_hand_values():
 def test_bin_edges_are_left_open_and_zero_confidence_goes_to_first_bin():
     # 4 bins (0,.25], (.25,.5], (.5,.75], (.75,1]; confidences 0, .25, .5, .75, 1.0 (exact in binary)
     probs = [[0, 0, 0, 0], [0.25] * 4, [0.5, 0.5, 0, 0], [0.75, 0.25, 0, 0], [1, 0, 0, 0]]
-    bins = metrics.reliability_diagram_bins(probs, [0, 0, 0, 0, 0], num_bins=4)
+    bins = metrics.reliability_diagram_bins([0, 0, 0, 0, 0], probs, num_bins=4)
     np.testing.assert_array_equal(bins.counts, [2, 1, 1, 1])
     np.testing.assert_allclose(bins.confidence, [0.125, 0.5, 0.75, 1.0])  # bin 0: (0 + .25) / 2
     # all predict class 0 (ties -> lowest index) and are correct: ECE = (2*|1-.125| + |1-.5| + |1-.75|) / 5
     #   = (1.75 + 0.5 + 0.25) / 5 = 0.5
-    assert metrics.expected_calibration_error(probs, [0, 0, 0, 0, 0], num_bins=4) == pytest.approx(0.5, abs=1e-12)
+    assert metrics.expected_calibration_error([0, 0, 0, 0, 0], probs, num_bins=4) == pytest.approx(0.5, abs=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -101,13 +101,22 @@ def test_bin_edges_are_left_open_and_zero_confidence_goes_to_first_bin():
 def test_bad_inputs_raise_value_error(probs, labels, match):
     for fn in (metrics.accuracy, metrics.brier_score, metrics.negative_log_likelihood, metrics.expected_calibration_error):
         with pytest.raises(ValueError, match=match):
-            fn(probs, labels)
+            fn(labels, probs)
+
+
+def test_functions_take_keras_argument_order_and_name_a_swapped_call():
+    keras_metric = keras.metrics.SparseCategoricalAccuracy()
+    keras_metric.update_state(LABELS, PROBS)
+    assert metrics.accuracy(LABELS, PROBS) == pytest.approx(float(keras_metric.result()))
+    for fn in (metrics.accuracy, metrics.brier_score, metrics.negative_log_likelihood, metrics.expected_calibration_error):
+        with pytest.raises(ValueError, match=r"\(y_true, y_pred\).*look swapped"):
+            fn(PROBS, LABELS)
 
 
 @pytest.mark.parametrize("num_bins", [0, -3, 2.5, True])
 def test_bad_num_bins_raise(num_bins):
     with pytest.raises(ValueError, match="num_bins"):
-        metrics.expected_calibration_error(PROBS, LABELS, num_bins=num_bins)
+        metrics.expected_calibration_error(LABELS, PROBS, num_bins=num_bins)
     with pytest.raises(ValueError, match="num_bins"):
         metrics.ExpectedCalibrationError(num_bins=num_bins)
 
@@ -141,10 +150,10 @@ def test_keras_metrics_over_uneven_batches_equal_functions_on_concatenation():
     for lo, hi in [(0, 1), (1, 64), (64, 150), (150, 203)]:
         for metric in (ece, brier, nll):
             metric.update_state(tf.constant(labels[lo:hi]), tf.constant(probs[lo:hi]))
-    np.testing.assert_array_equal(ece.counts.numpy(), metrics.reliability_diagram_bins(probs, labels).counts)
-    np.testing.assert_allclose(float(ece.result()), metrics.expected_calibration_error(probs, labels), rtol=1e-6)
-    np.testing.assert_allclose(float(brier.result()), metrics.brier_score(probs, labels), rtol=1e-6)
-    np.testing.assert_allclose(float(nll.result()), metrics.negative_log_likelihood(probs, labels), rtol=1e-6)
+    np.testing.assert_array_equal(ece.counts.numpy(), metrics.reliability_diagram_bins(labels, probs).counts)
+    np.testing.assert_allclose(float(ece.result()), metrics.expected_calibration_error(labels, probs), rtol=1e-6)
+    np.testing.assert_allclose(float(brier.result()), metrics.brier_score(labels, probs), rtol=1e-6)
+    np.testing.assert_allclose(float(nll.result()), metrics.negative_log_likelihood(labels, probs), rtol=1e-6)
 
 
 def test_keras_metrics_sample_weight_equals_repeating_examples():
@@ -154,10 +163,10 @@ def test_keras_metrics_sample_weight_equals_repeating_examples():
         _keras_metrics(), (metrics.expected_calibration_error, metrics.brier_score, metrics.negative_log_likelihood)
     ):
         metric.update_state(LABELS, PROBS, sample_weight=weights)
-        np.testing.assert_allclose(float(metric.result()), fn(PROBS[repeated], LABELS[repeated]), rtol=1e-6)
+        np.testing.assert_allclose(float(metric.result()), fn(LABELS[repeated], PROBS[repeated]), rtol=1e-6)
     # hand check for ECE: bins 7: n=1 gap .5; 9: n=1 (wrong, .65) gap .65; 10: n=2 gap .3 each; 13: gap .1
     #   (0.5 + 0.65 + 0.6 + 0.1) / 5 = 0.37
-    assert metrics.expected_calibration_error(PROBS[repeated], LABELS[repeated]) == pytest.approx(0.37, abs=1e-12)
+    assert metrics.expected_calibration_error(LABELS[repeated], PROBS[repeated]) == pytest.approx(0.37, abs=1e-12)
 
 
 def test_keras_metrics_reject_one_hot_labels():
@@ -196,9 +205,9 @@ def test_keras_metrics_with_a_dense_model_equal_functions_on_predictions():
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=_keras_metrics(from_logits=True))
     results = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     probs = keras.ops.convert_to_numpy(keras.ops.softmax(model.predict(x, verbose=0)))
-    np.testing.assert_allclose(results["ece"], metrics.expected_calibration_error(probs, y), rtol=1e-5)
-    np.testing.assert_allclose(results["brier"], metrics.brier_score(probs, y), rtol=1e-5)
-    np.testing.assert_allclose(results["nll"], metrics.negative_log_likelihood(probs, y), rtol=1e-5)
+    np.testing.assert_allclose(results["ece"], metrics.expected_calibration_error(y, probs), rtol=1e-5)
+    np.testing.assert_allclose(results["brier"], metrics.brier_score(y, probs), rtol=1e-5)
+    np.testing.assert_allclose(results["nll"], metrics.negative_log_likelihood(y, probs), rtol=1e-5)
 
 
 def test_smoothed_sparse_crossentropy_against_hand_value_and_round_trip():

@@ -27,12 +27,14 @@ from tf_freetickets.sparse import (
     RigL,
     Static,
     global_sparsity,
+    init_masks,
     layer_densities,
     masked_class_for,
     sparsify,
     sparsity_table,
     strip_masks,
 )
+from tf_freetickets.sparse.strip import strip
 
 __version__ = "0.2.0"
 
@@ -57,6 +59,7 @@ __all__ = [
     "RigL",
     "Static",
     "global_sparsity",
+    "init_masks",
     "layer_densities",
     "masked_class_for",
     "data",
@@ -64,5 +67,6 @@ __all__ = [
     "sparse",
     "sparsify",
     "sparsity_table",
+    "strip",
     "strip_masks",
 ]

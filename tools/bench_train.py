@@ -79,8 +79,11 @@ def _persistent_mask_update_class():
             self.update_log = []  # (start time, seconds)
             self._kept = None
 
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
+        def on_epoch_begin(self, epoch, logs=None):
+            # MaskUpdate builds its engine at the first epoch start of a fit; hand it the kept one.
+            if self._kept is not None and self.engine is None:
+                self.engine = self._kept
+            super().on_epoch_begin(epoch, logs)
             if self._kept is None:
                 self._kept = self.engine
                 original = self.engine.update
@@ -92,7 +95,6 @@ def _persistent_mask_update_class():
                     return result
 
                 self._kept.update = timed_update
-            self.engine = self._kept
 
     return PersistentMaskUpdate
 

@@ -42,6 +42,42 @@ def check_members_agree(members, labels=None):
     return reference
 
 
+def _last_activation(member):
+    """"softmax" or "linear" when the member's last layer visibly ends so, else None (not visible or other)."""
+    if not isinstance(member, (keras.Sequential, keras.src.models.Functional)) or not member.layers:
+        return None
+    last = member.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return "softmax"
+    name = getattr(getattr(last, "activation", None), "__name__", None)
+    return name if name in ("softmax", "linear") else None
+
+
+def check_from_logits(members, from_logits, labels=None):
+    """Raises ValueError when `from_logits` contradicts a member's visible last activation.
+
+    A member ending in a softmax given `from_logits=True` would be softmaxed
+    twice (flattened probabilities, wrong calibration); a member ending in a
+    linear layer given `from_logits=False` would be averaged as if its logits
+    were probabilities. Members whose last layer cannot be inspected
+    (SavedModel wrappers, subclassed models) are trusted.
+    """
+    labels = labels or [f"member {i} ({m.name!r})" for i, m in enumerate(members)]
+    for label, member in zip(labels, members):
+        activation = _last_activation(member)
+        if from_logits and activation == "softmax":
+            raise ValueError(
+                f"{label} ends in a softmax but the ensemble has from_logits=True, which would apply softmax twice; "
+                "pass from_logits=False."
+            )
+        if not from_logits and activation == "linear":
+            raise ValueError(
+                f"{label} ends in a linear layer ({member.layers[-1].name!r}), so it outputs logits, but the ensemble "
+                "has from_logits=False; pass from_logits=True."
+            )
+
+
+@keras.saving.register_keras_serializable("tf_freetickets", "EnsembleModel")
 class EnsembleModel(keras.Model):
     """Mean-of-probabilities ensemble over member models (FreeTickets Sec. 4).
 
@@ -54,20 +90,26 @@ class EnsembleModel(keras.Model):
       members: list of built Keras models with the same input and output
         specs (sparse tickets, DST runs, dense models, DNC members).
       from_logits: members output logits (True, the library's models) or
-        probabilities (False).
+        probabilities (False). A member whose last layer visibly ends in a
+        softmax with True (or in a linear activation with False) is an error.
       name: model name.
       member_labels: names for the members in error messages (file paths).
       member_devices: optional device per member (e.g. ["/GPU:0", "/GPU:1"]) to
         run members side by side, as Divide-and-Co-training's multi-GPU test.
 
+    Saved as `.keras`, it loads with `keras.models.load_model` once
+    `tf_freetickets` is imported (members and their masks included).
+
     Raises:
-      ValueError: no members, or a member whose spec differs (named).
+      ValueError: no members, a member whose spec differs (named), or a
+        member whose last activation contradicts `from_logits`.
     """
 
     def __init__(self, members, from_logits=True, name="ensemble", member_labels=None, member_devices=None, **kwargs):
         super().__init__(name=name, **kwargs)
         members = list(members)
         spec = check_members_agree(members, member_labels)
+        check_from_logits(members, from_logits, member_labels)
         if member_devices is not None and len(member_devices) != len(members):
             raise ValueError(f"Got {len(member_devices)} member_devices for {len(members)} members.")
         self.members = members

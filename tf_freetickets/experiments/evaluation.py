@@ -55,7 +55,7 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
     probs = member_probabilities(members, _normalised(x_test), batch_size=batch_size)
     result = summarize_members(probs, y_test)
     ensemble = probs.mean(axis=0)
-    result["reliability"] = {k: v.tolist() for k, v in reliability_diagram_bins(ensemble, y_test)._asdict().items()}
+    result["reliability"] = {k: v.tolist() for k, v in reliability_diagram_bins(y_test, ensemble)._asdict().items()}
     if ood_sets:
         result["ood"] = {}
         for name, images in ood_sets.items():
@@ -74,7 +74,7 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
             means = member_probabilities(members, _normalised(corrupted), batch_size=batch_size).mean(axis=0)
             result["corruption"][name] = {}
             for severity, mean in zip(severities, np.split(means, len(severities))):
-                cell = {"accuracy": float(accuracy(mean, y_test)), "nll": float(negative_log_likelihood(mean, y_test))}
+                cell = {"accuracy": float(accuracy(y_test, mean)), "nll": float(negative_log_likelihood(y_test, mean))}
                 result["corruption"][name][str(severity)] = cell
                 accuracies.append(cell["accuracy"])
         result["corruption_accuracy"] = float(np.mean(accuracies))

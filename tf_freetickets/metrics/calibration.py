@@ -13,6 +13,7 @@ Conventions (FreeTickets, Liu et al. ICLR 2022, arXiv 2106.14568; CigL, arXiv 23
 - NLL = mean over examples of -log(max(p_true, eps)).
 
 Numerics run in keras.ops in float64. Functions accept numpy arrays or tensors and return floats.
+They take Keras' argument order, `(y_true, y_pred)`: integer labels first, probabilities second.
 """
 
 from typing import NamedTuple
@@ -50,9 +51,15 @@ def check_labels(labels, num_examples, num_classes, name="labels"):
     return labels.astype(np.int64)
 
 
-def _inputs(probs, labels):
-    probs = check_probs(probs)
-    labels = check_labels(labels, *probs.shape)
+def _inputs(y_true, y_pred):
+    """(probs, labels) tensors from Keras-ordered arguments; a swapped call gets an error saying so."""
+    if np.ndim(y_true) == 2 and np.ndim(y_pred) == 1:
+        raise ValueError(
+            f"Metric functions take (y_true, y_pred), Keras' order: labels of shape (N,) first, then probabilities "
+            f"(N, C); got shapes {np.shape(y_true)} and {np.shape(y_pred)}, which look swapped."
+        )
+    probs = check_probs(y_pred, name="y_pred")
+    labels = check_labels(y_true, *probs.shape, name="y_true")
     return ops.convert_to_tensor(probs, "float64"), ops.convert_to_tensor(labels, "int32")
 
 
@@ -90,43 +97,43 @@ def _nll_per_example(log_probs, labels, eps):
     return -ops.maximum(ops.sum(log_probs * onehot, axis=-1), np.log(eps))
 
 
-def accuracy(probs, labels):
+def accuracy(y_true, y_pred):
     """Top-1 accuracy: fraction of examples whose argmax class equals the label.
 
-    Args: probs (N, C) probabilities (or any scores); labels (N,) integer classes in [0, C).
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities (or any scores).
     """
-    probs, labels = _inputs(probs, labels)
+    probs, labels = _inputs(y_true, y_pred)
     return float(ops.mean(_correct(probs, labels)))
 
 
-def negative_log_likelihood(probs, labels, eps=1e-12):
+def negative_log_likelihood(y_true, y_pred, eps=1e-12):
     """Mean negative log-likelihood of the true class, mean_n -log(max(p_n[y_n], eps)) (natural log).
 
-    Args: probs (N, C) probabilities; labels (N,) integer classes in [0, C); eps floors p_true so a
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities; eps floors p_true so a
     zero probability costs -log(eps) instead of infinity.
     """
-    probs, labels = _inputs(probs, labels)
+    probs, labels = _inputs(y_true, y_pred)
     return float(ops.mean(_nll_per_example(ops.log(ops.maximum(probs, eps)), labels, eps)))
 
 
-def brier_score(probs, labels):
+def brier_score(y_true, y_pred):
     """Multi-class Brier score: mean over examples of sum_c (p_c - onehot(y)_c)^2, in [0, 2].
 
     Not divided by C (the convention of the ensemble-calibration literature FreeTickets follows).
-    Args: probs (N, C) probabilities; labels (N,) integer classes in [0, C).
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities.
     """
-    probs, labels = _inputs(probs, labels)
+    probs, labels = _inputs(y_true, y_pred)
     return float(ops.mean(_brier_per_example(probs, labels)))
 
 
-def expected_calibration_error(probs, labels, num_bins=15):
+def expected_calibration_error(y_true, y_pred, num_bins=15):
     """Expected calibration error with `num_bins` equal-width confidence bins (15 as in FreeTickets).
 
     Confidence is max_c p_c; bin b is (b/B, (b+1)/B], confidence 0 goes into bin 0.
     ECE = sum_b (n_b / N) |acc_b - conf_b|; empty bins contribute 0.
-    Args: probs (N, C) probabilities; labels (N,) integer classes in [0, C).
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities.
     """
-    probs, labels = _inputs(probs, labels)
+    probs, labels = _inputs(y_true, y_pred)
     counts, conf_sums, correct_sums = _bin_statistics(probs, labels, _check_num_bins(num_bins))
     return float(ops.sum(ops.abs(correct_sums - conf_sums)) / ops.sum(counts))
 
@@ -139,13 +146,13 @@ class ReliabilityBins(NamedTuple):
     accuracy: np.ndarray  # (B,) accuracy of the bin, 0 for an empty bin
 
 
-def reliability_diagram_bins(probs, labels, num_bins=15):
+def reliability_diagram_bins(y_true, y_pred, num_bins=15):
     """Per-bin (count, mean confidence, accuracy) for a reliability diagram, binned exactly as the ECE.
 
-    Args: probs (N, C) probabilities; labels (N,) integer classes in [0, C); num_bins B (15 as in FreeTickets).
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities; num_bins B (15 as in FreeTickets).
     Returns: ReliabilityBins(counts, confidence, accuracy), three numpy arrays of shape (B,).
     """
-    probs, labels = _inputs(probs, labels)
+    probs, labels = _inputs(y_true, y_pred)
     stats = _bin_statistics(probs, labels, _check_num_bins(num_bins))
     counts, conf_sums, correct_sums = (ops.convert_to_numpy(s) for s in stats)
     safe = np.maximum(counts, 1.0)

@@ -50,8 +50,8 @@ def summarize_members(member_probs, labels, ood_member_probs=None):
     mean = member_probs.mean(axis=0)
     result = {"members": int(member_probs.shape[0])}
     for name, score in _SCORES.items():
-        result[name] = float(score(mean, labels))
-        per_member = [float(score(p, labels)) for p in member_probs]
+        result[name] = float(score(labels, mean))
+        per_member = [float(score(labels, p)) for p in member_probs]
         result[f"member_{name}_mean"] = float(np.mean(per_member))
         result[f"member_{name}_std"] = float(np.std(per_member))
     if member_probs.shape[0] > 1:

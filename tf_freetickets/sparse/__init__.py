@@ -11,13 +11,14 @@ from tf_freetickets.sparse.layers import (
     masked_class_for,
     masked_layers,
     unmasked_kernels,
+    updatable_masked_layers,
 )
 from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.pruning_schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import UpdateSchedule
-from tf_freetickets.sparse.sparsify import maskable_layer_names, sparsify
-from tf_freetickets.sparse.strip import strip_masks
+from tf_freetickets.sparse.sparsify import init_masks, kernels_without_mask, maskable_layer_names, sparsify
+from tf_freetickets.sparse.strip import folded_weights, strip_masks
 from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static, freetickets_official
 
 __all__ = [
@@ -40,9 +41,12 @@ __all__ = [
     "Static",
     "UpdateSchedule",
     "active_count",
+    "folded_weights",
     "freetickets_official",
     "global_sparsity",
+    "init_masks",
     "is_masked",
+    "kernels_without_mask",
     "layer_densities",
     "maskable_layer_names",
     "masked_class_for",
@@ -52,4 +56,5 @@ __all__ = [
     "sparsity_table",
     "strip_masks",
     "unmasked_kernels",
+    "updatable_masked_layers",
 ]

@@ -1,9 +1,12 @@
 """`MaskUpdate`: the Keras callback that drives dynamic sparse training in `fit`."""
 
+import warnings
+
 import keras
 
 from tf_freetickets.sparse import report
 from tf_freetickets.sparse.mask_engine import MaskEngine
+from tf_freetickets.sparse.updaters import MaskUpdater
 
 
 class MaskUpdate(keras.callbacks.Callback):
@@ -11,8 +14,18 @@ class MaskUpdate(keras.callbacks.Callback):
 
     After every optimizer step that the updater's schedule names (every ΔT
     steps until `end_step`), the engine drops and regrows weights in one
-    compiled step. The step count is the optimizer's `iterations` variable, so
-    a restored checkpoint resumes the schedule where it stopped.
+    compiled step. The step count is the optimizer's `iterations` variable,
+    read at every epoch start (after every callback's `on_train_begin`, so a
+    `BackupAndRestore` anywhere in the list has restored it), so a restored
+    checkpoint resumes the schedule where it stopped.
+
+    A schedule given by `end_fraction` is resolved against the run `fit` is
+    told about (`epochs * steps`); a `fit` that starts on an optimizer that has
+    already stepped must say where the run stands (`initial_epoch`), or the
+    schedule needs an absolute `end_step`, else training stops with an error
+    saying what to pass. With `steps_per_execution` > 1 the callback sees the
+    step count once per execution: an update due inside it runs at its end, and
+    a warning says how many due updates that merges or delays.
 
     Logs (History, TensorBoard, progress bar): at every batch end after an
     update, `drop_fraction` and `mask_changes` (weights newly activated by that
@@ -34,7 +47,16 @@ class MaskUpdate(keras.callbacks.Callback):
 
     def __init__(self, updater, gradient_data=None, gradient_batch_size=128, verbose=0):
         super().__init__()
+        if isinstance(updater, type):
+            raise TypeError(
+                f"MaskUpdate needs an updater instance, got the class {updater.__name__}; "
+                f"call it: MaskUpdate(tft.{updater.__name__}(update_every=100, ...))."
+            )
+        if not isinstance(updater, MaskUpdater):
+            raise TypeError(f"MaskUpdate needs a MaskUpdater (tft.RigL(), tft.SET(), ...), got {type(updater).__name__}.")
         self.updater = updater
+        self._requested_schedule = updater.schedule
+        self._resolved_schedule = None
         self.gradient_data = gradient_data
         self.gradient_batch_size = gradient_batch_size
         self.verbose = verbose
@@ -45,15 +67,49 @@ class MaskUpdate(keras.callbacks.Callback):
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         total = steps * epochs if steps and epochs else None
-        self.updater.schedule = self.updater.schedule.resolved(total)
-        # One host read here; later steps are counted without device syncs.
-        self._step = int(self.model.optimizer.iterations.numpy())
-        used = self.updater.gradient_batches * self.updates_before(self._step) if self.updater.uses_gradients else 0
-        self.engine = MaskEngine(self.model, self.updater, self.gradient_data, self.gradient_batch_size, used)
+        # Resolved from what the user asked for, each fit: an end_step resolved
+        # by an earlier fit is not an explicit one. A schedule set on the
+        # updater since then is a new request.
+        if self.updater.schedule is not self._resolved_schedule:
+            self._requested_schedule = self.updater.schedule
+        self._resolved_schedule = self.updater.schedule = self._requested_schedule.resolved(total)
+        self.engine = None  # made at the first epoch start, once the step is valid
         if self.updater.attach(self.model):
             # `fit` has built its train function already; retrace it with the change.
             self.model.make_train_function(force=True)
         self._epoch_changes = 0
+
+    def _start(self, epoch):
+        """First epoch of a fit: read the optimizer step, check it against fit's epoch, build the engine."""
+        steps = (self.params or {}).get("steps")
+        if self._requested_schedule.end_step is None and steps and self._step != epoch * steps:
+            schedule = self.updater.schedule
+            raise ValueError(
+                f"MaskUpdate: the optimizer has taken {self._step} steps, but fit starts at epoch {epoch} "
+                f"({epoch * steps} steps at {steps} per epoch), so the mask schedule resolved from "
+                f"end_fraction={schedule.end_fraction} (last update at step {schedule.end_step}) would not match the run. "
+                f"To continue the run pass fit(initial_epoch={self._step // steps}, epochs=<final epoch>); or give the "
+                "updater an absolute end_step=<optimizer step>; or compile with a fresh optimizer to start over."
+            )
+        self._check_steps_per_execution()
+        used = self.updater.gradient_batches * self.updates_before(self._step) if self.updater.uses_gradients else 0
+        self.engine = MaskEngine(self.model, self.updater, self.gradient_data, self.gradient_batch_size, used)
+
+    def _check_steps_per_execution(self):
+        per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        every = self.updater.schedule.update_every
+        if per_call <= 1 or every % per_call == 0 or not self.updater.updates_masks or getattr(self, "_warned", False):
+            return
+        self._warned = True
+        if per_call > every:
+            effect = f"at most one update runs per execution, so about {per_call // every} due updates are merged into one"
+        else:
+            effect = f"an update due inside an execution runs at its end, up to {per_call - 1} steps late"
+        warnings.warn(
+            f"MaskUpdate: steps_per_execution={per_call} does not divide update_every={every}: {effect}. "
+            f"Use a steps_per_execution that divides {every} for the exact schedule.",
+            stacklevel=2,
+        )
 
     def updates_before(self, step):
         """Mask updates a run has made by optimizer step `step` (for resuming mid-run)."""
@@ -64,6 +120,10 @@ class MaskUpdate(keras.callbacks.Callback):
         return sum(1 for s in range(schedule.begin_step, last + 1, schedule.update_every) if s > 0)
 
     def on_epoch_begin(self, epoch, logs=None):
+        # One host read per epoch; batches are counted without device syncs.
+        self._step = int(self.model.optimizer.iterations.numpy())
+        if self.engine is None:
+            self._start(epoch)
         self._epoch_start_step = self._step
         self._epoch_changes = 0
 
@@ -71,7 +131,8 @@ class MaskUpdate(keras.callbacks.Callback):
         previous, self._step = self._step, self._epoch_start_step + batch + 1
         if not self.updater.updates_masks:
             return
-        # With steps_per_execution > 1 several steps pass per call: update once.
+        # With steps_per_execution > 1 several steps pass per call: update once
+        # (the warning of `_check_steps_per_execution` says so).
         due = [s for s in range(previous + 1, self._step + 1) if self.updater.schedule.is_update_step(s)]
         if not due:
             return

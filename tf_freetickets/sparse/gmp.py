@@ -272,7 +272,7 @@ class GradualMagnitudePruning(MaskUpdater):
             `sparsify(model, sparsity=0)` or at the schedule's initial sparsity
             with the same distribution.
         """
-        layers = masking.masked_layers(model)
+        layers = masking.updatable_masked_layers(model)  # the engine's layers: frozen ones keep their masks
         self.bind(layers)
         step = int(model.optimizer.iterations.numpy())
         if self.is_global:

@@ -16,8 +16,11 @@ layers into that mode while a dense-gradient function is traced.
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 from keras.src.backend.common import global_state  # the call context holds `training`
+
+from tf_freetickets.sparse.densities import active_count
 
 MASK_NAME = "kernel_mask"
 _SERIAL_PACKAGE = "tf_freetickets"
@@ -36,9 +39,19 @@ class MaskedKernelMixin:
     # Optional fn(layer, masked_kernel) -> kernel applied only in training calls
     # (CigL's random mask); set and cleared by the updater that owns it.
     training_kernel_transform = None
+    # Fraction of the kernel the mask keeps, set by `init_masks` and saved in
+    # the config, so a layer rebuilt from its config (clone_model) starts sparse.
+    target_density = None
+
+    def __init__(self, *args, target_density=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.target_density = target_density
 
     def build(self, input_shape):
         super().build(input_shape)
+        self._add_kernel_mask()
+
+    def _add_kernel_mask(self):
         variable = self.kernel_variable
         self.kernel_mask = self.add_weight(
             name=MASK_NAME,
@@ -48,6 +61,16 @@ class MaskedKernelMixin:
             dtype=variable.dtype,
             autocast=False,
         )
+        if self.target_density is not None:
+            # A rebuilt layer (clone_model, load_model before its weights are
+            # read) gets a fresh random mask at its density, never a dense one.
+            assign_random_mask(self, self.target_density, np.random.default_rng(np.random.randint(2**31)))
+
+    def get_config(self):
+        config = super().get_config()
+        if self.target_density is not None:
+            config["target_density"] = float(self.target_density)
+        return config
 
     @property
     def kernel(self):
@@ -99,6 +122,86 @@ class MaskedKernelMixin:
             self.kernel_mask.assign(store[MASK_NAME])
 
 
+def assign_random_mask(layer, density, rng):
+    """Gives masked `layer` a random mask keeping exactly `active_count(size, density)` weights.
+
+    The kernel is zeroed outside the new mask (design invariant 1) and the
+    density is recorded as the layer's `target_density`.
+
+    Args:
+      layer: a built masked layer.
+      density: fraction of the kernel to keep, in (0, 1].
+      rng: a `numpy.random.Generator`.
+    """
+    shape = tuple(layer.kernel_mask.shape)
+    size = int(np.prod(shape))
+    flat = np.zeros(size, dtype="float32")
+    flat[rng.permutation(size)[: active_count(size, density)]] = 1.0
+    mask = flat.reshape(shape)
+    layer.kernel_mask.assign(mask)
+    kernel = layer.kernel_variable
+    kernel.assign(kernel * ops.cast(mask, kernel.dtype))
+    layer.target_density = float(density)
+
+
+def mask_built_layer(layer):
+    """Turns an already built kernel layer into its masked twin in place (mask all ones).
+
+    Used for the projections that a container layer (MultiHeadAttention)
+    creates inside its own `build`, where no config-based rebuild can reach.
+    """
+    if is_masked(layer):
+        return layer
+    layer.__class__ = masked_class_for(type(layer))
+    locked = layer._tracker.locked
+    layer._tracker.unlock()
+    try:
+        layer._add_kernel_mask()
+    finally:
+        if locked:
+            layer._tracker.lock()
+    return layer
+
+
+class SublayerMaskingMixin:
+    """Mixin for MultiHeadAttention (and subclasses), whose kernels live in sublayers built in `build`.
+
+    After the layer builds, every direct sublayer with a `kernel` is turned into
+    its masked twin; `sublayer_densities` (saved in the config) gives a rebuilt
+    layer random masks at the densities it had.
+    """
+
+    def __init__(self, *args, sublayer_densities=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sublayer_densities = dict(sublayer_densities or {})
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        # Keras maps call arguments to build arguments by name: keep MultiHeadAttention's.
+        super().build(query_shape, value_shape, key_shape)
+        for sublayer in self._layers:
+            if _has_kernel(sublayer):
+                sublayer.target_density = self.sublayer_densities.get(sublayer.name)
+                mask_built_layer(sublayer)
+
+    def get_config(self):
+        config = super().get_config()
+        densities = {s.name: s.target_density for s in self._layers if is_masked(s) and s.target_density is not None}
+        if densities:
+            config["sublayer_densities"] = densities
+        return config
+
+
+def _has_kernel(layer):
+    try:
+        return not isinstance(layer, keras.Model) and getattr(layer, "kernel", None) is not None
+    except AttributeError:
+        return False
+
+
+#: Layer classes whose kernels sit in sublayers that this module can mask.
+CONTAINER_CLASSES = (keras.layers.MultiHeadAttention,)
+
+
 def _in_training_call():
     """True while Keras runs a layer call with training=True (read at trace time)."""
     context = global_state.get_global_attribute("current_call_ctx")
@@ -114,7 +217,8 @@ def masked_class_for(layer_class):
     Args:
       layer_class: a `keras.layers.Layer` subclass whose instances have a
         `kernel` weight (Dense, Conv1D/2D/3D, DepthwiseConv1D/2D, Conv*Transpose,
-        EinsumDense, or a user layer following the same convention).
+        EinsumDense, or a user layer following the same convention), or
+        MultiHeadAttention (its query/key/value/output projections are masked).
 
     Returns:
       A subclass named `Masked<Name>`, registered as Keras-serializable under the
@@ -127,11 +231,12 @@ def masked_class_for(layer_class):
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
         raise TypeError(f"masked_class_for expects a keras Layer class, got {layer_class!r}.")
-    if issubclass(layer_class, MaskedKernelMixin):
+    if issubclass(layer_class, (MaskedKernelMixin, SublayerMaskingMixin)):
         return layer_class
     if layer_class not in _MASKED_CLASSES:
         name = "Masked" + layer_class.__name__
-        masked = type(name, (MaskedKernelMixin, layer_class), {"__module__": __name__})
+        mixin = SublayerMaskingMixin if issubclass(layer_class, CONTAINER_CLASSES) else MaskedKernelMixin
+        masked = type(name, (mixin, layer_class), {"__module__": __name__, "plain_class": layer_class})
         masked = keras.saving.register_keras_serializable(_SERIAL_PACKAGE, name)(masked)
         _MASKED_CLASSES[layer_class] = masked
     return _MASKED_CLASSES[layer_class]
@@ -146,6 +251,7 @@ MaskedConv1DTranspose = masked_class_for(keras.layers.Conv1DTranspose)
 MaskedConv2DTranspose = masked_class_for(keras.layers.Conv2DTranspose)
 MaskedDepthwiseConv1D = masked_class_for(keras.layers.DepthwiseConv1D)
 MaskedDepthwiseConv2D = masked_class_for(keras.layers.DepthwiseConv2D)
+MaskedMultiHeadAttention = masked_class_for(keras.layers.MultiHeadAttention)
 
 
 def is_masked(layer):
@@ -160,6 +266,49 @@ def masked_layers(model):
         if is_masked(layer):
             found.append(layer)
     return found
+
+
+def is_frozen(layer):
+    """True for a layer whose kernel does not train (`trainable=False`, itself or a parent)."""
+    return not (layer.trainable and layer.kernel_variable.trainable)
+
+
+def updatable_masked_layers(model):
+    """The masked layers whose masks a mask update may change: the trainable ones.
+
+    A frozen layer keeps its mask: weights regrown there would start at zero
+    and never train.
+
+    Raises:
+      ValueError: the model has masked layers but every one is frozen.
+    """
+    layers = masked_layers(model)
+    updatable = [layer for layer in layers if not is_frozen(layer)]
+    if layers and not updatable:
+        raise ValueError(
+            f"Every masked layer of model {model.name!r} is frozen (trainable=False); mask updates would change "
+            "nothing. Unfreeze layers to train them sparsely, or use tft.Static()."
+        )
+    return updatable
+
+
+def qualified_names(model):
+    """{id(layer): name} for every layer inside `model`.
+
+    A layer owned by a model (nested models included) keeps its own name, as in
+    `model.layers`; a layer inside another layer (MultiHeadAttention's "query")
+    is named "parent/child", so two attention layers' projections stay apart.
+    """
+    names = {}
+
+    def walk(parent, prefix):
+        for layer in parent._flatten_layers(include_self=False, recursive=False):
+            name = layer.name if isinstance(parent, keras.Model) else f"{prefix}/{layer.name}"
+            names[id(layer)] = name
+            walk(layer, name)
+
+    walk(model, model.name)
+    return names
 
 
 @contextlib.contextmanager

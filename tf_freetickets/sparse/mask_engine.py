@@ -47,7 +47,7 @@ class MaskEngine:
     def __init__(self, model, updater, gradient_data=None, gradient_batch_size=128, skip_gradient_batches=0):
         self.model = model
         self.updater = updater
-        self.layers = masking.masked_layers(model)
+        self.layers = masking.updatable_masked_layers(model)  # frozen layers keep their masks
         if not self.layers:
             raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
         self.strategy = model.distribute_strategy

@@ -3,6 +3,13 @@
 import keras
 
 
+def innermost_optimizer(optimizer):
+    """The optimizer that owns the slots: unwraps `LossScaleOptimizer` (mixed_float16), nested or not."""
+    while isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        optimizer = optimizer.inner_optimizer
+    return optimizer
+
+
 def slots_for(optimizer, variable):
     """Optimizer variables that hold per-element state of `variable`.
 
@@ -13,13 +20,18 @@ def slots_for(optimizer, variable):
     name, keeps two layers with the same name (members of one ensemble model)
     apart.
 
+    Under mixed_float16 Keras wraps the optimizer in a `LossScaleOptimizer`,
+    whose own lists hold no slots; the wrapped optimizer's are used.
+
     Args:
-      optimizer: a `keras.optimizers.Optimizer` (None, or not yet built, gives []).
+      optimizer: a `keras.optimizers.Optimizer`, possibly a
+        `LossScaleOptimizer` (None, or not yet built, gives []).
       variable: a model variable, e.g. a masked layer's kernel.
 
     Returns:
       list of optimizer variables, possibly empty (plain SGD has none).
     """
+    optimizer = innermost_optimizer(optimizer)
     if optimizer is None or not getattr(optimizer, "built", False):
         return []
     trainable = optimizer._trainable_variables

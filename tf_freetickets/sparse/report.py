@@ -9,12 +9,18 @@ from tf_freetickets.sparse import layers as masking
 
 @dataclasses.dataclass(frozen=True)
 class LayerSparsity:
-    """One masked layer: its name, kernel shape, density and active weights."""
+    """One kernel: its name, shape, density, active weights and what happens to its mask.
+
+    `note` is "" for a masked kernel whose mask the updates change, "frozen:
+    mask fixed" for a masked kernel of a non-trainable layer, and "not masked:
+    <reason>" for a kernel without a mask (counted dense, outside the budget).
+    """
 
     name: str
     shape: tuple
     active: int
     total: int
+    note: str = ""
 
     @property
     def density(self):
@@ -22,11 +28,29 @@ class LayerSparsity:
 
 
 def sparsity_rows(model):
-    """One `LayerSparsity` per masked layer of `model`, read from the masks."""
+    """One `LayerSparsity` per masked layer of `model`, read from the masks.
+
+    Layers inside other layers are named "parent/child" (attention projections).
+    """
     rows = []
+    names = masking.qualified_names(model)
     for layer in masking.masked_layers(model):
         mask = np.asarray(layer.kernel_mask.numpy())
-        rows.append(LayerSparsity(layer.name, tuple(mask.shape), int(mask.sum()), int(mask.size)))
+        note = "frozen: mask fixed" if masking.is_frozen(layer) else ""
+        rows.append(LayerSparsity(names[id(layer)], tuple(mask.shape), int(mask.sum()), int(mask.size), note))
+    return rows
+
+
+def unmasked_rows(model):
+    """One `LayerSparsity` per kernel of `model` without a mask (density 1, note says why)."""
+    from tf_freetickets.sparse.sparsify import kernels_without_mask
+
+    variables = {v.path: v for v in model.weights}
+    rows = []
+    for path, reason in kernels_without_mask(model):
+        shape = tuple(variables[path].shape)
+        size = int(np.prod(shape))
+        rows.append(LayerSparsity(path, shape, size, size, f"not masked: {reason}"))
     return rows
 
 
@@ -40,27 +64,34 @@ def global_sparsity(model):
 
 
 def sparsity_table(model):
-    """A printable table: name, kernel shape, density, active / total weights.
+    """A printable table of every kernel: name, shape, density, active / total, note.
 
-    The last line sums the masked layers. Example:
+    Masked layers come first, then kernels without a mask (recurrent cells,
+    embeddings, excluded layers) with the reason in the note column. The last
+    line sums the masked layers only: that is the sparsity `sparsify` was
+    asked for. Example:
 
       >>> print(tft.sparsity_table(model))
     """
     rows = sparsity_rows(model)
-    lines = [f"{'layer':<28} {'kernel shape':<20} {'density':>8} {'active':>10} {'total':>10}"]
-    for row in rows:
+    every = rows + unmasked_rows(model)
+    width = max([28] + [len(row.name) + 1 for row in every])
+    lines = [f"{'layer':<{width}} {'kernel shape':<20} {'density':>8} {'active':>10} {'total':>10}  note"]
+    for row in every:
         shape = "x".join(str(d) for d in row.shape)
-        lines.append(f"{row.name:<28} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}")
+        line = f"{row.name:<{width}} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}  {row.note}"
+        lines.append(line.rstrip())
     active = sum(row.active for row in rows)
     total = sum(row.total for row in rows)
     if total:
-        lines.append(f"{'all masked layers':<28} {'':<20} {active / total:>8.4f} {active:>10d} {total:>10d}")
+        lines.append(f"{'all masked layers':<{width}} {'':<20} {active / total:>8.4f} {active:>10d} {total:>10d}")
     return "\n".join(lines)
 
 
 def model_masks(model):
-    """{layer name: bool mask array} of every masked layer of `model`."""
-    return {layer.name: layer.kernel_mask.numpy().astype(bool) for layer in masking.masked_layers(model)}
+    """{layer name: bool mask array} of every masked layer of `model` ("parent/child" inside other layers)."""
+    names = masking.qualified_names(model)
+    return {names[id(layer)]: layer.kernel_mask.numpy().astype(bool) for layer in masking.masked_layers(model)}
 
 
 def mask_overlap(masks_a, masks_b):

@@ -102,7 +102,7 @@ class MaskUpdater:
         gradients to pruned weights, CigL's random mask, the step-gradient
         tap); `MaskUpdate` then rebuilds the train function.
         """
-        layers = masking.masked_layers(model)
+        layers = masking.updatable_masked_layers(model)  # the engine's layers and indices; frozen ones stay as they are
         changed = train_hooks.set_kernel_transforms(layers, [self.kernel_transforms(model, i) for i in range(len(layers))])
         if self.dense_gradient_momentum and self.updates_masks:
             train_hooks.remask_after_each_step(layers)
@@ -229,7 +229,7 @@ class RigL(MaskUpdater):
                     f"tf.distribute cannot merge across {replicas} replicas; use 'step_batch' or 'extra_batch'."
                 )
             if self.tap is None or self._tap_model is not model:
-                self.tap = train_hooks.StepGradientTap(masking.masked_layers(model), model.distribute_strategy)
+                self.tap = train_hooks.StepGradientTap(masking.updatable_masked_layers(model), model.distribute_strategy)
                 self._tap_model = model
         changed = super().attach(model)
         if self.growth_gradient == "step_batch_skip_update":
