@@ -277,3 +277,17 @@ def test_adam_moments_of_pruned_weights_stay_zero():
         for slot in slots:
             assert np.all(slot.numpy()[pruned] == 0)
             assert np.any(slot.numpy()[~pruned] != 0)
+
+
+def test_a_frozen_layer_keeps_its_mask_and_the_others_get_their_own_targets():
+    model = _dense_model()
+    model.get_layer("conv").trainable = False  # the first masked layer: a target bound by position would shift
+    _compile(model)
+    frozen_mask = model.get_layer("conv").kernel_mask.numpy().copy()
+    schedule = tft.PolynomialDecay(0.0, 0.75, begin_step=2, end_step=16, frequency=2)
+    model.fit(_data().repeat(), steps_per_epoch=8, epochs=3, verbose=0,
+              callbacks=[tft.MaskUpdate(tft.GradualMagnitudePruning(schedule))])  # fmt: skip
+    np.testing.assert_array_equal(model.get_layer("conv").kernel_mask.numpy(), frozen_mask)
+    for name in ("fc", "logits"):
+        size = int(np.prod(model.get_layer(name).kernel_mask.shape))
+        assert int(model.get_layer(name).kernel_mask.numpy().sum()) == size - math.floor(0.75 * size), name

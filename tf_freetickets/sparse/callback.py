@@ -83,11 +83,10 @@ class MaskUpdate(keras.callbacks.Callback):
         """First epoch of a fit: read the optimizer step, check it against fit's epoch, build the engine."""
         steps = (self.params or {}).get("steps")
         if self._requested_schedule.end_step is None and steps and self._step != epoch * steps:
-            schedule = self.updater.schedule
             raise ValueError(
                 f"MaskUpdate: the optimizer has taken {self._step} steps, but fit starts at epoch {epoch} "
-                f"({epoch * steps} steps at {steps} per epoch), so the mask schedule resolved from "
-                f"end_fraction={schedule.end_fraction} (last update at step {schedule.end_step}) would not match the run. "
+                f"({epoch * steps} steps at {steps} per epoch), so the mask schedule resolved from the run length "
+                f"(last update at step {self.updater.schedule.end_step}) would not match the run. "
                 f"To continue the run pass fit(initial_epoch={self._step // steps}, epochs=<final epoch>); or give the "
                 "updater an absolute end_step=<optimizer step>; or compile with a fresh optimizer to start over."
             )

@@ -67,6 +67,20 @@ class PruningSteps:
         return isinstance(self._schedule, PruningSchedule)
 
     @property
+    def end_step(self):
+        """The schedule's absolute end step; None while it is a function of the run length.
+
+        `MaskUpdate` checks a second `fit` against the optimizer's step only
+        for schedules resolved from the run length (None here).
+        """
+        return self._schedule.end_step if self.is_resolved else None
+
+    @property
+    def update_every(self):
+        """Steps between prunings (the schedule's `frequency`), as `UpdateSchedule.update_every`."""
+        return self.pruning_schedule.frequency
+
+    @property
     def pruning_schedule(self):
         """The resolved `PruningSchedule`."""
         if not self.is_resolved:
