@@ -166,4 +166,10 @@ def validate(config):
         except ValueError as error:
             raise ConfigError(f"config.ensemble: {error}") from None
         _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
+    validate_run_fields(config)
     return config
+
+
+def validate_run_fields(config):
+    """Checks the fields that decide a run's reproducibility rather than its method (seed)."""
+    _positive_int(config.seed, "seed", minimum=0)

@@ -1,6 +1,12 @@
-"""Per-layer sparsity report of a masked model."""
+"""Per-layer sparsity report of a masked model.
+
+Active weights are counted as mask entries != 0, so a mask that is not
+exactly 0/1 (a corrupted run) is neither summed into wrong counts nor hidden:
+`sparsity_table` marks it and `global_sparsity` warns.
+"""
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -9,12 +15,13 @@ from tf_freetickets.sparse import layers as masking
 
 @dataclasses.dataclass(frozen=True)
 class LayerSparsity:
-    """One masked layer: its name, kernel shape, density and active weights."""
+    """One masked layer: its name, kernel shape, density, active weights and whether its mask is exactly 0/1."""
 
     name: str
     shape: tuple
     active: int
     total: int
+    binary: bool = True
 
     @property
     def density(self):
@@ -22,27 +29,37 @@ class LayerSparsity:
 
 
 def sparsity_rows(model):
-    """One `LayerSparsity` per masked layer of `model`, read from the masks."""
+    """One `LayerSparsity` per masked layer of `model`, read from the masks (active = mask != 0)."""
     rows = []
     for layer in masking.masked_layers(model):
         mask = np.asarray(layer.kernel_mask.numpy())
-        rows.append(LayerSparsity(layer.name, tuple(mask.shape), int(mask.sum()), int(mask.size)))
+        binary = bool(np.all((mask == 0) | (mask == 1)))
+        rows.append(LayerSparsity(layer.name, tuple(mask.shape), int(np.count_nonzero(mask)), int(mask.size), binary))
     return rows
 
 
+def non_binary_masks(model):
+    """Names of the masked layers of `model` whose mask holds a value other than 0 and 1."""
+    return [row.name for row in sparsity_rows(model) if not row.binary]
+
+
 def global_sparsity(model):
-    """Fraction of zero mask entries over all masked kernels of `model`."""
+    """Fraction of zero mask entries over all masked kernels of `model` (warns if a mask is not 0/1)."""
     rows = sparsity_rows(model)
     total = sum(row.total for row in rows)
     if total == 0:
         raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
+    not_binary = [row.name for row in rows if not row.binary]
+    if not_binary:
+        warnings.warn(f"Masks of {not_binary} are not 0/1; sparsity counts their nonzero entries.", stacklevel=2)
     return 1.0 - sum(row.active for row in rows) / total
 
 
 def sparsity_table(model):
     """A printable table: name, kernel shape, density, active / total weights.
 
-    The last line sums the masked layers. Example:
+    The last line sums the masked layers; a layer whose mask is not exactly
+    0/1 is marked "NOT 0/1" (its active count is its nonzero entries). Example:
 
       >>> print(tft.sparsity_table(model))
     """
@@ -50,7 +67,8 @@ def sparsity_table(model):
     lines = [f"{'layer':<28} {'kernel shape':<20} {'density':>8} {'active':>10} {'total':>10}"]
     for row in rows:
         shape = "x".join(str(d) for d in row.shape)
-        lines.append(f"{row.name:<28} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}")
+        flag = "" if row.binary else "  NOT 0/1"
+        lines.append(f"{row.name:<28} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}{flag}")
     active = sum(row.active for row in rows)
     total = sum(row.total for row in rows)
     if total:
