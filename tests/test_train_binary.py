@@ -73,7 +73,7 @@ def test_edst_config_trains_three_tickets_and_prints_the_table(tmp_path):
     header, row = result.stdout.splitlines()[-2:]
     assert header.split()[:4] == ["run", "M", "acc", "NLL"]
     assert row.split()[:2] == ["set-edst", "3"]
-    assert "EDST: ticket 3/3 saved" in result.stdout
+    assert "EDST: ticket_2 (3 of 3) saved after epoch 7" in result.stdout  # named as its file ticket_2.keras
 
 
 @pytest.mark.parametrize(

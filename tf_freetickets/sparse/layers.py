@@ -14,6 +14,7 @@ layers into that mode while a dense-gradient function is traced.
 """
 
 import contextlib
+import inspect
 
 import keras
 from keras import ops
@@ -105,6 +106,29 @@ def _in_training_call():
     return context is not None and context.get_value("training") is True
 
 
+class EmptyBatchSafeCall:
+    """Gives a one-input layer the right output shape on an empty batch.
+
+    TensorFlow's convolution returns its input's shape for a batch of 0
+    examples (a plain `Conv2D` hides it only when its bias broadcasts), which
+    breaks the next layer. Outside training calls (which never see an empty
+    batch), an empty batch gets an empty output of the right shape; a
+    reshape would not do, as graph optimisation drops it as a no-op.
+    """
+
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        shape = self.compute_output_shape(tuple(inputs.shape))
+        if _in_training_call() or inputs.shape[0] or any(dim is None for dim in shape[1:]):
+            return outputs
+        empty = ops.zeros((0, *shape[1:]), outputs.dtype)
+        return ops.cond(ops.shape(inputs)[0] > 0, lambda: outputs, lambda: empty)
+
+
+def _takes_one_input(layer_class):
+    return list(inspect.signature(layer_class.call).parameters) == ["self", "inputs"]
+
+
 _MASKED_CLASSES = {}
 
 
@@ -131,7 +155,8 @@ def masked_class_for(layer_class):
         return layer_class
     if layer_class not in _MASKED_CLASSES:
         name = "Masked" + layer_class.__name__
-        masked = type(name, (MaskedKernelMixin, layer_class), {"__module__": __name__})
+        bases = (MaskedKernelMixin, EmptyBatchSafeCall) if _takes_one_input(layer_class) else (MaskedKernelMixin,)
+        masked = type(name, (*bases, layer_class), {"__module__": __name__})
         masked = keras.saving.register_keras_serializable(_SERIAL_PACKAGE, name)(masked)
         _MASKED_CLASSES[layer_class] = masked
     return _MASKED_CLASSES[layer_class]
