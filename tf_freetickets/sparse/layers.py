@@ -106,8 +106,8 @@ def _in_training_call():
     return context is not None and context.get_value("training") is True
 
 
-class EmptyBatchSafeCall:
-    """Gives a one-input layer the right output shape on an empty batch.
+def _empty_batch_safe_call(layer_class):
+    """`call` for a masked one-input layer that gives the right output shape on an empty batch.
 
     TensorFlow's convolution returns its input's shape for a batch of 0
     examples (a plain `Conv2D` hides it only when its bias broadcasts), which
@@ -117,12 +117,14 @@ class EmptyBatchSafeCall:
     """
 
     def call(self, inputs):
-        outputs = super().call(inputs)
+        outputs = layer_class.call(self, inputs)
         shape = self.compute_output_shape(tuple(inputs.shape))
         if _in_training_call() or inputs.shape[0] or any(dim is None for dim in shape[1:]):
             return outputs
         empty = ops.zeros((0, *shape[1:]), outputs.dtype)
         return ops.cond(ops.shape(inputs)[0] > 0, lambda: outputs, lambda: empty)
+
+    return call
 
 
 def _takes_one_input(layer_class):
@@ -155,8 +157,10 @@ def masked_class_for(layer_class):
         return layer_class
     if layer_class not in _MASKED_CLASSES:
         name = "Masked" + layer_class.__name__
-        bases = (MaskedKernelMixin, EmptyBatchSafeCall) if _takes_one_input(layer_class) else (MaskedKernelMixin,)
-        masked = type(name, (*bases, layer_class), {"__module__": __name__})
+        namespace = {"__module__": __name__}
+        if _takes_one_input(layer_class):
+            namespace["call"] = _empty_batch_safe_call(layer_class)
+        masked = type(name, (MaskedKernelMixin, layer_class), namespace)
         masked = keras.saving.register_keras_serializable(_SERIAL_PACKAGE, name)(masked)
         _MASKED_CLASSES[layer_class] = masked
     return _MASKED_CLASSES[layer_class]
