@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import sys
-import zipfile
 
 import keras
 import numpy as np
@@ -114,7 +113,7 @@ def _set_aside(directory, number):
     if os.path.exists(state):
         os.remove(state)
     if kept:
-        tf.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+        tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
 
 
 def _restore(model, directory, number, stateful_callbacks):
@@ -153,12 +152,12 @@ def restore_latest(model, directory, stateful_callbacks=()):
         os.remove(os.path.join(directory, "checkpoint"))
         if numbers:
             kept = [os.path.join(directory, f"ckpt-{n}") for n in sorted(numbers)]
-            tf.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+            tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
     for number in numbers:
         try:
             _restore(model, directory, number, stateful_callbacks)
             return number
-        except (tf.errors.OpError, AssertionError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        except Exception as error:  # TF reports damage as OpError, IndexError, ValueError...; the reason is printed
             reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
             print(
                 f"warning: checkpoint ckpt-{number} in {directory} is damaged ({reason}); moved it to "
