@@ -25,6 +25,9 @@ _STRATEGY = flags.DEFINE_enum(
     "tf.distribute strategy: default (one device), mirrored (all local GPUs/CPUs), "
     "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), tpu (TPUStrategy).",
 )  # fmt: skip
+_CONFIG_HELP = flags.DEFINE_bool(
+    "config_help", False, "List every config.* field with its value (the --config file's, else the defaults) and meaning."
+)
 _TPU = flags.DEFINE_string("tpu", "", "TPU address or name for --strategy=tpu (empty: the local TPU).")
 
 
@@ -53,6 +56,11 @@ def _parse_flags(argv):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _CONFIG_HELP.value:
+        from tf_freetickets.experiments.config import config_help
+
+        print(config_help(_CONFIG.value))
+        return
     if _CONFIG.value is None or _WORKDIR.value is None:
         raise app.UsageError("Both --config and --workdir are required.")
     if not flags.FLAGS["verbosity"].present:

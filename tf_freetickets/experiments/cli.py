@@ -6,7 +6,6 @@ workdir in use or holding another run, a diverged run) ends with one line
 """
 
 import difflib
-import os
 import re
 import sys
 
@@ -82,8 +81,3 @@ def parse_flags(argv, config_flag_name=None):
         except Exception as error:  # an exception inside the config file's get_config()
             fail(f"cannot load --{config_flag_name}: {type(error).__name__}: {error}")
     return remaining
-
-
-def quiet_tensorflow_logs():
-    """Hides TensorFlow's C++ INFO/WARNING start-up lines unless the user set TF_CPP_MIN_LOG_LEVEL."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
