@@ -164,3 +164,13 @@ def test_binary_refuses_another_config_and_evaluate_reads_only_the_runs_members(
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((workdir / "evaluation.json").read_text())["results"]["members"] == 1
     assert "loaded 1 members" in evaluated.stdout and time.time() - started < 300
+
+
+def test_recorded_config_prefers_the_run_record(tmp_path):
+    assert workdirs.recorded_config(tmp_path) == {}
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"dataset": "cifar10"}}))
+    assert workdirs.recorded_config(tmp_path)["dataset"] == "cifar10"
+    config = fashion_mnist_defaults()
+    config.dataset = "svhn_cropped"
+    workdirs.write_record(tmp_path, config)  # written before training: there even when results.json is not
+    assert workdirs.recorded_config(tmp_path)["dataset"] == "svhn_cropped"

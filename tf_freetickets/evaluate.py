@@ -35,12 +35,10 @@ _NAME = flags.DEFINE_string("name", None, "Row name in the table (default: the s
 
 
 def _dataset_of(source):
-    """(dataset, data_dir) to test on: the flags, else the training run's config, else Fashion-MNIST."""
-    config = {}
-    results = os.path.join(source, "results.json") if "," not in source else ""
-    if results and os.path.exists(results):
-        with open(results) as f:
-            config = json.load(f).get("config", {})
+    """(dataset, data_dir) to test on: the flags, else the training run's recorded config, else Fashion-MNIST."""
+    from tf_freetickets.experiments.workdir import recorded_config
+
+    config = recorded_config(source) if "," not in source else {}
     dataset = _DATASET.value or config.get("dataset") or "fashion_mnist"
     return dataset, (_DATA_DIR.value or config.get("data_dir") or None)
 

@@ -28,9 +28,7 @@ _INPUT_RANGE = flags.DEFINE_string(
 
 
 def _input_range(source):
-    """(low, high) from --input_range, or None; auto reads the dataset of <source>/results.json."""
-    import json
-
+    """(low, high) from --input_range, or None; auto reads the dataset the source run recorded."""
     value = _INPUT_RANGE.value.strip().lower()
     if value == "none":
         return None
@@ -40,11 +38,9 @@ def _input_range(source):
         except ValueError:
             raise ValueError(f"--input_range={_INPUT_RANGE.value!r} must be 'auto', 'none' or 'low,high'.") from None
         return (low, high)
-    results = os.path.join(source, "results.json")
-    dataset = ""
-    if "," not in source and os.path.isfile(results):
-        with open(results) as f:
-            dataset = json.load(f).get("config", {}).get("dataset", "")
+    from tf_freetickets.experiments.workdir import recorded_config
+
+    dataset = recorded_config(source).get("dataset", "") if "," not in source else ""
     return None if dataset == "imagenet2012" else (0.0, 1.0)
 
 

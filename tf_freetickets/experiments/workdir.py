@@ -168,6 +168,19 @@ def check_record(workdir, config):
     return True
 
 
+def recorded_config(source):
+    """The config dict a run recorded in `source` (run_record.json, else results.json); {} when there is none."""
+    for name in (RECORD_NAME, "results.json"):
+        path = os.path.join(source, name)
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    return dict(json.load(f).get("config") or {})
+            except (OSError, ValueError, AttributeError):
+                continue
+    return {}
+
+
 def write_record(workdir, config):
     """Records `config` and the package version as the run `workdir` holds."""
     _atomic_write_json(os.path.join(workdir, RECORD_NAME), {"package_version": package_version(), "config": _normalised(config)})
