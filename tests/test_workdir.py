@@ -164,6 +164,7 @@ def test_binary_refuses_another_config_and_evaluate_reads_only_the_runs_members(
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((workdir / "evaluation.json").read_text())["results"]["members"] == 1
     assert "loaded 1 members" in evaluated.stdout and time.time() - started < 300
+    assert "s] test images: 10000 x 1 members" in evaluated.stdout  # a progress line per set
 
 
 def test_recorded_config_prefers_the_run_record(tmp_path):
