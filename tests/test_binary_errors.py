@@ -169,3 +169,35 @@ def test_export_names_an_empty_member_file(tmp_path):
         line
         == f"error: Ensemble member '{tmp_path / 'member_0.keras'}' is an empty file (0 bytes): it was not written completely."
     )
+
+
+def _prepared_cifar10(data_dir, label=1):
+    """A tiny prepared tfds cifar10 (TFRecord shard + dataset info), as `tfds build` leaves it."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow as tf
+
+    builder = tfds.builder("cifar10", data_dir=data_dir)
+    features = builder.info.features
+    builder.data_path.mkdir(parents=True, exist_ok=True)
+    infos = []
+    for split in ("train", "test"):
+        filename = os.fspath(builder.data_path / f"cifar10-{split}.tfrecord-00000-of-00001")
+        with tf.io.TFRecordWriter(filename) as writer:
+            for i in range(4):
+                image = np.full((32, 32, 3), 10 * i, np.uint8)
+                writer.write(features.serialize_example({"id": f"{split}_{i}", "image": image, "label": label}))
+        infos.append(tfds.core.SplitInfo(name=split, shard_lengths=[4], num_bytes=os.path.getsize(filename)))
+    builder.info.set_splits(tfds.core.SplitDict(infos))
+    builder.info.write_to_directory(builder.data_path)
+    return builder.data_path
+
+
+def test_truncated_tfrecord_shard_is_one_dataset_error(tmp_path):
+    from tf_freetickets.data import load_split
+
+    path = _prepared_cifar10(tmp_path)
+    assert load_split("cifar10", "test", tmp_path)[1].tolist() == [1, 1, 1, 1]
+    shard = path / "cifar10-test.tfrecord-00000-of-00001"
+    shard.write_bytes(shard.read_bytes()[:-50])
+    with pytest.raises(DatasetError, match=r"^cifar10/test prepared in .* cannot be read \(.*\); prepare it again.$"):
+        load_split("cifar10", "test", tmp_path)
