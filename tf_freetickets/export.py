@@ -62,6 +62,30 @@ def checked_inputs(x, input_range=None):
         return tf.identity(x)
 
 
+def _non_empty(x):
+    """(x, or one zero example in place of an empty batch, the true batch size)."""
+    size = tf.shape(x)[0]
+    safe = tf.cond(size > 0, lambda: x, lambda: tf.zeros(tf.concat([[1], tf.shape(x)[1:]], 0), x.dtype))
+    safe.set_shape(x.shape)
+    return safe, size
+
+
+def _serving_fn(fn, input_range, batch_axis=0):
+    """`fn` behind the input checks; an empty batch is answered with an empty result of the right shape.
+
+    (TensorFlow's convolution mis-shapes a batch of 0 examples, so the
+    endpoint runs one zero example instead and slices the answer to 0.)
+    """
+
+    def serve(x):
+        safe, size = _non_empty(checked_inputs(x, input_range))
+        result = fn(safe)
+        take = (lambda t: t[:size]) if batch_axis == 0 else (lambda t: t[:, :size])
+        return tf.nest.map_structure(take, result)
+
+    return serve
+
+
 def _input_signature(model):
     specs = [tf.TensorSpec(tensor.shape, tensor.dtype, name=f"input_{i}") for i, tensor in enumerate(model.inputs)]
     return specs if len(specs) > 1 else specs[0]
@@ -95,9 +119,7 @@ def export_member(model, path, input_range=None):
         return path
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(
-        "serve", lambda x: model(checked_inputs(x, input_range), training=False), input_signature=[signature]
-    )
+    archive.add_endpoint("serve", _serving_fn(lambda x: model(x, training=False), input_range), input_signature=[signature])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     archive.write_out(path, verbose=False)
     return path
@@ -121,17 +143,13 @@ def export_ensemble(ensemble, path, input_range=None):
     signature = tf.TensorSpec((None, *ensemble.input_shape_per_example), ensemble.member_input_dtype, name="inputs")
     archive = keras.export.ExportArchive()
     archive.track(ensemble)
-    archive.add_endpoint(
-        "serve", lambda x: ensemble(checked_inputs(x, input_range), training=False), input_signature=[signature]
-    )
+    archive.add_endpoint("serve", _serving_fn(lambda x: ensemble(x, training=False), input_range), input_signature=[signature])
     archive.add_endpoint(
         "member_probabilities",
-        lambda x: ensemble.member_probabilities(checked_inputs(x, input_range)),
+        _serving_fn(ensemble.member_probabilities, input_range, batch_axis=1),
         input_signature=[signature],
     )
-    archive.add_endpoint(
-        "uncertainty", lambda x: ensemble.uncertainty(checked_inputs(x, input_range)), input_signature=[signature]
-    )
+    archive.add_endpoint("uncertainty", _serving_fn(ensemble.uncertainty, input_range), input_signature=[signature])
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     archive.write_out(path, verbose=False)
     return path

@@ -107,22 +107,23 @@ def _in_training_call():
 
 
 def _empty_batch_safe_call(layer_class):
-    """`call` for a masked one-input layer that gives the right output shape on an empty batch.
+    """`call` for a masked one-input layer that answers a batch known to be empty with the right shape.
 
     TensorFlow's convolution returns its input's shape for a batch of 0
     examples (a plain `Conv2D` hides it only when its bias broadcasts), which
-    breaks the next layer. Outside training calls (which never see an empty
-    batch), an empty batch gets an empty output of the right shape; a
-    reshape would not do, as graph optimisation drops it as a no-op.
+    breaks the next layer. An eager call (or a trace) with 0 examples gets
+    an empty output of the right shape; compiled graphs with an unknown batch
+    size are left as they are (a branch there would cost TFLite conversion
+    its static shapes), and the exported endpoints answer an empty batch
+    themselves (`tf_freetickets.export`).
     """
 
     def call(self, inputs):
-        outputs = layer_class.call(self, inputs)
-        shape = self.compute_output_shape(tuple(inputs.shape))
-        if _in_training_call() or inputs.shape[0] or any(dim is None for dim in shape[1:]):
-            return outputs
-        empty = ops.zeros((0, *shape[1:]), outputs.dtype)
-        return ops.cond(ops.shape(inputs)[0] > 0, lambda: outputs, lambda: empty)
+        if inputs.shape[0] == 0:
+            shape = self.compute_output_shape(tuple(inputs.shape))
+            if all(dim is not None for dim in shape[1:]):
+                return ops.zeros((0, *shape[1:]), self.compute_dtype)
+        return layer_class.call(self, inputs)
 
     return call
 
