@@ -64,7 +64,11 @@ def test_edst_config_trains_three_tickets_and_prints_the_table(tmp_path):
     result = _train(tmp_path, *SMALL, config="configs/fashion_mnist_edst.py")
     assert result.returncode == 0, result.stderr[-3000:]
     members = sorted(os.listdir(tmp_path / "members"))
-    assert members == ["ticket_0", "ticket_0.keras", "ticket_1", "ticket_1.keras", "ticket_2", "ticket_2.keras"]
+    assert members == [
+        "manifest.json", "ticket_0", "ticket_0.keras", "ticket_1", "ticket_1.keras", "ticket_2", "ticket_2.keras",
+    ]  # fmt: skip
+    manifest = json.loads((tmp_path / "members" / "manifest.json").read_text())
+    assert [entry["file"] for entry in manifest["members"]] == ["ticket_0.keras", "ticket_1.keras", "ticket_2.keras"]
     results = _results(tmp_path)["results"]
     assert results["members"] == 3 and 0 < results["disagreement"] < 1 and results["kl"] > 0
     assert results["sparsity"] == pytest.approx(0.8, abs=1e-3)
@@ -73,7 +77,7 @@ def test_edst_config_trains_three_tickets_and_prints_the_table(tmp_path):
     header, row = result.stdout.splitlines()[-2:]
     assert header.split()[:4] == ["run", "M", "acc", "NLL"]
     assert row.split()[:2] == ["set-edst", "3"]
-    assert "EDST: ticket 3/3 saved" in result.stdout
+    assert "EDST: ticket_2 (3 of 3) saved after epoch 7" in result.stdout  # named as its file ticket_2.keras
 
 
 @pytest.mark.parametrize(

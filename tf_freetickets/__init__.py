@@ -11,6 +11,7 @@ Importing the package never imports `tf_keras` or tensorflow-model-optimization,
 so `tf.keras` keeps resolving to whatever it resolved to before.
 """
 
+import tf_freetickets.tensorflow_startup  # noqa: F401  (first: imports TensorFlow without its start-up noise)
 from tf_freetickets import data, ensembles, metrics, models, sparse
 from tf_freetickets.ensembles import EDST, CoTrainingModel, EnsembleModel, WeightAveraging, train_independent_ensemble
 from tf_freetickets.multi_worker import enable_multi_worker_fit

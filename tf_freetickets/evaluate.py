@@ -9,13 +9,15 @@ every figure to a JSON file. The test set is the one the run trained for: the
 dataset of <source>/results.json when the source is a training workdir, else
 --dataset. OoD sets: `data.ood.ood_sets_for` (Fashion-MNIST: digits and noise;
 CIFAR/SVHN: noise plus SVHN / the other CIFAR when prepared for tfds).
-Corruptions are the project's CIFAR-10-C-style ones at 5 severities. Missing
-data or members end with one error line and exit code 2.
+Corruptions are the project's CIFAR-10-C-style ones at 5 severities. A line
+with the elapsed time is printed before each set. Only the members a
+training workdir's run wrote are read (its members/manifest.json); an
+unfinished run, a damaged member, missing data or members end with one error
+line and exit code 2.
 """
 
 import json
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its C++ INFO/WARNING lines
 
@@ -33,14 +35,18 @@ _NAME = flags.DEFINE_string("name", None, "Row name in the table (default: the s
 
 
 def _dataset_of(source):
-    """(dataset, data_dir) to test on: the flags, else the training run's config, else Fashion-MNIST."""
-    config = {}
-    results = os.path.join(source, "results.json") if "," not in source else ""
-    if results and os.path.exists(results):
-        with open(results) as f:
-            config = json.load(f).get("config", {})
+    """(dataset, data_dir) to test on: the flags, else the training run's recorded config, else Fashion-MNIST."""
+    from tf_freetickets.experiments.workdir import recorded_config
+
+    config = recorded_config(source) if "," not in source else {}
     dataset = _DATASET.value or config.get("dataset") or "fashion_mnist"
     return dataset, (_DATA_DIR.value or config.get("data_dir") or None)
+
+
+def _parse_flags(argv):
+    from tf_freetickets.experiments.cli import parse_flags
+
+    return parse_flags(argv)
 
 
 def main(argv):
@@ -50,13 +56,23 @@ def main(argv):
         raise app.UsageError("--source is required.")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    import time
+
     from tf_freetickets import data
     from tf_freetickets.ensembles import EnsembleModel
+    from tf_freetickets.experiments.cli import fail, user_errors
     from tf_freetickets.experiments.evaluation import corruption_table, evaluate_members, members_source
     from tf_freetickets.metrics.summary import format_table
 
+    start = time.time()
+
+    def progress(message):
+        print(f"[{time.time() - start:6.1f}s] {message}", flush=True)
+
     try:
-        members = EnsembleModel.from_saved_models(members_source(_SOURCE.value)).members
+        sources = members_source(_SOURCE.value)
+        members = EnsembleModel.from_saved_models(sources).members
+        progress(f"loaded {len(members)} members from {_SOURCE.value}")
         dataset, data_dir = _dataset_of(_SOURCE.value)
         x_test, y_test = data.load_split(dataset, "test", data_dir)
         ood_sets = None
@@ -73,16 +89,15 @@ def main(argv):
             unknown = sorted(set(corruptions) - set(known))
             if unknown:
                 raise ValueError(f"Unknown corruptions {unknown} for {x_test.shape[-1]}-channel images; known: {known}.")
-        result = evaluate_members(members, x_test, y_test, ood_sets=ood_sets)
+        result = evaluate_members(members, x_test, y_test, ood_sets=ood_sets, progress=progress)
         if corruptions:
             count = _CORRUPTION_EXAMPLES.value or len(x_test)
-            corrupted = evaluate_members(members, x_test[:count], y_test[:count], corruptions=corruptions)
+            corrupted = evaluate_members(members, x_test[:count], y_test[:count], corruptions=corruptions, progress=progress)
             result["corruption"] = corrupted["corruption"]
             result["corruption_accuracy"] = corrupted["corruption_accuracy"]
             result["corruption_examples"] = count
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except (FileNotFoundError, ValueError, *user_errors()) as error:
+        fail(error)
 
     name = _NAME.value or os.path.basename(os.path.normpath(_SOURCE.value.split(",")[0]))
     print(format_table({name: result}))
@@ -95,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

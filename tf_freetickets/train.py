@@ -6,11 +6,12 @@
 Writes WORKDIR/members/ (each member as .keras and SavedModel) and
 WORKDIR/results.json, and prints the per-layer sparsity table and the
 evaluation table (accuracy, NLL, ECE, Brier, diversity). A bad config value or
-missing data ends with one error line and exit code 2.
+missing data, a damaged file, a workdir holding another run or in use by
+another process, and a diverged (NaN/Inf) run end with one error line and
+exit code 2 (README, "Reliability").
 """
 
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its C++ INFO/WARNING lines
 
@@ -24,6 +25,9 @@ _STRATEGY = flags.DEFINE_enum(
     "tf.distribute strategy: default (one device), mirrored (all local GPUs/CPUs), "
     "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG), tpu (TPUStrategy).",
 )  # fmt: skip
+_CONFIG_HELP = flags.DEFINE_bool(
+    "config_help", False, "List every config.* field with its value (the --config file's, else the defaults) and meaning."
+)
 _TPU = flags.DEFINE_string("tpu", "", "TPU address or name for --strategy=tpu (empty: the local TPU).")
 
 
@@ -43,24 +47,33 @@ def make_strategy(name, tpu=""):
     return tf.distribute.TPUStrategy(resolver)
 
 
+def _parse_flags(argv):
+    from tf_freetickets.experiments.cli import parse_flags
+
+    return parse_flags(argv, "config")
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _CONFIG_HELP.value:
+        from tf_freetickets.experiments.config import config_help
+
+        print(config_help(_CONFIG.value))
+        return
     if _CONFIG.value is None or _WORKDIR.value is None:
         raise app.UsageError("Both --config and --workdir are required.")
     if not flags.FLAGS["verbosity"].present:
         # TF's SavedModel writer logs every file at INFO; --verbosity=0 shows them.
         logging.set_verbosity(logging.WARNING)
-    from tf_freetickets.data import MissingDatasetError
     from tf_freetickets.experiments import runner as experiment
-    from tf_freetickets.experiments.config import ConfigError
+    from tf_freetickets.experiments.cli import fail, user_errors
 
     try:
         experiment.run(_CONFIG.value, _WORKDIR.value, strategy=make_strategy(_STRATEGY.value, _TPU.value))
-    except (ConfigError, MissingDatasetError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except user_errors() as error:
+        fail(error)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -19,6 +20,14 @@ class MissingDatasetError(FileNotFoundError):
     """A dataset's files are not where the loader looks; the message says what to do."""
 
 
+class DatasetError(ValueError):
+    """A dataset file is unreadable or holds values the loader cannot accept; the message names the file."""
+
+
+#: Fashion-MNIST classes; a label outside [0, NUM_CLASSES) means a damaged label file.
+NUM_CLASSES = 10
+
+
 def _find(directory, stem):
     for name in (stem + ".gz", stem):
         path = os.path.join(directory, name)
@@ -33,16 +42,22 @@ def _find(directory, stem):
 
 def _read_idx(path, magic):
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    found = int.from_bytes(data[:4], "big")
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise DatasetError(f"{path} cannot be read ({error}); reinstall the dataset.") from None
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
     if found != magic:
-        raise ValueError(f"{path} is not an idx file of the expected kind (magic {found:#x}, expected {magic:#x}).")
+        shown = "none, the file is shorter than 4 bytes" if found is None else f"{found:#x}"
+        raise DatasetError(f"{path} is not an idx file of the expected kind (magic {shown}, expected {magic:#x}).")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DatasetError(f"{path} is truncated inside its header.")
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: {array.size} values for shape {dims}.")
+        raise DatasetError(f"{path} is truncated or padded: {array.size} values for shape {dims}.")
     return array.reshape(dims)
 
 
@@ -60,14 +75,25 @@ def load_fashion_mnist(split="train", data_dir=None):
     Raises:
       MissingDatasetError: the files are absent; the message names the folder
         and the package to install.
-      ValueError: unknown split or a corrupt file.
+      DatasetError: a file is truncated, not gzip/idx, of the wrong kind, or
+        holds a label outside [0, 10) (the file is named).
+      ValueError: unknown split.
     """
     if split not in _FILES:
         raise ValueError(f"Unknown Fashion-MNIST split {split!r}; use 'train' or 'test'.")
     directory = data_dir or os.environ.get(ENV_VAR) or DEFAULT_DIR
     image_stem, label_stem = _FILES[split]
     images = _read_idx(_find(directory, image_stem), 0x00000803)
-    labels = _read_idx(_find(directory, label_stem), 0x00000801)
+    label_file = _find(directory, label_stem)
+    labels = _read_idx(label_file, 0x00000801)
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DatasetError(f"{directory}: split {split!r} has images of shape {images.shape} and labels of shape {labels.shape}.")
     if len(images) != len(labels):
-        raise ValueError(f"{directory}: {len(images)} images but {len(labels)} labels in split {split!r}.")
+        raise DatasetError(f"{directory}: {len(images)} images but {len(labels)} labels in split {split!r}.")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        position = int(np.argmax(labels >= NUM_CLASSES))
+        raise DatasetError(
+            f"{label_file} holds label {int(labels[position])} at position {position}; Fashion-MNIST labels are in "
+            f"[0, {NUM_CLASSES}) (a damaged file: reinstall the dataset)."
+        )
     return images[..., None], labels.astype(np.int64)

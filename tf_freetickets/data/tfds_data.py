@@ -15,7 +15,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tf_freetickets.data.fashion_mnist import MissingDatasetError, load_fashion_mnist
+from tf_freetickets.data.fashion_mnist import DatasetError, MissingDatasetError, load_fashion_mnist
 
 #: Datasets that `load_split` knows, each with its splits.
 SPLITS = {
@@ -121,12 +121,25 @@ def _read_all(builder, split, display_name):
             f"{display_name} prepared in {builder.data_dir} has no split {split!r}; it has {sorted(builder.info.splits)}."
         )
     tfds = _tfds()
-    ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True, shuffle_files=False)
-    images, labels = tfds.as_numpy(ds)
+    try:
+        ds = builder.as_dataset(split=split, batch_size=-1, as_supervised=True, shuffle_files=False)
+        images, labels = tfds.as_numpy(ds)
+    except tf.errors.OpError as error:
+        first = str(error).strip().splitlines()[0][:300]
+        raise DatasetError(
+            f"{display_name}/{split} prepared in {builder.data_dir} cannot be read ({first}); prepare it again."
+        ) from None
     images = np.asarray(images, dtype=np.uint8)
     labels = np.asarray(labels, dtype=np.int64)
     if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(f"{display_name}/{split}: unexpected shapes images {images.shape}, labels {labels.shape}.")
+        raise DatasetError(f"{display_name}/{split}: unexpected shapes images {images.shape}, labels {labels.shape}.")
+    label_feature = builder.info.features["label"] if "label" in builder.info.features else None
+    num_classes = getattr(label_feature, "num_classes", None)
+    if num_classes and labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DatasetError(
+            f"{display_name}/{split} in {builder.data_dir} holds labels in [{labels.min()}, {labels.max()}] but has "
+            f"{num_classes} classes (damaged files: prepare it again)."
+        )
     return images, labels
 
 

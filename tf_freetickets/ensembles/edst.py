@@ -303,7 +303,7 @@ class EDST(MaskUpdate):
             result = self.engine.update(self._step, drop_fraction=self.large_drop_fraction)
             self._epoch_changes += sum(result["changed"])
             self._say(
-                f"global exploration before ticket {self.schedule.phase(epoch) + 1}: "
+                f"global exploration before ticket_{self.schedule.phase(epoch)}: "
                 f"{sum(result['changed'])} weights moved (q={self.large_drop_fraction})"
             )
 
@@ -326,7 +326,9 @@ class EDST(MaskUpdate):
                 saved_model_path = export_member(self.model, os.path.join(self.export_dir, f"ticket_{index}"))
         self.tickets.append(Ticket(index, epoch, self._step, keras_path, saved_model_path, masks))
         where = f" to {keras_path}" if keras_path else ""
-        self._say(f"ticket {index + 1}/{self.schedule.num_tickets} saved after epoch {epoch + 1} (step {self._step}){where}")
+        # Named as its files are (ticket_<k>, k from 0), with its place among the M tickets.
+        count = f"{index + 1} of {self.schedule.num_tickets}"
+        self._say(f"ticket_{index} ({count}) saved after epoch {epoch + 1} (step {self._step}){where}")
 
     def ticket_overlaps(self):
         """(M, M) matrix: fraction of ticket i's active weights also active in ticket j."""

@@ -2,6 +2,7 @@
 
 import os
 import re
+import zipfile
 
 import keras
 from keras import ops
@@ -165,13 +166,17 @@ class EnsembleModel(keras.Model):
             "mutual_information": total - ops.mean(entropy(probs), axis=0),
         }
 
-    def export(self, filepath, format="tf_saved_model", **kwargs):
-        """Writes one SavedModel with `serve`, `member_probabilities`, `uncertainty` endpoints."""
+    def export(self, filepath, format="tf_saved_model", input_range=None, **kwargs):
+        """Writes one SavedModel with `serve`, `member_probabilities`, `uncertainty` endpoints.
+
+        `input_range=(low, high)` makes every endpoint reject inputs outside it;
+        NaN/Inf inputs are always rejected (`tf_freetickets.export`).
+        """
         if format != "tf_saved_model":
             raise ValueError(f"EnsembleModel exports only format='tf_saved_model', got {format!r}.")
         from tf_freetickets.export import export_ensemble
 
-        return export_ensemble(self, filepath)
+        return export_ensemble(self, filepath, input_range=input_range)
 
     def get_config(self):
         return {
@@ -199,7 +204,8 @@ class EnsembleModel(keras.Model):
 
         Raises:
           FileNotFoundError: nothing to load at `source`.
-          ValueError: members disagree on input/output specs (the path is named).
+          ValueError: a member file is empty or damaged, or members disagree on
+            input/output specs (the path is named).
         """
         paths = _member_paths(source)
         members = [_load_member(path) for path in paths]
@@ -236,7 +242,14 @@ def _load_member(path):
             raise FileNotFoundError(f"Ensemble member {path!r} does not exist.")
         import tf_freetickets.sparse.layers  # noqa: F401  (registers the masked layer classes)
 
-        return keras.models.load_model(path)
+        size = os.path.getsize(path)
+        if size == 0:
+            raise ValueError(f"Ensemble member {path!r} is an empty file (0 bytes): it was not written completely.")
+        try:
+            return keras.models.load_model(path)
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            raise ValueError(f"Ensemble member {path!r} ({size} bytes) cannot be loaded: {reason}") from None
     if not _is_saved_model(path):
         raise FileNotFoundError(f"Ensemble member {path!r} is neither a .keras file nor a SavedModel folder.")
     import tensorflow as tf

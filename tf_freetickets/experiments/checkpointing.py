@@ -10,11 +10,18 @@ What decides the rest of a run is saved or derivable (design invariant 6):
 - the data order: `data.train_dataset` is indexed by epoch, so the stream is
   rebuilt from the resume epoch; MaskUpdate re-positions its dense-gradient
   batches from the step.
+
+A damaged newest checkpoint (truncated, emptied or flipped bytes in its
+files, or in its callback state) is set aside with a warning line and the
+next newest intact one is restored; `ckpt-N_temp/` folders that a kill left
+mid-write are removed.
 """
 
 import glob
 import os
 import re
+import shutil
+import sys
 
 import keras
 import numpy as np
@@ -76,8 +83,52 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 os.remove(path)
 
 
+class CheckpointError(RuntimeError):
+    """No checkpoint of a run can be restored; the message says what to do."""
+
+
+def checkpoint_numbers(directory):
+    """Numbers N of the `ckpt-N` checkpoints with an index file in `directory`, newest first."""
+    if not os.path.isdir(directory):
+        return []
+    found = (re.search(r"ckpt-(\d+)\.index$", p) for p in glob.glob(os.path.join(directory, "ckpt-*.index")))
+    return sorted((int(m.group(1)) for m in found if m), reverse=True)
+
+
+def _remove_unfinished_writes(directory):
+    for path in glob.glob(os.path.join(directory, "ckpt-*_temp")):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _set_aside(directory, number):
+    """Moves a damaged checkpoint's files into `damaged/` (kept for inspection, out of the way)."""
+    aside = os.path.join(directory, "damaged")
+    os.makedirs(aside, exist_ok=True)
+    for path in glob.glob(os.path.join(directory, f"ckpt-{number}.*")) + [os.path.join(directory, _STATE_PATTERN.format(number))]:
+        if os.path.exists(path):
+            os.replace(path, os.path.join(aside, os.path.basename(path)))
+    # CheckpointManager reads the `checkpoint` state file; rewrite it from what is left.
+    kept = [os.path.join(directory, f"ckpt-{n}") for n in sorted(checkpoint_numbers(directory))]
+    state = os.path.join(directory, "checkpoint")
+    if os.path.exists(state):
+        os.remove(state)
+    if kept:
+        tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+
+
+def _restore(model, directory, number, stateful_callbacks):
+    _checkpoint(model).restore(os.path.join(directory, f"ckpt-{number}")).assert_existing_objects_matched()
+    if stateful_callbacks:
+        with np.load(os.path.join(directory, _STATE_PATTERN.format(number))) as packed:
+            _unpack(stateful_callbacks, packed)
+
+
 def restore_latest(model, directory, stateful_callbacks=()):
-    """Restores the newest checkpoint in `directory` into a compiled `model`.
+    """Restores the newest intact checkpoint in `directory` into a compiled `model`.
+
+    A checkpoint whose files (or callback state) cannot be read is moved to
+    `directory/damaged/` with a warning line on stderr, and the next newest
+    is tried; unfinished `ckpt-N_temp/` writes are removed first.
 
     Args:
       model: the compiled model, built exactly as the run that wrote the checkpoint.
@@ -87,14 +138,37 @@ def restore_latest(model, directory, stateful_callbacks=()):
     Returns:
       The number of completed epochs (0 when there is no checkpoint): pass it
       as `initial_epoch` to `fit` and as `start_epoch` to `data.train_dataset`.
+
+    Raises:
+      CheckpointError: checkpoints exist but none of them can be restored.
     """
-    latest = tf.train.latest_checkpoint(directory) if os.path.isdir(directory) else None
-    if latest is None:
+    if not os.path.isdir(directory):
         return 0
-    _checkpoint(model).restore(latest).assert_existing_objects_matched()
-    number = int(re.search(r"ckpt-(\d+)$", latest).group(1))
-    state_file = os.path.join(directory, _STATE_PATTERN.format(number))
-    if stateful_callbacks:
-        with np.load(state_file) as packed:
-            _unpack(stateful_callbacks, packed)
-    return number
+    _remove_unfinished_writes(directory)
+    numbers = checkpoint_numbers(directory)
+    try:
+        tf.train.get_checkpoint_state(directory)
+    except Exception:  # a damaged `checkpoint` state file: rebuild it from the index files
+        os.remove(os.path.join(directory, "checkpoint"))
+        if numbers:
+            kept = [os.path.join(directory, f"ckpt-{n}") for n in sorted(numbers)]
+            tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+    for number in numbers:
+        try:
+            _restore(model, directory, number, stateful_callbacks)
+            return number
+        except Exception as error:  # TF reports damage as OpError, IndexError, ValueError...; the reason is printed
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+            print(
+                f"warning: checkpoint ckpt-{number} in {directory} is damaged ({reason}); moved it to "
+                f"{os.path.join(directory, 'damaged')} and trying an older one",
+                file=sys.stderr,
+                flush=True,
+            )
+            _set_aside(directory, number)
+    if numbers:
+        raise CheckpointError(
+            f"No intact checkpoint left in {directory} (damaged ones are in {os.path.join(directory, 'damaged')}); "
+            "delete the workdir to start fresh."
+        )
+    return 0

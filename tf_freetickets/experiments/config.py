@@ -5,6 +5,9 @@ their experiment needs; `validate` turns a bad value into one `ConfigError`
 that names the field, the value and what is allowed.
 """
 
+import inspect
+import re
+
 import ml_collections
 
 SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl", "gmp")
@@ -21,17 +24,17 @@ class ConfigError(ValueError):
 def fashion_mnist_defaults():
     """A single RigL model at 90% sparsity (ERK) on Fashion-MNIST with the small CNN."""
     config = ml_collections.ConfigDict()
-    config.seed = 0
-    config.dataset = "fashion_mnist"
+    config.seed = 0  # seeds weights, masks, data order and augmentation (integer >= 0)
+    config.dataset = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | svhn_cropped | imagenet2012 (read offline)
     config.data_dir = ""  # empty: $TFT_FASHION_MNIST_DIR, then Debian's /usr/share/datasets/fashion-mnist
     config.train_examples = 0  # 0 = whole training split; fewer for smoke runs
     config.image_size = 224  # imagenet2012 only: side of the square crops
     config.model = "small_cnn"  # small_cnn | wide_resnet | cifar_resnet | resnet50
     config.depth = 28  # wide_resnet (6n + 4) and cifar_resnet (6n + 2)
     config.width = 1.0  # width multiplier; the widen factor k for wide_resnet
-    config.dropout = 0.0
-    config.epochs = 3
-    config.batch_size = 128
+    config.dropout = 0.0  # dropout rate before the classifier, in [0, 1)
+    config.epochs = 3  # training epochs (EDST: ignored, the schedule gives t_ex + M * t_re)
+    config.batch_size = 128  # examples per step (each epoch drops its partial last batch)
     config.label_smoothing = 0.0  # cross-entropy label smoothing (FreeTickets' ImageNet runs: 0.1)
     config.verbose = 2  # Keras fit verbosity: 1 progress bar, 2 one line per epoch
     config.deterministic = False  # TF op determinism: bitwise-repeatable runs (and resumes), slower on GPUs
@@ -45,27 +48,27 @@ def fashion_mnist_defaults():
     config.keep_best_validation = False  # members and EDST tickets: the weights of their best validation epoch
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.learning_rate = 0.05
-    config.optimizer.momentum = 0.9
+    config.optimizer.learning_rate = 0.05  # base learning rate of SGD
+    config.optimizer.momentum = 0.9  # SGD momentum
     config.optimizer.weight_decay = 5e-4  # adds weight_decay * w to the gradient (PyTorch SGD's weight_decay)
-    config.optimizer.weight_decay_scope = "kernels"  # kernels | all (also biases and BatchNorm gamma/beta)
-    config.optimizer.nesterov = False
+    config.optimizer.weight_decay_scope = "kernels"  # kernels | all | all_but_biases (which parameters decay)
+    config.optimizer.nesterov = False  # Nesterov momentum
     config.optimizer.schedule = "cosine"  # cosine | constant | step; EDST sets its own per-phase rates
     config.optimizer.warmup_epochs = 0  # linear warm-up from 0 (cosine schedule)
     config.optimizer.milestones = (0.5, 0.75)  # step schedule: fractions of training where lr *= gamma
-    config.optimizer.gamma = 0.1
+    config.optimizer.gamma = 0.1  # step schedule: factor applied at each milestone (or every decay_every steps)
     config.optimizer.decay_every = 0  # step schedule: lr *= gamma every this many steps instead (CigL: 30000)
     config.optimizer.warmup_from = 0.0  # learning rate at the start of the warm-up (Divide-and-Co-training: 5e-3)
     config.optimizer.min_learning_rate = 0.0  # cosine schedule's floor (Divide-and-Co-training: 1e-4)
 
     config.sparse = ml_collections.ConfigDict()
-    config.sparse.method = "rigl"
-    config.sparse.sparsity = 0.9
-    config.sparse.distribution = "erk"
-    config.sparse.update_every = 100
-    config.sparse.drop_fraction = 0.3
-    config.sparse.end_fraction = 0.75
-    config.sparse.decay = "cosine"
+    config.sparse.method = "rigl"  # dense | static | set | rigl | snfs | cigl
+    config.sparse.sparsity = 0.9  # fraction of pruned weights over the masked layers, in [0, 1)
+    config.sparse.distribution = "erk"  # layer-wise densities: erk | er | uniform
+    config.sparse.update_every = 100  # mask update every this many steps (DeltaT)
+    config.sparse.drop_fraction = 0.3  # fraction of active weights dropped and regrown per update (initial value)
+    config.sparse.end_fraction = 0.75  # fraction of training after which masks stop changing
+    config.sparse.decay = "cosine"  # decay of the drop fraction: cosine | constant
     config.sparse.random_drop_rate = 0.01  # CigL's random mask (1/dpnum)
     # Gradual magnitude pruning (sparse.method="gmp", Zhu & Gupta 2017): dense start, then every
     # sparse.update_every steps prune by magnitude along tfmot's PolynomialDecay from initial_sparsity
@@ -78,11 +81,11 @@ def fashion_mnist_defaults():
 
     config.weight_averaging = ml_collections.ConfigDict()
     config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
-    config.weight_averaging.start_fraction = 0.8
+    config.weight_averaging.start_fraction = 0.8  # fraction of training after which snapshots are averaged
 
     config.ensemble = ml_collections.ConfigDict()
     config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst | dnc (Divide-and-Co-training)
-    config.ensemble.num_members = 3
+    config.ensemble.num_members = 3  # M: members (independent / DNC) or tickets (EDST)
     config.ensemble.exploration_epochs = 1  # EDST t_ex
     config.ensemble.refinement_epochs = 2  # EDST t_re
     config.ensemble.refinement_lr_factors = (0.1, 0.01)  # EDST: lr steps of each refinement phase (x base lr)
@@ -278,4 +281,48 @@ def validate(config):
                 f"training: it needs sparse.decay='cosine' and sparse.end_fraction=1.0, got {sparse.decay!r} and "
                 f"{sparse.end_fraction!r}."
             )
+    validate_run_fields(config)
     return config
+
+
+def validate_run_fields(config):
+    """Checks the fields that decide a run's reproducibility rather than its method (seed)."""
+    _positive_int(config.seed, "seed", minimum=0)
+
+
+_FIELD_LINE = re.compile(r"^\s*config\.([\w.]+)\s*=\s*[^#]+?(?:#\s*(.*))?$")
+
+
+def field_docs():
+    """{dotted field: meaning} of every `fashion_mnist_defaults` field, read from the comment beside its default.
+
+    The comments in `fashion_mnist_defaults` are the one place a field is
+    documented; `--config_help` prints them and a test checks none is missing.
+    """
+    docs = {}
+    for line in inspect.getsource(fashion_mnist_defaults).splitlines():
+        match = _FIELD_LINE.match(line)
+        if match and "ConfigDict()" not in line:  # a group, not a field
+            docs[match.group(1)] = (match.group(2) or "").strip()
+    return docs
+
+
+def config_help(config=None):
+    """Text listing every `config.*` field: its value in `config` (default: the defaults) and its meaning."""
+    config = fashion_mnist_defaults() if config is None else config
+    docs = field_docs()
+
+    def flat(tree, prefix=""):
+        for key, value in tree.items():
+            name = f"{prefix}{key}"
+            if isinstance(value, ml_collections.ConfigDict):
+                yield from flat(value, f"{name}.")
+            else:
+                yield name, value
+
+    rows = [(f"config.{name}", repr(value), docs.get(name, "")) for name, value in flat(config)]
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(max(len(value) for _, value, _ in rows), 24)
+    lines = ["Every field is a flag: --config.<field>=<value>. Fields, their values and meaning:"]
+    lines += [f"  {name:<{width}}  {value:<{value_width}}  {doc}".rstrip() for name, value, doc in rows]
+    return "\n".join(lines)

@@ -13,6 +13,8 @@ from tf_freetickets.data import tfds_data
 
 # Dense-gradient batches for mask updates come from their own stream, apart from the training order.
 GRADIENT_SEED_OFFSET = 7919
+#: Classes of the in-memory datasets: the model's output size never depends on the labels seen.
+NUM_CLASSES = {"fashion_mnist": 10, "cifar10": 10, "cifar100": 100, "svhn_cropped": 10}
 
 
 class ArrayData:
@@ -23,12 +25,27 @@ class ArrayData:
       x_test, y_test: the same for the test split.
       x_val, y_val: held-out training examples for `validation_data` (None: no validation split).
       crop_padding: border of the training pad-and-crop ("constant" or "reflect").
+      num_classes: classes of the dataset; None reads it from the largest
+        label (only for arrays whose labels are known to be complete).
+
+    Raises:
+      DatasetError: a label outside [0, num_classes).
     """
 
-    def __init__(self, x_train, y_train, x_test, y_test, x_val=None, y_val=None, crop_padding="constant"):
+    def __init__(
+        self, x_train, y_train, x_test, y_test, x_val=None, y_val=None, crop_padding="constant", num_classes=None
+    ):
         self.x_train, self.y_train, self.x_test, self.y_test = x_train, y_train, x_test, y_test
         self.x_val, self.y_val = x_val, y_val
         self.crop_padding = crop_padding
+        self._num_classes = num_classes
+        if num_classes is not None:
+            for split, labels in (("train", y_train), ("test", y_test)):
+                if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+                    raise data.DatasetError(
+                        f"The {split} labels span [{labels.min()}, {labels.max()}], outside the dataset's "
+                        f"[0, {num_classes}) classes (damaged label files)."
+                    )
 
     @property
     def input_shape(self):
@@ -36,6 +53,8 @@ class ArrayData:
 
     @property
     def num_classes(self):
+        if self._num_classes is not None:
+            return self._num_classes
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
     @property
@@ -138,6 +157,7 @@ def data_source(config):
 
     Raises:
       MissingDatasetError: the dataset is not where the config says.
+      DatasetError: a damaged data file (named) or labels outside the classes.
     """
     if config.dataset == "imagenet2012":
         return ImageNetData(config.data_dir or None, config.image_size, config.train_examples)
@@ -153,4 +173,7 @@ def data_source(config):
         y_train, y_val = y_train[:-held_out], y_train[-held_out:]
     if config.train_examples:
         x_train, y_train = x_train[: config.train_examples], y_train[: config.train_examples]
-    return ArrayData(x_train, y_train, x_test, y_test, x_val, y_val, crop_padding=config.crop_padding)
+    return ArrayData(
+        x_train, y_train, x_test, y_test, x_val, y_val, crop_padding=config.crop_padding,
+        num_classes=NUM_CLASSES[config.dataset],
+    )  # fmt: skip

@@ -10,6 +10,7 @@ import os
 
 import numpy as np
 
+from tf_freetickets.experiments.workdir import is_run_workdir, manifest_members
 from tf_freetickets.metrics.calibration import accuracy, negative_log_likelihood, reliability_diagram_bins
 from tf_freetickets.metrics.ood import ood_detection
 from tf_freetickets.metrics.summary import member_probabilities, summarize_members
@@ -18,11 +19,19 @@ from tf_freetickets.metrics.summary import member_probabilities, summarize_membe
 def members_source(source):
     """What `EnsembleModel.from_saved_models` should load for a user's `source`.
 
-    A training workdir gives its members/ folder; a comma-separated string
-    gives a list of paths; any other folder is used as it is.
+    A training workdir of this library gives exactly the member files its
+    run wrote (`members/manifest.json`, checked for size and SHA-256); a
+    comma-separated string gives a list of paths; a folder without a run
+    record gives its members/ sub-folder if it has one, else itself.
+
+    Raises:
+      WorkdirError: a workdir whose run has not finished (no manifest) or
+        whose member files were changed or damaged.
     """
     if "," in source:
         return [p for p in source.split(",") if p]
+    if is_run_workdir(source):
+        return manifest_members(source)
     members = os.path.join(source, "members")
     return members if os.path.isdir(members) else source
 
@@ -31,7 +40,13 @@ def _normalised(images):
     return np.asarray(images, np.float32) / 255.0
 
 
-def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, severities=(1, 2, 3, 4, 5), batch_size=512):
+def _quiet(message):
+    del message
+
+
+def evaluate_members(
+    members, x_test, y_test, ood_sets=None, corruptions=None, severities=(1, 2, 3, 4, 5), batch_size=512, progress=None
+):
     """Evaluates members (and their mean-probability ensemble) on in-distribution, OoD and corrupted data.
 
     Args:
@@ -43,6 +58,8 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
         `data.corruptions.available_corruptions(channels)`, applied to `x_test`
         at `severities` (seed 0: the severities scale the same noise draw).
       batch_size: prediction batch size.
+      progress: optional fn(str) told before each set is predicted (the
+        evaluate binary prints these lines with their elapsed time).
 
     Returns:
       dict: the `summarize_members` figures, "reliability" (the ensemble's
@@ -52,6 +69,8 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
       {accuracy, nll}}} and "corruption_accuracy" (mean over all corruptions
       and severities).
     """
+    say = progress or _quiet
+    say(f"test images: {len(x_test)} x {len(members)} members")
     probs = member_probabilities(members, _normalised(x_test), batch_size=batch_size)
     result = summarize_members(probs, y_test)
     ensemble = probs.mean(axis=0)
@@ -59,6 +78,7 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
     if ood_sets:
         result["ood"] = {}
         for name, images in ood_sets.items():
+            say(f"OoD set {name}: {len(images)} images")
             ood_probs = member_probabilities(members, _normalised(images), batch_size=batch_size).mean(axis=0)
             result["ood"][name] = {k: float(v) for k, v in ood_detection(ensemble, ood_probs, score="entropy").items()}
         result["ood_auroc"] = float(np.mean([v["auroc"] for v in result["ood"].values()]))
@@ -68,7 +88,8 @@ def evaluate_members(members, x_test, y_test, ood_sets=None, corruptions=None, s
 
         result["corruption"] = {}
         accuracies = []
-        for name in corruptions:
+        for number, name in enumerate(corruptions, start=1):
+            say(f"corruption {number}/{len(corruptions)} {name}: {len(x_test)} images x {len(severities)} severities")
             # One prediction pass per corruption over all its severities: far fewer predict calls.
             corrupted = np.concatenate([corrupt(x_test, name, severity, seed=0) for severity in severities])
             means = member_probabilities(members, _normalised(corrupted), batch_size=batch_size).mean(axis=0)

@@ -4,6 +4,9 @@ The training binary (`python -m tf_freetickets.train`) is a thin absl shell
 around `run`; tests and tools call `run` directly. Every training is
 resumable: rerunning the same command on the same workdir continues from the
 last epoch checkpoint (WORKDIR/checkpoints/) and ends with the same result.
+A workdir holds one run only (`experiments.workdir`: its recorded config,
+an exclusive lock, and the manifest of the members it wrote), and a run that
+diverges stops before writing anything non-finite (`experiments.guards`).
 """
 
 import contextlib
@@ -30,10 +33,12 @@ from tf_freetickets.ensembles import (
 )
 from tf_freetickets.ensembles.best_validation import BestValidation
 from tf_freetickets.ensembles.views import member_views
-from tf_freetickets.experiments.checkpointing import EpochCheckpoint, restore_latest
-from tf_freetickets.experiments.config import edst_schedule, validate
+from tf_freetickets.experiments import workdir as workdirs
+from tf_freetickets.experiments.checkpointing import EpochCheckpoint, checkpoint_numbers, restore_latest
+from tf_freetickets.experiments.config import ConfigError, edst_schedule, validate
 from tf_freetickets.experiments.data_sources import data_source
 from tf_freetickets.experiments.flops import run_flops
+from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.multi_worker import enable_multi_worker_fit
@@ -213,12 +218,32 @@ class _Run:
         if masked_layers(model):
             logging.append(LayerSparsityLogger(os.path.join(log_dir, "sparsity")))
         enable_multi_worker_fit(model)  # keras-team/keras#20585; a no-op under other strategies
+        # The guard goes first: a non-finite batch or epoch stops fit before mask
+        # updates, tickets and the epoch checkpoint see it.
+        guard = FiniteTrainingGuard(checkpoint_name)
         # Called even when every epoch is done, so that end-of-training callbacks run.
-        model.fit(
-            self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
-            steps_per_epoch=self.steps_per_epoch,
-            callbacks=[*callbacks, *logging, EpochCheckpoint(directory, stateful)], verbose=self.config.verbose,
-        )  # fmt: skip
+        # shuffle=False: the stream is already shuffled per epoch (and Keras would warn).
+        try:
+            model.fit(
+                self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=self.steps_per_epoch, shuffle=False,
+                callbacks=[guard, *callbacks, *logging, EpochCheckpoint(directory, stateful)], verbose=self.config.verbose,
+            )  # fmt: skip
+        except FloatingPointError as error:
+            newest = max(checkpoint_numbers(directory), default=0)
+            kept = (
+                f"the newest checkpoint ({directory}, after epoch {newest}) is the last good one"
+                if newest
+                else ("no checkpoint was written")
+            )
+            message = (
+                str(error)
+                if isinstance(error, NonFiniteTrainingError)
+                else f"{checkpoint_name}: epoch {guard.epoch + 1}: {error}"
+            )
+            raise NonFiniteTrainingError(
+                f"{message}; {kept}. Lower config.optimizer.learning_rate and start fresh in a new --workdir."
+            ) from None
 
 
 def _train_edst(run):
@@ -241,10 +266,14 @@ def _train_edst(run):
         tracker = run.best_validation(reset_epochs=phase_starts, restore_at_end=False)
         callbacks = tracker.around(edst, schedule.ticket_epochs)
     run.fit(model, config.seed, callbacks, "edst")
+    if len(edst.tickets) != edst.schedule.num_tickets:
+        raise RuntimeError(f"EDST ended with {len(edst.tickets)} of {edst.schedule.num_tickets} tickets saved.")
     overlaps = edst.ticket_overlaps()
     print("EDST ticket mask overlap (fraction of ticket i's active weights active in ticket j):")
     print(np.array2string(overlaps, precision=4))
-    return EnsembleModel.from_saved_models(run.members_dir).members, {"ticket_mask_overlap": overlaps.tolist()}
+    # Exactly this run's tickets, never whatever else lies in members/.
+    paths = [ticket.keras_path for ticket in edst.tickets]
+    return EnsembleModel.from_saved_models(paths).members, {"ticket_mask_overlap": overlaps.tolist(), "member_files": paths}
 
 
 def _train_dnc(run):
@@ -280,10 +309,11 @@ def _train_dnc(run):
         callbacks.append(run.best_validation())
     run.fit(model, config.seed, callbacks, "dnc")
     os.makedirs(run.members_dir, exist_ok=True)
-    for index, member in enumerate(model.members):
-        member.save(os.path.join(run.members_dir, f"member_{index}.keras"))
+    paths = [os.path.join(run.members_dir, f"member_{index}.keras") for index in range(len(model.members))]
+    for member, path in zip(model.members, paths):
+        member.save(path)
     model.export(os.path.join(run.workdir, "ensemble"))
-    return model.members, {}
+    return model.members, {"member_files": paths}
 
 
 def _train_independent(run):
@@ -305,7 +335,7 @@ def _train_independent(run):
         seeds=[config.seed + i for i in range(num_members)], make_callbacks=make_callbacks,
         export_dir=run.members_dir, strategy=run.strategy, verbose=config.verbose, fit_fn=run.fit,
     )  # fmt: skip
-    return members, {}
+    return members, {"member_files": [os.path.join(run.members_dir, f"member_{k}.keras") for k in range(num_members)]}
 
 
 _TRAINERS = {"none": _train_independent, "independent": _train_independent, "edst": _train_edst, "dnc": _train_dnc}
@@ -319,18 +349,49 @@ def run(config, workdir, strategy=None):
       workdir: output folder; rerunning on it resumes from its checkpoints.
       strategy: optional `tf.distribute.Strategy` to build and train under.
 
-    Writes WORKDIR/members/ (each member as .keras and SavedModel),
-    WORKDIR/results.json (metrics and the config) and prints the evaluation
-    table. Returns the results dict.
+    Writes WORKDIR/run_record.json (the config, before training),
+    WORKDIR/members/ (each member as .keras and SavedModel, and
+    manifest.json listing them once all are written), WORKDIR/results.json
+    (metrics and the config) and prints the evaluation table. Returns the
+    results dict.
+
+    Raises:
+      ConfigError: a bad config value, or data that does not fit it.
+      WorkdirError: the workdir holds a run with another config, is in use by
+        another process, or cannot be written.
+      CheckpointError: no checkpoint of the run can be restored.
+      NonFiniteTrainingError, FloatingPointError: training diverged (NaN/Inf);
+        the last good checkpoint stays the newest.
     """
     validate(config)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    keras.utils.set_random_seed(config.seed)
-    source = data_source(config)
-    os.makedirs(workdir, exist_ok=True)
-    training = _Run(config, workdir, source, strategy)
+    workdirs.prepare(workdir)
+    with workdirs.exclusive_lock(workdir):
+        resuming = workdirs.check_record(workdir, config)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(config.seed)
+        source = data_source(config)
+        training = _Run(config, workdir, source, strategy)
+        check_data_fits(config, source, training.steps_per_epoch)
+        if not resuming:
+            workdirs.write_record(workdir, config)
+        workdirs.clear_manifest(training.members_dir)
+        return _train_and_report(config, workdir, source, training)
+
+
+def check_data_fits(config, source, steps_per_epoch):
+    """Raises ConfigError when the data gives no full batch per epoch."""
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is larger than the {source.num_train_examples} training examples "
+            f"(config.train_examples={config.train_examples}), so an epoch has no full batch; lower batch_size or "
+            "raise train_examples."
+        )
+
+
+def _train_and_report(config, workdir, source, training):
     members, extra = _TRAINERS[config.ensemble.kind](training)
+    workdirs.write_manifest(training.members_dir, extra.pop("member_files"))
     results = summarize_members(member_probabilities(members, source.test_inputs()), source.test_labels)
     results.update(extra)
     results.update(run_flops(config, members, make_updater(config.sparse, config.seed), training.steps_per_epoch))
@@ -340,6 +401,8 @@ def run(config, workdir, strategy=None):
     name = config.sparse.method if config.ensemble.kind == "none" else f"{config.sparse.method}-{config.ensemble.kind}"
     print(f"training FLOPs {results['training_flops']:.4g}, inference FLOPs per example {results['inference_flops']:.4g}")
     print(format_table({name: results}))
-    with open(os.path.join(workdir, "results.json"), "w") as f:
+    temporary = os.path.join(workdir, "results.json.tmp")
+    with open(temporary, "w") as f:
         json.dump({"name": name, "results": results, "config": config.to_dict()}, f, indent=2)
+    os.replace(temporary, os.path.join(workdir, "results.json"))
     return results

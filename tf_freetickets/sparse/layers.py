@@ -14,6 +14,7 @@ layers into that mode while a dense-gradient function is traced.
 """
 
 import contextlib
+import inspect
 
 import keras
 import numpy as np
@@ -208,6 +209,32 @@ def _in_training_call():
     return context is not None and context.get_value("training") is True
 
 
+def _empty_batch_safe_call(layer_class):
+    """`call` for a masked one-input layer that answers a batch known to be empty with the right shape.
+
+    TensorFlow's convolution returns its input's shape for a batch of 0
+    examples (a plain `Conv2D` hides it only when its bias broadcasts), which
+    breaks the next layer. An eager call (or a trace) with 0 examples gets
+    an empty output of the right shape; compiled graphs with an unknown batch
+    size are left as they are (a branch there would cost TFLite conversion
+    its static shapes), and the exported endpoints answer an empty batch
+    themselves (`tf_freetickets.export`).
+    """
+
+    def call(self, inputs):
+        if inputs.shape[0] == 0:
+            shape = self.compute_output_shape(tuple(inputs.shape))
+            if all(dim is not None for dim in shape[1:]):
+                return ops.zeros((0, *shape[1:]), self.compute_dtype)
+        return layer_class.call(self, inputs)
+
+    return call
+
+
+def _takes_one_input(layer_class):
+    return list(inspect.signature(layer_class.call).parameters) == ["self", "inputs"]
+
+
 _MASKED_CLASSES = {}
 
 
@@ -236,7 +263,10 @@ def masked_class_for(layer_class):
     if layer_class not in _MASKED_CLASSES:
         name = "Masked" + layer_class.__name__
         mixin = SublayerMaskingMixin if issubclass(layer_class, CONTAINER_CLASSES) else MaskedKernelMixin
-        masked = type(name, (mixin, layer_class), {"__module__": __name__, "plain_class": layer_class})
+        namespace = {"__module__": __name__, "plain_class": layer_class}
+        if mixin is MaskedKernelMixin and _takes_one_input(layer_class):
+            namespace["call"] = _empty_batch_safe_call(layer_class)
+        masked = type(name, (mixin, layer_class), namespace)
         masked = keras.saving.register_keras_serializable(_SERIAL_PACKAGE, name)(masked)
         _MASKED_CLASSES[layer_class] = masked
     return _MASKED_CLASSES[layer_class]

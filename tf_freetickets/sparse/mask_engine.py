@@ -149,6 +149,17 @@ class MaskEngine:
 
         return apply
 
+    def _check_finite(self, step, gradients):
+        # Top-k over NaN/Inf scores selects arbitrary positions and can write
+        # masks that are not 0/1: refuse instead of selecting.
+        for layer, gradient in zip(self.layers, gradients):
+            for what, value in (("weights", layer.kernel_variable), ("dense gradients", gradient)):
+                if value is not None and not bool(tf.reduce_all(tf.math.is_finite(value))):
+                    raise FloatingPointError(
+                        f"Mask update after step {step}: layer {layer.name!r} has NaN/Inf {what}; the masks were "
+                        "left unchanged (training diverged: lower the learning rate)."
+                    )
+
     def update(self, step, drop_fraction=None):
         """Runs the mask update scheduled after optimizer step `step`.
 
@@ -160,6 +171,10 @@ class MaskEngine:
         Returns:
           dict with "drop_fraction" (float) and "changed" (list of int, the
           number of newly active weights per masked layer).
+
+        Raises:
+          FloatingPointError: a layer's weights or dense gradients hold NaN/Inf
+            (the masks are left as they were).
         """
         if drop_fraction is None:
             drop_fraction = self.updater.schedule.drop_fraction_at(step)
@@ -173,6 +188,7 @@ class MaskEngine:
             gradients = self.dense_gradients()
         else:
             gradients = [None] * len(self.layers)
+        self._check_finite(step, gradients)
         if self._apply_fn is None:
             self._apply_fn = self._build_apply_fn()
         with self.strategy.scope():

@@ -1,6 +1,12 @@
-"""Per-layer sparsity report of a masked model."""
+"""Per-layer sparsity report of a masked model.
+
+Active weights are counted as mask entries != 0, so a mask that is not
+exactly 0/1 (a corrupted run) is neither summed into wrong counts nor hidden:
+`sparsity_table` marks it and `global_sparsity` warns.
+"""
 
 import dataclasses
+import warnings
 
 import numpy as np
 
@@ -11,7 +17,8 @@ from tf_freetickets.sparse import layers as masking
 class LayerSparsity:
     """One kernel: its name, shape, density, active weights and what happens to its mask.
 
-    `note` is "" for a masked kernel whose mask the updates change, "frozen:
+    `binary` is False when the mask holds a value other than 0 and 1. `note`
+    is "" for a masked kernel whose mask the updates change, "frozen:
     mask fixed" for a masked kernel of a non-trainable layer, and "not masked:
     <reason>" for a kernel without a mask (counted dense, outside the budget).
     """
@@ -21,6 +28,7 @@ class LayerSparsity:
     active: int
     total: int
     note: str = ""
+    binary: bool = True
 
     @property
     def density(self):
@@ -28,7 +36,7 @@ class LayerSparsity:
 
 
 def sparsity_rows(model):
-    """One `LayerSparsity` per masked layer of `model`, read from the masks.
+    """One `LayerSparsity` per masked layer of `model`, read from the masks (active = mask != 0).
 
     Layers inside other layers are named "parent/child" (attention projections).
     """
@@ -37,7 +45,10 @@ def sparsity_rows(model):
     for layer in masking.masked_layers(model):
         mask = np.asarray(layer.kernel_mask.numpy())
         note = "frozen: mask fixed" if masking.is_frozen(layer) else ""
-        rows.append(LayerSparsity(names[id(layer)], tuple(mask.shape), int(mask.sum()), int(mask.size), note))
+        binary = bool(np.all((mask == 0) | (mask == 1)))
+        rows.append(
+            LayerSparsity(names[id(layer)], tuple(mask.shape), int(np.count_nonzero(mask)), int(mask.size), note, binary)
+        )
     return rows
 
 
@@ -54,12 +65,20 @@ def unmasked_rows(model):
     return rows
 
 
+def non_binary_masks(model):
+    """Names of the masked layers of `model` whose mask holds a value other than 0 and 1."""
+    return [row.name for row in sparsity_rows(model) if not row.binary]
+
+
 def global_sparsity(model):
-    """Fraction of zero mask entries over all masked kernels of `model`."""
+    """Fraction of zero mask entries over all masked kernels of `model` (warns if a mask is not 0/1)."""
     rows = sparsity_rows(model)
     total = sum(row.total for row in rows)
     if total == 0:
         raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
+    not_binary = [row.name for row in rows if not row.binary]
+    if not_binary:
+        warnings.warn(f"Masks of {not_binary} are not 0/1; sparsity counts their nonzero entries.", stacklevel=2)
     return 1.0 - sum(row.active for row in rows) / total
 
 
@@ -69,7 +88,8 @@ def sparsity_table(model):
     Masked layers come first, then kernels without a mask (recurrent cells,
     embeddings, excluded layers) with the reason in the note column. The last
     line sums the masked layers only: that is the sparsity `sparsify` was
-    asked for. Example:
+    asked for. A layer whose mask is not exactly 0/1 is marked "NOT 0/1" (its
+    active count is its nonzero entries). Example:
 
       >>> print(tft.sparsity_table(model))
     """
@@ -79,7 +99,8 @@ def sparsity_table(model):
     lines = [f"{'layer':<{width}} {'kernel shape':<20} {'density':>8} {'active':>10} {'total':>10}  note"]
     for row in every:
         shape = "x".join(str(d) for d in row.shape)
-        line = f"{row.name:<{width}} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}  {row.note}"
+        flag = "" if row.binary else "  NOT 0/1"
+        line = f"{row.name:<{width}} {shape:<20} {row.density:>8.4f} {row.active:>10d} {row.total:>10d}  {row.note}{flag}"
         lines.append(line.rstrip())
     active = sum(row.active for row in rows)
     total = sum(row.total for row in rows)
