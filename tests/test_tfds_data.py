@@ -286,7 +286,8 @@ def test_imagenet_resnet50_edst_config_runs_on_the_stream(prepared, no_download,
     assert (config.model, config.sparse.method, config.label_smoothing) == ("resnet50", "rigl", 0.1)
     results = experiment.run(config, str(tmp_path))
     assert results["members"] == 2 and results["sparsity"] == pytest.approx(0.8, abs=0.01)
-    assert sorted(os.listdir(tmp_path / "members")) == ["ticket_0", "ticket_0.keras", "ticket_1", "ticket_1.keras"]
+    members = ["ticket_0", "ticket_0.keras", "ticket_1", "ticket_1.keras"]
+    assert sorted(os.listdir(tmp_path / "members")) == ["manifest.json", *members]  # the run's own member list
     # Evaluated on the 6 validation images: accuracy is a multiple of 1/6.
     assert results["accuracy"] * NUM == pytest.approx(round(results["accuracy"] * NUM))
     # 6 training images / batch 2 = 3 steps per epoch, 1 + 2 x 3 epochs; RigL's dense gradients are costed.

@@ -75,9 +75,9 @@ def fashion_mnist_defaults():
     # to sparse.sparsity between begin_fraction and sparse.end_fraction of training; layer-wise
     # targets by sparse.distribution (tfmot: "uniform").
     config.sparse.gmp = ml_collections.ConfigDict()
-    config.sparse.gmp.initial_sparsity = 0.0
-    config.sparse.gmp.begin_fraction = 0.1
-    config.sparse.gmp.power = 3.0
+    config.sparse.gmp.initial_sparsity = 0.0  # gmp: sparsity when pruning begins (0: a dense start)
+    config.sparse.gmp.begin_fraction = 0.1  # gmp: fraction of training at which pruning begins
+    config.sparse.gmp.power = 3.0  # gmp: exponent of the polynomial schedule (Zhu & Gupta: 3)
 
     config.weight_averaging = ml_collections.ConfigDict()
     config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
