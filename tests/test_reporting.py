@@ -144,3 +144,16 @@ def test_write_report_replaces_only_the_generated_block(tmp_path):
     # Regenerating from the same JSON gives the same page.
     write_report(json.loads(json.dumps(_payload())), str(page), str(tmp_path / "figures"))
     assert page.read_text() == text
+
+
+def test_without_a_dense_cell_flops_are_absolute_and_no_empty_figure_is_drawn(tmp_path):
+    payload = _payload()
+    payload["records"] = [r for r in payload["records"] if r["cell"] != "dense"]
+    payload["study"]["cells"] = [{"name": "edst_0.8"}]
+    page = tmp_path / "page.md"
+    written = write_report(payload, str(page), str(tmp_path / "figures"))
+    text = page.read_text()
+    assert not (tmp_path / "figures" / "accuracy_vs_training_flops.png").exists()
+    assert str(tmp_path / "figures" / "accuracy_vs_training_flops.png") not in written
+    assert "accuracy_vs_training_flops.png" not in text
+    assert "`edst_0.8` 30 training, 6 inference per example" in text

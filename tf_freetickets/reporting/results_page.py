@@ -73,8 +73,28 @@ def _study_lines(payload):
     ]
 
 
+def _has_flops_reference(rows):
+    """True when the study has a dense cell, the reference of every FLOPs ratio (and of the FLOPs figure)."""
+    return any("training_flops_rel" in r for records in rows.values() for r in records)
+
+
+def _absolute_flops_line(rows):
+    """Mean training and inference FLOPs per cell, for a study without a dense cell to divide by."""
+    cells = "; ".join(
+        f"`{name}` {sum(r['training_flops'] for r in records) / len(records):.4g} training, "
+        f"{sum(r['inference_flops'] for r in records) / len(records):.4g} inference per example"
+        for name, records in rows.items()
+        if all("training_flops" in r and "inference_flops" in r for r in records)
+    )
+    return f"No dense cell to divide by, so FLOPs are absolute (mean over seeds): {cells}."
+
+
 def generated_markdown(payload, figures_relpath="results"):
-    """The generated block of the results page: study line, tables, figure links and per-cell commands."""
+    """The generated block of the results page: study line, tables, figure links and per-cell commands.
+
+    Without a dense cell the "x dense" columns stay empty, the FLOPs are given
+    absolute in one line instead, and there is no accuracy-vs-FLOPs figure.
+    """
     rows = records_by_cell(payload)
     seconds = {}
     for record in payload["records"]:
@@ -85,7 +105,10 @@ def generated_markdown(payload, figures_relpath="results"):
     lines += ["OoD AUROC per OoD set and corruption accuracy per severity (mean over the corruptions):", ""]
     lines += [markdown_table(rows, _robustness_columns(rows)), ""]
     lines += [f"![Reliability diagrams]({figures_relpath}/{RELIABILITY_FIGURE})", ""]
-    lines += [f"![Accuracy against training FLOPs]({figures_relpath}/{FLOPS_FIGURE})", ""]
+    if _has_flops_reference(rows):
+        lines += [f"![Accuracy against training FLOPs]({figures_relpath}/{FLOPS_FIGURE})", ""]
+    else:
+        lines += [_absolute_flops_line(rows), ""]
     lines += [
         "Each cell's configuration and the command that trains one seed of it alone (wall time per seed on this machine):",
         "",
@@ -117,7 +140,7 @@ def write_report(payload, markdown_path, figures_dir):
       figures_dir: folder of reliability.png and accuracy_vs_training_flops.png.
 
     Returns:
-      list of the paths written.
+      list of the paths written (no accuracy-vs-FLOPs figure without a dense cell).
     """
     os.makedirs(figures_dir, exist_ok=True)
     rows = records_by_cell(payload)
@@ -133,10 +156,13 @@ def write_report(payload, markdown_path, figures_dir):
         stats = aggregate(records, ["training_flops_rel", "accuracy"])
         if "training_flops_rel" in stats:
             points[name] = (stats["training_flops_rel"][0], stats["accuracy"][0], stats["accuracy"][1], *families[name])
-    flops_path = os.path.join(figures_dir, FLOPS_FIGURE)
-    accuracy_flops_figure(points, flops_path, reference="dense")
+    written = [markdown_path, reliability_path]
+    if points:  # ratios need the dense cell; without it an empty figure would say nothing
+        flops_path = os.path.join(figures_dir, FLOPS_FIGURE)
+        accuracy_flops_figure(points, flops_path, reference="dense")
+        written.append(flops_path)
     relpath = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(markdown_path)))
     existing = open(markdown_path).read() if os.path.exists(markdown_path) else ""
     with open(markdown_path, "w") as f:
         f.write(_page(existing, generated_markdown(payload, relpath)))
-    return [markdown_path, reliability_path, flops_path]
+    return written
