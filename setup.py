@@ -23,7 +23,7 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib"],
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow"],
         "plots": ["matplotlib"],
         "datasets": ["tensorflow-datasets"],
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
