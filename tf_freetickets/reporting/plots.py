@@ -119,3 +119,28 @@ def accuracy_flops_figure(points, path, reference=None):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def exploration_ablation_figure(points, path):
+    """Saves the EDST exploration ablation: four panels against the exploration length t_ex / E.
+
+    Args:
+      points: {t_ex / E: {metric: (mean, std, n)}} for the metrics
+        "ticket_overlap", "disagreement", "accuracy" and "ece" (a missing
+        metric leaves its panel empty).
+      path: output .png path.
+    """
+    plt = _pyplot()
+    panels = (("ticket_overlap", "ticket mask overlap"), ("disagreement", "member disagreement"),
+              ("accuracy", "ensemble test accuracy"), ("ece", "ensemble test ECE"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(13.0, 3.2))
+    fractions = sorted(points)
+    for ax, (key, title) in zip(axes, panels):
+        xs = [f for f in fractions if key in points[f]]
+        ax.errorbar(xs, [points[f][key][0] for f in xs], yerr=[points[f][key][1] for f in xs], fmt="o-", capsize=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("exploration length t_ex / E")
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -54,7 +54,8 @@ def records_by_cell(payload):
     return {name: records for name, records in rows.items() if records}
 
 
-def _robustness_columns(rows):
+def robustness_columns(rows):
+    """Columns of OoD AUROC per OoD set and corruption accuracy per severity that the records hold."""
     keys = sorted({k for records in rows.values() for r in records for k in r})
     ood = [Column(k, k.removeprefix("ood_auroc_").replace("_", " ")) for k in keys if k.startswith("ood_auroc_")]
     severities = sorted(k for k in keys if k.startswith("corruption_s") and k.removeprefix("corruption_s").isdigit())
@@ -103,7 +104,7 @@ def generated_markdown(payload, figures_relpath="results"):
     lines += ["Mean ± sample std over seeds; every figure is of the ensemble (mean probability) where the row is one.", ""]
     lines += [markdown_table(rows, MAIN_COLUMNS), ""]
     lines += ["OoD AUROC per OoD set and corruption accuracy per severity (mean over the corruptions):", ""]
-    lines += [markdown_table(rows, _robustness_columns(rows)), ""]
+    lines += [markdown_table(rows, robustness_columns(rows)), ""]
     lines += [f"![Reliability diagrams]({figures_relpath}/{RELIABILITY_FIGURE})", ""]
     if _has_flops_reference(rows):
         lines += [f"![Accuracy against training FLOPs]({figures_relpath}/{FLOPS_FIGURE})", ""]

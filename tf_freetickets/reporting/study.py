@@ -24,13 +24,28 @@ class Cell:
       family: method family shared by the rows of one method at several
         sparsities ("dense", "dense_ensemble", "rigl", "gmp", "cigl", "dst", "edst", "dnc").
       sparsity: the sparsity of the row, None for dense rows.
+      replicas: runs per study seed s, with seeds s, s+1, ..., s+replicas-1
+        (a row that feeds a composed ensemble needs one run per member).
+      composed_of: name of another cell; this row trains nothing and is the
+        mean-probability ensemble of that cell's runs of seeds s, ..., s+members-1
+        (a deep ensemble of independent runs, as `ensemble.kind='independent'`
+        with seed s would train them).
+      members: ensemble size M of a composed row.
     """
 
     name: str
-    config_file: str
+    config_file: str = ""
     overrides: tuple = ()
     family: str = ""
     sparsity: float | None = None
+    replicas: int = 1
+    composed_of: str = ""
+    members: int = 0
+
+    def run_seeds(self, seed):
+        """The seeds this row trains (or, composed, reads) for study seed `seed`."""
+        count = self.members if self.composed_of else self.replicas
+        return [int(seed) + offset for offset in range(count)]
 
 
 def _parse_value(raw):

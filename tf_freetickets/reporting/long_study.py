@@ -1,0 +1,220 @@
+"""The long-training study: the papers' regime (models that fit their training set) on Fashion-MNIST.
+
+The 4-epoch study of `study.fashion_mnist_study` trains models that are
+already calibrated, so ensembles and CigL have nothing to fix there. This
+study trains the width-0.5 small CNN on a 5,000-image training subset for E
+epochs, long enough for the dense model to fit its training set and become
+over-confident on the test set, as WRN-28-10 does on CIFAR at 250 epochs.
+
+`fashion_mnist_long_pilot` is the pilot that chose the regime and the base
+learning rate on a held-out validation split; `fashion_mnist_long_study` is
+the study, every row at those frozen base hyper-parameters and the papers'
+schedules scaled to E (see its docstring for each ratio).
+"""
+
+from tf_freetickets.reporting.study import Cell
+
+TRAIN_EXAMPLES = 5000  # the training subset: the first 5,000 images of the training split
+VALIDATION_EXAMPLES = 5000  # the pilot's validation split: the last 5,000 images of the training split
+EPOCHS = 60  # E, the dense budget
+BATCH_SIZE = 128
+# Chosen by the pilot (best validation accuracy of the dense model); frozen for every row.
+LEARNING_RATE = 0.05
+
+
+def steps_per_epoch(train_examples=TRAIN_EXAMPLES, batch_size=BATCH_SIZE):
+    """Training steps per epoch (each epoch drops its partial last batch)."""
+    return train_examples // batch_size
+
+
+def scaled_update_every(paper_steps, paper_steps_per_epoch, train_examples=TRAIN_EXAMPLES):
+    """A mask-update period of a paper, in steps, kept at the same length in epochs here.
+
+    Args:
+      paper_steps: the paper's period in steps (RigL, CigL: 100; FreeTickets: 1000).
+      paper_steps_per_epoch: the paper's steps per epoch (CIFAR at batch 128: 391).
+      train_examples: training examples here.
+    """
+    return max(1, round(paper_steps / paper_steps_per_epoch * steps_per_epoch(train_examples)))
+
+
+def _base(epochs, learning_rate, train_examples):
+    return (f"epochs={epochs}", "width=0.5", f"train_examples={train_examples}", f"optimizer.learning_rate={learning_rate}")
+
+
+PILOT_REGIMES = ((5000, 60), (5000, 80), (5000, 100), (2500, 60), (2500, 100))  # (training subset, epochs) at lr 0.05
+PILOT_LEARNING_RATES = (0.025, 0.1)  # tried again in the chosen regime
+
+
+def pilot_cell(train_examples, epochs, learning_rate):
+    """The dense model at one (training subset, epochs, learning rate), with the validation split held out."""
+    overrides = (*_base(epochs, learning_rate, train_examples), f"validation_examples={VALIDATION_EXAMPLES}")
+    name = f"pilot_n{train_examples}_e{epochs}_lr{learning_rate}"
+    return Cell(name, "configs/fashion_mnist_dense.py", overrides, "dense")
+
+
+def fashion_mnist_long_pilot(regimes=PILOT_REGIMES, learning_rates=PILOT_LEARNING_RATES, chosen=None):
+    """The pilot: the dense model in each candidate regime, then other learning rates in the chosen one.
+
+    Every row holds out the last VALIDATION_EXAMPLES images of the training
+    split (disjoint from the training subset, never the test set). Stage 1
+    trains each (subset, epochs) of `regimes` at lr 0.05; the regime is the
+    cheapest (fewest steps) whose dense model fits its training subset (train
+    accuracy >= 0.97) and is over-confident on the test set (ECE >= 0.03).
+    Stage 2 trains `learning_rates` in that regime; the base learning rate is
+    the one of best validation accuracy.
+
+    Args:
+      regimes: (train_examples, epochs) pairs of stage 1.
+      learning_rates: the other learning rates of stage 2.
+      chosen: the (train_examples, epochs) of stage 2; None for stage 1 alone.
+
+    Returns:
+      list of `Cell` named "pilot_n{train_examples}_e{epochs}_lr{learning_rate}".
+    """
+    cells = [pilot_cell(n, e, 0.05) for n, e in regimes]
+    if chosen is not None:
+        cells += [pilot_cell(*chosen, lr) for lr in learning_rates]
+    return cells
+
+
+def fashion_mnist_long_study(
+    epochs=EPOCHS,
+    learning_rate=LEARNING_RATE,
+    sparsities=(0.8, 0.9),
+    train_examples=TRAIN_EXAMPLES,
+    num_members=3,
+    exploration_ablation=(0.1, 0.3),
+):
+    """The rows of the long study, each at the frozen base hyper-parameters.
+
+    Base (every row): the small CNN at width 0.5, `train_examples` images with
+    flip + pad-and-crop augmentation, batch 128, SGD momentum 0.9, weight decay
+    5e-4 on kernels, cosine learning rate from `learning_rate` over `epochs` = E.
+    Each method's schedule is its paper's, scaled to E (CIFAR: 391 steps per
+    epoch, here `steps_per_epoch(train_examples)`):
+
+    - dense (3 runs per seed) and dense_ensemble: M dense runs of seeds s..s+M-1
+      composed into a deep ensemble.
+    - rigl_S (3 runs per seed): RigL (Evci et al.) with ERK, drop fraction 0.3
+      cosine-decayed to 75% of training, ΔT = 100 CIFAR steps (0.26 epoch).
+      dst_S: FreeTickets' DST ensemble, M rigl_S runs composed (their own DST
+      members drop 0.5 every 1000 steps; here the RigL row's schedule).
+    - gmp_S: gradual magnitude pruning (Zhu & Gupta) from 10% to 75% of
+      training, pruning every ΔT of the RigL row.
+    - cigl_S: CigL (Lei et al.) with its official learning-rate shape: halved
+      every 30,000 of its 88,000 steps (34% of training), so weights are
+      averaged over the last 20% of epochs at lr / 4 (its 0.025 of 0.1);
+      random-mask rate 0.01. rigl_steplr_S: RigL with that same schedule, the
+      CigL paper's like-for-like baseline.
+    - edst_S: one EDST run (M tickets), t_ex : t_re = 150 : 100 of 250 (0.6 E
+      and 0.4 E), exploration at the base rate, refinement at lr/10 then
+      lr/100, global exploration q = 0.8, drop fraction 0.5 every 1000 CIFAR
+      steps (2.6 epochs) with FreeTickets' update rules.
+    - edst_S_tex{f}: the exploration ablation at the first sparsity, t_ex = f E
+      with the same t_re.
+    - dnc_s2: Divide-and-Co-training, the dense model divided into S = 2
+      members co-trained on different views; JS weight 0.5 ramped per epoch
+      over 40/300 of training from 0.005, as the official code.
+
+    Returns:
+      list of `Cell`, sources before the ensembles composed of them.
+    """
+    base = _base(epochs, learning_rate, train_examples)
+    rigl_every = scaled_update_every(100, 391, train_examples)
+    freetickets_every = scaled_update_every(1000, 391, train_examples)
+    total_steps = epochs * steps_per_epoch(train_examples)
+    halving_every = max(1, round(total_steps * 30000 / 88000))
+    cigl_lr = ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5")
+    members = f"ensemble.num_members={num_members}"
+    cells = [
+        Cell("dense", "configs/fashion_mnist_dense.py", base, "dense", replicas=num_members),
+        Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=num_members),
+        Cell(
+            "dnc_s2",
+            "configs/fashion_mnist_dnc.py",
+            (*base, "ensemble.num_members=2", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
+             "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005"),
+            "dnc",
+        ),
+    ]  # fmt: skip
+    for sparsity in sparsities:
+        s = f"sparse.sparsity={sparsity}"
+        rigl = (*base, s, f"sparse.update_every={rigl_every}")
+        cells += [
+            Cell(f"rigl_{sparsity}", "configs/fashion_mnist_rigl.py", rigl, "rigl", sparsity, replicas=num_members),
+            Cell(f"dst_{sparsity}", family="dst", sparsity=sparsity, composed_of=f"rigl_{sparsity}", members=num_members),
+            Cell(f"gmp_{sparsity}", "configs/fashion_mnist_gmp.py", (*base, s, f"sparse.update_every={rigl_every}"), "gmp",
+                 sparsity),
+            Cell(f"rigl_steplr_{sparsity}", "configs/fashion_mnist_rigl.py", (*rigl, *cigl_lr), "rigl_steplr", sparsity),
+            Cell(f"cigl_{sparsity}", "configs/fashion_mnist_cigl.py",
+                 (*rigl, *cigl_lr, "weight_averaging.start_fraction=0.8"), "cigl", sparsity),
+            Cell(f"edst_{sparsity}", "configs/fashion_mnist_edst.py",
+                 _edst(base, s, members, freetickets_every, round(0.6 * epochs), round(0.4 * epochs)), "edst", sparsity),
+        ]  # fmt: skip
+    first = sparsities[0]
+    for fraction in exploration_ablation:
+        t_ex = max(1, round(fraction * epochs))
+        overrides = _edst(base, f"sparse.sparsity={first}", members, freetickets_every, t_ex, round(0.4 * epochs))
+        cells.append(Cell(f"edst_{first}_tex{fraction}", "configs/fashion_mnist_edst.py", overrides, "edst_ablation", first))
+    return cells
+
+
+def _edst(base, sparsity, members, update_every, exploration_epochs, refinement_epochs):
+    """EDST overrides: FreeTickets' CIFAR update rules (gradient growth of the step's batch, grown weights at 0)."""
+    return (
+        *base, sparsity, members, "sparse.method='rigl'", "sparse.growth_gradient='step_batch'",
+        "sparse.reinit_when_same=True", "sparse.dense_gradient_momentum=True",
+        f"sparse.update_every={update_every}", f"ensemble.exploration_epochs={exploration_epochs}",
+        f"ensemble.refinement_epochs={refinement_epochs}",
+    )  # fmt: skip
+
+
+_BETTER_THAN_DENSE = (
+    ("accuracy", "higher accuracy"),
+    ("nll", "lower NLL"),
+    ("ece", "lower ECE"),
+    ("ood_auroc", "higher OoD AUROC"),
+    ("corruption_accuracy", "higher corruption accuracy"),
+)
+# The papers' own figures for each claim (their main CIFAR tables); see docs/RESULTS.md for the sources.
+PAPER_FIGURES = {}
+
+
+def paper_claims(sparsities=(0.8, 0.9)):
+    """The claims of FreeTickets, CigL, Divide-and-Co-training and RigL as comparisons of this study's rows.
+
+    FreeTickets' claims are judged at the first sparsity (its main tables use
+    S = 0.8); CigL's at every sparsity against RigL under CigL's own schedule
+    (its like-for-like baseline) and against the cosine RigL row.
+
+    Returns:
+      list of `claims.Claim`.
+    """
+    from tf_freetickets.reporting.claims import Claim
+
+    s = sparsities[0]
+    claims = []
+    for ensemble in (f"edst_{s}", f"dst_{s}"):
+        kind = ensemble.split("_")[0].upper()
+        for metric, words in _BETTER_THAN_DENSE:
+            claims.append(Claim("FreeTickets", f"{kind} ensemble (M=3, S={s}): {words} than the dense single model",
+                                ensemble, "dense", metric, paper_value=PAPER_FIGURES.get((kind, metric), "")))  # fmt: skip
+        claims.append(Claim("FreeTickets", f"{kind} ensemble trains with at most the dense model's FLOPs", ensemble,
+                            "dense", "training_flops_rel", kind="at_most",
+                            paper_value=PAPER_FIGURES.get((kind, "flops"), "")))  # fmt: skip
+        claims.append(Claim("FreeTickets", f"{kind} ensemble approaches the dense deep ensemble (accuracy)", ensemble,
+                            "dense", "accuracy", kind="closes_gap", target="dense_ensemble",
+                            paper_value=PAPER_FIGURES.get((kind, "gap"), "")))  # fmt: skip
+    for sparsity in sparsities:
+        for baseline in (f"rigl_steplr_{sparsity}", f"rigl_{sparsity}"):
+            claims.append(Claim("CigL", f"lower ECE than RigL at S={sparsity} ({baseline})", f"cigl_{sparsity}",
+                                baseline, "ece", paper_value=PAPER_FIGURES.get(("CigL", "ece", sparsity), "")))  # fmt: skip
+            claims.append(Claim("CigL", f"no accuracy loss against RigL at S={sparsity} ({baseline})", f"cigl_{sparsity}",
+                                baseline, "accuracy", kind="no_worse",
+                                paper_value=PAPER_FIGURES.get(("CigL", "accuracy", sparsity), "")))  # fmt: skip
+    claims.append(Claim("DNC", "S=2 co-trained narrow networks: higher accuracy than the one wide network", "dnc_s2",
+                        "dense", "accuracy", paper_value=PAPER_FIGURES.get(("DNC", "accuracy"), "")))  # fmt: skip
+    claims.append(Claim("RigL", f"RigL at S={s} matches the dense model (accuracy)", f"rigl_{s}", "dense", "accuracy",
+                        kind="no_worse", paper_value=PAPER_FIGURES.get(("RigL", "accuracy"), "")))  # fmt: skip
+    return claims

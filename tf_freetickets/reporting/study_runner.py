@@ -1,0 +1,298 @@
+"""Runs a study's cells for every seed, resumably, into one JSON of records.
+
+Each (cell, seed) trains with `experiments.runner.run` in
+WORKDIR/<cell>/seed_<seed>/ and is evaluated on the test set, the offline OoD
+sets and the corruptions; its record.json there also holds the command that
+reruns it alone. A record already in the workdir, or in the JSON for the same
+study settings, cell definition and package version, is not run again, so a
+study longer than one machine's life resumes from the committed JSON. A
+composed cell (`Cell.composed_of`) trains nothing: it evaluates the
+mean-probability ensemble of its source cell's runs.
+"""
+
+import datetime
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from tf_freetickets.reporting.study import cell_config, rerun_command
+
+_SUMMARY_KEYS = (
+    "accuracy", "nll", "ece", "brier", "disagreement", "kl", "sparsity", "members", "member_accuracy_mean",
+    "member_ece_mean", "training_flops", "inference_flops", "dense_inference_flops",
+)  # fmt: skip
+
+
+def flatten_results(results, evaluation, corrupted):
+    """The per-run figures the tables read, one flat dict of numbers.
+
+    Args:
+      results: the dict `experiments.runner.run` returns (or a composed
+        ensemble's equivalent).
+      evaluation: `evaluate_members` on the test set with OoD sets.
+      corrupted: `evaluate_members` on the corrupted test images.
+    """
+    record = {k: results[k] for k in _SUMMARY_KEYS if k in results}
+    overlaps = results.get("ticket_mask_overlap")
+    if overlaps is not None and len(overlaps) > 1:
+        matrix = np.asarray(overlaps, dtype=np.float64)
+        record["ticket_overlap"] = float(matrix[~np.eye(len(matrix), dtype=bool)].mean())
+    record["ood_auroc"], record["ood_aupr"] = evaluation["ood_auroc"], evaluation["ood_aupr"]
+    for name, cell in evaluation["ood"].items():
+        record[f"ood_auroc_{name}"] = cell["auroc"]
+    record["corruption_accuracy"] = corrupted["corruption_accuracy"]
+    by_severity = {}
+    for name, cells in corrupted["corruption"].items():
+        accuracies = [cell["accuracy"] for cell in cells.values()]
+        record[f"corruption_{name}"] = sum(accuracies) / len(accuracies)
+        for severity, cell in cells.items():
+            by_severity.setdefault(severity, []).append(cell["accuracy"])
+    for severity, accuracies in by_severity.items():
+        record[f"corruption_s{severity}"] = sum(accuracies) / len(accuracies)
+    return record
+
+
+def cell_dicts(cells):
+    """The JSON form of `cells`; replicas / composition appear only where a cell uses them."""
+    out = []
+    for c in cells:
+        entry = {"name": c.name, "family": c.family, "sparsity": c.sparsity, "config_file": c.config_file,
+                 "overrides": list(c.overrides)}  # fmt: skip
+        if c.replicas != 1:
+            entry["replicas"] = c.replicas
+        if c.composed_of:
+            entry["composed_of"], entry["members"] = c.composed_of, c.members
+        out.append(entry)
+    return out
+
+
+def environment():
+    """TensorFlow / Keras / Python versions, CPU count, machine and date of this run."""
+    import keras
+    import tensorflow as tf
+
+    return {
+        "date": datetime.date.today().isoformat(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+class StudyRunner:
+    """Trains and evaluates every (cell, seed) of a study; see the module docstring.
+
+    Args:
+      cells: list of `Cell`; a composed cell after its source cell.
+      seeds: study seeds; a cell runs `cell.run_seeds(s)` for each.
+      header: the study's settings (package version, dataset, epochs, ...);
+        the JSON's "study" is this dict plus "cells", and committed records
+        are reused only when every setting but the seeds is the same.
+      workdir: folder of the runs.
+      json_path: the study JSON, rewritten after every record.
+      root: folder the cells' config files are relative to.
+      extra_overrides: overrides applied to every cell after its own.
+      ood_examples: images per OoD set.
+      corruption_examples: test images corrupted (the first N).
+      fit_measures: also record the ensemble's accuracy / NLL / ECE on its
+        clean training subset ("train_*") and, where the config holds out
+        validation examples, on them ("val_*").
+    """
+
+    def __init__(self, cells, seeds, header, workdir, json_path, root=".", extra_overrides=(), ood_examples=1000,
+                 corruption_examples=1000, fit_measures=False):  # fmt: skip
+        self.cells = list(cells)
+        self.by_name = {c.name: c for c in self.cells}
+        for cell in self.cells:
+            if cell.composed_of and cell.composed_of not in self.by_name:
+                raise ValueError(f"Cell {cell.name!r} is composed of {cell.composed_of!r}, which is not in the study.")
+        self.seeds = [int(s) for s in seeds]
+        self.header = dict(header)
+        self.workdir, self.json_path, self.root = workdir, json_path, root
+        self.extra_overrides = list(extra_overrides)
+        self.ood_examples, self.corruption_examples = ood_examples, corruption_examples
+        self.fit_measures = fit_measures
+
+    def study(self):
+        """The "study" entry of the JSON: the header, the seeds and the cells."""
+        return {**self.header, "seeds": self.seeds, "cells": cell_dicts(self.cells)}
+
+    def plan(self):
+        """[(cell, run seed)] in order: seed-major, so a full table exists early; sources before ensembles."""
+        order = []
+        for seed in self.seeds:
+            for cell in self.cells:
+                order += [(cell, seed)] if cell.composed_of else [(cell, s) for s in cell.run_seeds(seed)]
+        return order
+
+    def committed_records(self):
+        """Records of the JSON made by this very study (same settings and cell definitions), by (cell, seed)."""
+        if not os.path.exists(self.json_path):
+            return {}
+        with open(self.json_path) as f:
+            payload = json.load(f)
+        old, new = payload.get("study", {}), self.study()
+        settings = set(new) - {"cells", "seeds"}
+        if set(old) - {"cells", "seeds"} != settings or any(old[k] != new[k] for k in settings):
+            return {}
+        definitions = {c["name"]: c for c in old.get("cells", [])}
+        current = {c["name"]: c for c in new["cells"]}
+        return {
+            (r["cell"], r["seed"]): r
+            for r in payload.get("records", [])
+            if definitions.get(r["cell"]) is not None and definitions[r["cell"]] == current.get(r["cell"])
+        }
+
+    def write_json(self, records):
+        os.makedirs(os.path.dirname(os.path.abspath(self.json_path)), exist_ok=True)
+        payload = {"study": self.study(), "environment": environment(), "records": records}
+        temporary = self.json_path + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(payload, f, indent=1)
+        os.replace(temporary, self.json_path)
+
+    def run(self, say=print):
+        """Runs (or reads back) every record of the plan, rewriting the JSON after each; returns the records."""
+        from tf_freetickets import data
+        from tf_freetickets.data.corruptions import available_corruptions
+        from tf_freetickets.data.ood import ood_sets
+
+        x_test, y_test = data.load_split(self.header.get("dataset", "fashion_mnist"), "test")
+        self._test = (x_test, y_test, ood_sets(num=self.ood_examples), list(available_corruptions(x_test.shape[-1])))
+        plan, committed = self.plan(), self.committed_records()
+        records, done = [], {}
+        spent, ran, began = 0.0, 0, time.time()
+        for index, (cell, seed) in enumerate(plan, 1):
+            say(f"[{index}/{len(plan)}] {cell.name} seed {seed}")
+            start = time.time()
+            record = committed.get((cell.name, seed)) or self._record(cell, seed, done)
+            if time.time() - start > 5:  # trained now, not read back
+                spent, ran = spent + time.time() - start, ran + 1
+            done[(cell.name, seed)] = record
+            records.append(record)
+            self.write_json(records)
+            left = (len(plan) - index) * (spent / ran) if ran else 0.0
+            m = record["metrics"]
+            say(
+                f"[{index}/{len(plan)}] {cell.name} seed {seed}: accuracy {m['accuracy']:.4f} ECE {m['ece']:.4f} "
+                f"OoD AUROC {m['ood_auroc']:.4f} corruption accuracy {m['corruption_accuracy']:.4f}; "
+                f"{(time.time() - began) / 60:.1f} min so far, about {left / 60:.0f} min left"
+            )
+        return records
+
+    def _record(self, cell, seed, done):
+        from tf_freetickets.experiments import runner as experiment
+        from tf_freetickets.experiments.evaluation import members_source
+
+        workdir = os.path.join(self.workdir, cell.name, f"seed_{seed}")
+        record_file = os.path.join(workdir, "record.json")
+        if os.path.exists(record_file):
+            with open(record_file) as f:
+                return json.load(f)
+        start = time.time()
+        if cell.composed_of:
+            source = self.by_name[cell.composed_of]
+            parts = [done[(source.name, s)] for s in cell.run_seeds(seed)]
+            paths = [p for s in cell.run_seeds(seed) for p in self._member_files(source, s)]
+            results = _composed_results(parts, paths)
+            config = cell_config(source, seed, self.root, self.extra_overrides)
+            command = rerun_command(source, seed, workdir, self.extra_overrides).replace(
+                " --workdir=", f" --config.ensemble.kind=independent --config.ensemble.num_members={cell.members} --workdir="
+            )
+            train_seconds = sum(p["train_seconds"] for p in parts)
+        else:
+            config = cell_config(cell, seed, self.root, self.extra_overrides)
+            results = experiment.run(config, workdir)
+            paths = members_source(workdir)
+            command = rerun_command(cell, seed, workdir, self.extra_overrides)
+            train_seconds = time.time() - start
+        evaluated = time.time()
+        metrics = self._evaluate(results, paths, config)
+        record = {
+            "cell": cell.name,
+            "family": cell.family,
+            "sparsity": cell.sparsity,
+            "seed": seed,
+            "command": command,
+            "train_seconds": train_seconds,
+            "eval_seconds": time.time() - evaluated,
+            **metrics,
+        }
+        if cell.composed_of:
+            record["member_seeds"] = cell.run_seeds(seed)
+        os.makedirs(workdir, exist_ok=True)
+        with open(record_file, "w") as f:
+            json.dump(record, f, indent=2)
+        return record
+
+    def _member_files(self, cell, seed):
+        from tf_freetickets.experiments.evaluation import members_source
+
+        return members_source(os.path.join(self.workdir, cell.name, f"seed_{seed}"))
+
+    def _evaluate(self, results, paths, config):
+        from tf_freetickets.ensembles import EnsembleModel
+        from tf_freetickets.experiments.evaluation import evaluate_members
+
+        x_test, y_test, ood, corruptions = self._test
+        members = EnsembleModel.from_saved_models(paths).members
+        evaluation = evaluate_members(members, x_test, y_test, ood_sets=ood)
+        n = self.corruption_examples
+        corrupted = evaluate_members(members, x_test[:n], y_test[:n], corruptions=corruptions)
+        metrics = flatten_results({**evaluation, **results}, evaluation, corrupted)  # composed rows: figures of the evaluation
+        if self.fit_measures:
+            metrics.update(_fit_measures(members, config))
+        return {
+            "metrics": metrics,
+            "reliability": evaluation["reliability"],
+            "ood": evaluation["ood"],
+            "corruption": corrupted["corruption"],
+        }
+
+
+def _composed_results(parts, paths):
+    """A composed ensemble's run-level figures: FLOPs summed over its member runs, mask overlap of sparse members."""
+    import keras
+
+    from tf_freetickets.sparse.layers import masked_layers
+    from tf_freetickets.sparse.report import mask_overlap
+
+    results = {
+        "training_flops": sum(p["metrics"]["training_flops"] for p in parts),
+        "inference_flops": sum(p["metrics"]["inference_flops"] for p in parts),
+    }
+    for key in ("sparsity", "dense_inference_flops"):
+        if key in parts[0]["metrics"]:
+            results[key] = parts[0]["metrics"][key]
+    keras_files = [p for p in paths if str(p).endswith(".keras")]
+    if "sparsity" in results and len(keras_files) == len(paths) > 1:
+        # Keyed by position: runs built in one process may carry different layer names.
+        masks = [{i: layer.kernel_mask.numpy() for i, layer in enumerate(masked_layers(keras.models.load_model(p)))}
+                 for p in keras_files]  # fmt: skip
+        if all(masks):
+            results["ticket_mask_overlap"] = [[1.0 if i == j else mask_overlap(a, b) for j, b in enumerate(masks)]
+                                              for i, a in enumerate(masks)]  # fmt: skip
+    return results
+
+
+def _fit_measures(members, config):
+    """Ensemble accuracy / NLL / ECE on the clean training subset and, if held out, the validation examples."""
+    from tf_freetickets.experiments.data_sources import data_source
+    from tf_freetickets.metrics.summary import member_probabilities, summarize_members
+
+    source = data_source(config)
+    splits = {"train": (source.x_train, source.y_train)}
+    if source.x_val is not None:
+        splits["val"] = (source.x_val, source.y_val)
+    out = {}
+    for prefix, (images, labels) in splits.items():
+        probs = member_probabilities(members, np.asarray(images, np.float32) / 255.0)
+        summary = summarize_members(probs, labels)
+        for key in ("accuracy", "nll", "ece"):
+            out[f"{prefix}_{key}"] = summary[key]
+    return out
