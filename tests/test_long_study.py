@@ -194,3 +194,10 @@ def test_long_report_goes_above_the_short_study_and_keeps_the_prose(tmp_path):
     again = write_long_report(_pilot_payload(), study, str(page), str(tmp_path / "fig"))
     assert page.read_text() == text and again == written  # rewriting replaces the block, nothing more
     json.dumps(study)  # the payload stays JSON
+
+
+def test_cigl_averages_at_a_quarter_of_the_base_rate_as_the_official_run():
+    from tf_freetickets.reporting.long_study import cigl_averaging_learning_rates
+
+    assert cigl_averaging_learning_rates(epochs=60, learning_rate=0.1) == (0.025, 0.025)
+    assert cigl_averaging_learning_rates(epochs=80, learning_rate=0.05) == (0.0125, 0.0125)

@@ -8,7 +8,7 @@ the prose around it is kept.
 import os
 
 from tf_freetickets.reporting.claims import claims_table
-from tf_freetickets.reporting.long_study import paper_claims
+from tf_freetickets.reporting.long_study import cigl_averaging_learning_rates, paper_claims
 from tf_freetickets.reporting.plots import (
     accuracy_flops_figure,
     exploration_ablation_figure,
@@ -77,8 +77,9 @@ def _pilot_lines(pilot):
     rows = {r["cell"]: [r["metrics"]] for r in pilot["records"]}
     regime, lr = pilot_choice(pilot)
     lines = [
-        "**Pilot** (`python tools/reproduce.py --study=long_pilot`): the dense model (width 0.5, seed 0) in each "
-        "candidate regime at lr 0.05, then the other learning rates in the chosen one. Validation: the last 5,000 "
+        "**Pilot** (`python tools/reproduce.py --study=long_pilot`, then `--study=long_pilot --pilot_regime=N,E` "
+        "for the chosen regime): the dense model (width 0.5, seed 0) in each candidate regime at lr 0.05, then the "
+        "other learning rates in the chosen one. Validation: the last 5,000 "
         "images of the training split, disjoint from the subset; the test set chose nothing but the regime's "
         f"precondition (train accuracy ≥ {TRAIN_ACCURACY_MIN}, test ECE ≥ {TEST_ECE_MIN}).",
         "",
@@ -106,6 +107,16 @@ def _precondition_line(rows):
         f"**Precondition** (dense single model, {n} runs): train accuracy {train:.4f} ± {train_std:.4f} "
         f"(≥ {TRAIN_ACCURACY_MIN}), test ECE {ece:.4f} ± {ece_std:.4f} (≥ {TEST_ECE_MIN}): "
         f"{'met' if met else 'NOT met'}."
+    )
+
+
+def _diagnostics_line(settings):
+    first, last = cigl_averaging_learning_rates(settings["epochs"], settings["learning_rate"], settings["train_examples"])
+    return (
+        f"Diagnostics: CigL averages its epoch-end weights over the last 20% of epochs at lr {first:.4g} to {last:.4g} "
+        f"(base {settings['learning_rate']}; the official run: 0.025 of 0.1); the mask-overlap column is the mean "
+        "fraction of one member's active weights active in another (EDST tickets, DST runs), the disagreement "
+        "column the fraction of test images on which two members' predictions differ."
     )
 
 
@@ -165,6 +176,8 @@ def generated_long_markdown(pilot, study, figures_relpath="results"):
         "### Claims",
         "",
         claims_table(paper_claims(s["sparsities"]), rows),
+        "",
+        _diagnostics_line(s),
         "",
         f"![Reliability diagrams]({figures_relpath}/{RELIABILITY_FIGURE})",
         "",
