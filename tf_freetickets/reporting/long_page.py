@@ -18,7 +18,10 @@ from tf_freetickets.reporting.plots import (
 from tf_freetickets.reporting.results_page import (
     BEGIN_MARKER,
     MAIN_COLUMNS,
+    command_lines,
+    flops_points,
     records_by_cell,
+    replace_block,
     robustness_columns,
 )
 from tf_freetickets.reporting.tables import Column, aggregate, markdown_table
@@ -186,22 +189,16 @@ def generated_long_markdown(pilot, study, figures_relpath="results"):
     ]
     if _ablation_points(rows, study):
         lines += [f"![EDST exploration ablation]({figures_relpath}/{ABLATION_FIGURE})", ""]
-    seconds, first = {}, {}
-    for record in study["records"]:
-        seconds.setdefault(record["cell"], []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
-        first.setdefault(record["cell"], record)
     lines += ["Each row's command for one seed alone (mean wall time per record on this machine):", ""]
-    for name, record in first.items():
-        minutes = sum(seconds[name]) / len(seconds[name]) / 60
-        lines.append(f"- `{name}` ({minutes:.1f} min): `{record['command']}`")
+    lines += command_lines(study["records"])
     return "\n".join(lines)
 
 
 def _page(existing, block):
+    page = replace_block(existing, LONG_BEGIN_MARKER, LONG_END_MARKER, block)
+    if page is not None:
+        return page
     generated = f"{LONG_BEGIN_MARKER}\n{block}\n{LONG_END_MARKER}"
-    if existing and LONG_BEGIN_MARKER in existing and LONG_END_MARKER in existing:
-        head, rest = existing.split(LONG_BEGIN_MARKER, 1)
-        return head + generated + rest.split(LONG_END_MARKER, 1)[1]
     if existing and BEGIN_MARKER in existing:  # above the short study
         head, rest = existing.split(BEGIN_MARKER, 1)
         return head + generated + "\n\n" + BEGIN_MARKER + rest
@@ -230,12 +227,7 @@ def write_long_report(pilot, study, markdown_path, figures_dir):
         path = os.path.join(figures_dir, RELIABILITY_FIGURE)
         reliability_figure({name: pool_reliability(reliability[name]) for name in rows if name in reliability}, path)
         written.append(path)
-        families = {r["cell"]: (r["family"], r.get("sparsity")) for r in study["records"]}
-        points = {}
-        for name, records in rows.items():
-            stats = aggregate(records, ["training_flops_rel", "accuracy"])
-            if "training_flops_rel" in stats:
-                points[name] = (stats["training_flops_rel"][0], stats["accuracy"][0], stats["accuracy"][1], *families[name])
+        points = flops_points(study, rows)
         if points:
             path = os.path.join(figures_dir, FLOPS_FIGURE)
             accuracy_flops_figure(points, path, reference="dense")

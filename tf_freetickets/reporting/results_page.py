@@ -97,9 +97,6 @@ def generated_markdown(payload, figures_relpath="results"):
     absolute in one line instead, and there is no accuracy-vs-FLOPs figure.
     """
     rows = records_by_cell(payload)
-    seconds = {}
-    for record in payload["records"]:
-        seconds.setdefault(record["cell"], []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
     lines = [*_study_lines(payload), ""]
     lines += ["Mean ± sample std over seeds; every figure is of the ensemble (mean probability) where the row is one.", ""]
     lines += [markdown_table(rows, MAIN_COLUMNS), ""]
@@ -114,21 +111,46 @@ def generated_markdown(payload, figures_relpath="results"):
         "Each cell's configuration and the command that trains one seed of it alone (wall time per seed on this machine):",
         "",
     ]
-    first = {}
-    for record in payload["records"]:
-        first.setdefault(record["cell"], record)
-    for name, record in first.items():
-        minutes = sum(seconds[name]) / len(seconds[name]) / 60
-        lines.append(f"- `{name}` ({minutes:.1f} min): `{record['command']}`")
+    lines += command_lines(payload["records"])
     return "\n".join(lines)
 
 
+def replace_block(existing, begin, end, block):
+    """`existing` with the text between the `begin` and `end` marker lines replaced by `block`; None without them."""
+    if not existing or begin not in existing or end not in existing:
+        return None
+    head, rest = existing.split(begin, 1)
+    return f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}"
+
+
+def command_lines(records):
+    """One "- `cell` (N min): `command`" line per cell: its first record's command, mean minutes per record."""
+    seconds, first = {}, {}
+    for record in records:
+        seconds.setdefault(record["cell"], []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
+        first.setdefault(record["cell"], record)
+    return [
+        f"- `{name}` ({sum(seconds[name]) / len(seconds[name]) / 60:.1f} min): `{record['command']}`"
+        for name, record in first.items()
+    ]
+
+
+def flops_points(payload, rows):
+    """{cell: (training FLOPs x dense, accuracy mean, accuracy std, family, sparsity)} for the FLOPs figure."""
+    families = {r["cell"]: (r["family"], r.get("sparsity")) for r in payload["records"]}
+    points = {}
+    for name, records in rows.items():
+        stats = aggregate(records, ["training_flops_rel", "accuracy"])
+        if "training_flops_rel" in stats:
+            points[name] = (stats["training_flops_rel"][0], stats["accuracy"][0], stats["accuracy"][1], *families[name])
+    return points
+
+
 def _page(existing, block):
+    page = replace_block(existing, BEGIN_MARKER, END_MARKER, block)
+    if page is not None:
+        return page
     generated = f"{BEGIN_MARKER}\n{block}\n{END_MARKER}"
-    if existing and BEGIN_MARKER in existing and END_MARKER in existing:
-        head, rest = existing.split(BEGIN_MARKER, 1)
-        tail = rest.split(END_MARKER, 1)[1]
-        return head + generated + tail
     return "# Results\n\nRegenerate with `python tools/reproduce.py --report_only`.\n\n" + generated + "\n"
 
 
@@ -151,12 +173,7 @@ def write_report(payload, markdown_path, figures_dir):
     order = [name for name in rows if name in reliability]
     reliability_path = os.path.join(figures_dir, RELIABILITY_FIGURE)
     reliability_figure({name: pool_reliability(reliability[name]) for name in order}, reliability_path)
-    families = {r["cell"]: (r["family"], r.get("sparsity")) for r in payload["records"]}
-    points = {}
-    for name, records in rows.items():
-        stats = aggregate(records, ["training_flops_rel", "accuracy"])
-        if "training_flops_rel" in stats:
-            points[name] = (stats["training_flops_rel"][0], stats["accuracy"][0], stats["accuracy"][1], *families[name])
+    points = flops_points(payload, rows)
     written = [markdown_path, reliability_path]
     if points:  # ratios need the dense cell; without it an empty figure would say nothing
         flops_path = os.path.join(figures_dir, FLOPS_FIGURE)
