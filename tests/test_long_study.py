@@ -201,3 +201,28 @@ def test_cigl_averages_at_a_quarter_of_the_base_rate_as_the_official_run():
 
     assert cigl_averaging_learning_rates(epochs=60, learning_rate=0.1) == (0.025, 0.025)
     assert cigl_averaging_learning_rates(epochs=80, learning_rate=0.05) == (0.0125, 0.0125)
+
+
+@pytest.mark.slow
+def test_a_composed_ensemble_has_the_members_an_independent_ensemble_run_trains(tmp_path):
+    """The page's rerun command for a composed row (ensemble.kind=independent, seed s) trains the very runs it averages."""
+    import numpy as np
+
+    from tf_freetickets.ensembles import EnsembleModel
+    from tf_freetickets.experiments import runner
+    from tf_freetickets.experiments.evaluation import members_source
+    from tf_freetickets.reporting.study import load_config
+
+    def config(seed, **ensemble):
+        overrides = ["epochs=1", "width=0.25", "train_examples=256", "verbose=0", "sparse.sparsity=0.8", f"seed={seed}"]
+        overrides += [f"ensemble.{k}={v!r}" for k, v in ensemble.items()]
+        return load_config(os.path.join(ROOT, "configs/fashion_mnist_rigl.py"), overrides)
+
+    for seed in (0, 1):
+        runner.run(config(seed), str(tmp_path / f"single_{seed}"))
+    runner.run(config(0, kind="independent", num_members=2), str(tmp_path / "ensemble"))
+    singles = [EnsembleModel.from_saved_models(members_source(str(tmp_path / f"single_{s}"))).members[0] for s in (0, 1)]
+    members = EnsembleModel.from_saved_models(members_source(str(tmp_path / "ensemble"))).members
+    for single, member in zip(singles, members):
+        for a, b in zip(single.get_weights(), member.get_weights()):
+            np.testing.assert_array_equal(a, b)
