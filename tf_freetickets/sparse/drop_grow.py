@@ -8,7 +8,6 @@ score among the positions it did not keep), so its active count never moves.
 
 from keras import ops
 
-
 # Layers at least this large select through a threshold pre-filter (see
 # `_top_k_indices`); smaller ones run one plain top-k.
 PREFILTER_MIN_SIZE = 1 << 16
