@@ -11,54 +11,67 @@ from keras import ops
 # Layers at least this large select through a threshold pre-filter (see
 # `_top_k_indices`); smaller ones run one plain top-k.
 PREFILTER_MIN_SIZE = 1 << 16
-# The pre-filter estimates its threshold from every `_SAMPLE_STRIDE`-th score,
-# keeping `_SAMPLE_MARGIN` times the expected share (plus a few) so that the
-# threshold almost always leaves at least `k` scores above it.
+# The pre-filter reads two thresholds off every `_SAMPLE_STRIDE`-th score, at
+# the sample ranks k / stride x (1 -+ `_SAMPLE_BAND`) (-+ a few), so that the
+# band between them almost always holds the k-th largest score.
 _SAMPLE_STRIDE = 32
-_SAMPLE_MARGIN = 1.5
+_SAMPLE_BAND = 0.2
 
 
 def _top_k_indices(scores, k):
     """Indices of the `k` largest entries of the 1-D `scores`, ties to the lower index.
 
-    Selects exactly the set `ops.top_k(scores, k)` selects, faster on large
-    vectors. A top-k over n scores costs a heap pass over all n; instead a
-    threshold `t` is read off a strided sample (its `k'`-th largest, `k'`
-    slightly above the sample's share of `k`), the positions with score >= t
-    are compacted in index order, and the top-k runs on those only. When at
-    least `k` scores are >= t, every one of the `k` largest is among them
-    (the k-th largest is >= t) and the order of the compacted scores is the
-    order of the original ones, so the selection and its tie-breaking are
-    unchanged. Otherwise (an unlucky sample) the plain top-k over all scores
-    runs instead. Vectors under `PREFILTER_MIN_SIZE` always take the plain path.
+    Selects exactly the set `ops.top_k(scores, k)` selects (in another
+    order), faster on large vectors: a top-k over n scores runs a heap over
+    all n, which is slow when k is in the thousands. Instead two thresholds
+    `lo <= hi` are read off a strided sample of the scores. The positions with
+    score >= lo are compacted in index order; those with score > hi are taken
+    outright and the rest of the k are chosen by a top-k among the band
+    lo <= score <= hi. When at most k scores exceed hi and at least k are
+    >= lo, this is exact: every score above hi beats every score outside the
+    band, the k-th largest lies in the band, and all scores equal to it are in
+    the band in their original index order, so ties break as before.
+    Otherwise (an unlucky sample) the plain top-k runs. Vectors under
+    `PREFILTER_MIN_SIZE` always take the plain path.
 
     Args:
       scores: 1-D float tensor with a static length (no NaN).
       k: int32 scalar tensor, 0 <= k <= len(scores).
 
     Returns:
-      int32 1-D tensor of `k` indices.
+      int32 1-D tensor of `k` indices (not sorted).
     """
     size = scores.shape[0]
     if size is None or size < PREFILTER_MIN_SIZE:
         return ops.top_k(scores, k)[1]
     sample = scores[::_SAMPLE_STRIDE]
     sample_size = sample.shape[0]
-    quota = ops.minimum(
-        ops.cast(ops.ceil(ops.cast(k, "float32") * (_SAMPLE_MARGIN / _SAMPLE_STRIDE)), "int32") + 8, sample_size
+    expected = ops.cast(k, "float32") / _SAMPLE_STRIDE
+    rank_lo = ops.minimum(ops.cast(ops.ceil(expected * (1.0 + _SAMPLE_BAND)), "int32") + 8, sample_size)
+    rank_hi = ops.maximum(ops.cast(ops.floor(expected * (1.0 - _SAMPLE_BAND)), "int32") - 8, 0)
+    sample_best = ops.top_k(sample, rank_lo)[0]
+    low = ops.take(sample_best, rank_lo - 1)
+    high = ops.where(
+        rank_hi > 0, ops.take(sample_best, ops.maximum(rank_hi - 1, 0)), ops.cast(float("inf"), scores.dtype)
     )
-    threshold = ops.take(ops.top_k(sample, quota)[0], quota - 1)
-    above = ops.greater_equal(scores, threshold)
-    count = ops.sum(ops.cast(above, "int32"))
+    positions = ops.cast(ops.reshape(ops.nonzero(ops.greater_equal(scores, low))[0], (-1,)), "int32")
+    values = ops.take(scores, positions)
+    is_sure = ops.greater(values, high)
+    num_sure = ops.sum(ops.cast(is_sure, "int32"))
+    exact = ops.logical_and(
+        ops.logical_and(num_sure <= k, ops.shape(positions)[0] >= k), rank_lo < sample_size
+    )
 
     def filtered():
-        positions = ops.cast(ops.reshape(ops.nonzero(above)[0], (-1,)), "int32")
-        return ops.take(positions, ops.top_k(ops.take(scores, positions), k)[1])
+        sure = ops.take(positions, ops.reshape(ops.nonzero(is_sure)[0], (-1,)))
+        band = ops.reshape(ops.nonzero(ops.logical_not(is_sure))[0], (-1,))
+        chosen = ops.top_k(ops.take(values, band), k - num_sure)[1]
+        return ops.concatenate([sure, ops.take(positions, ops.take(band, chosen))], 0)
 
     def full():
         return ops.top_k(scores, k)[1]
 
-    return ops.cond(ops.logical_and(count >= k, quota < sample_size), filtered, full)
+    return ops.cond(exact, filtered, full)
 
 
 def top_k_mask(scores, k):
@@ -67,7 +80,7 @@ def top_k_mask(scores, k):
     `k` may be a scalar tensor (the drop count varies between updates). Uses a
     top-k selection, O(n log k), not a full sort: the counts of a mask update
     are small next to the layer; on large layers a threshold pre-filter
-    shrinks the top-k to about 1.5 k candidates with the same result
+    shrinks the top-k to a band of about 0.4 k candidates with the same result
     (`_top_k_indices`). Ties go to the lower index.
     """
     size = ops.shape(scores)[0]
@@ -80,7 +93,7 @@ def drop_and_grow_indices(mask, drop_scores, grow_scores, num_drop):
 
     Works on compact index lists rather than full-size 0/1 vectors, so a layer
     of n weights costs a few element-wise passes plus two top-k selections
-    over about 1.5 `num_drop` candidates (`_top_k_indices`). Selects exactly
+    over a band of about 0.4 `num_drop` candidates (`_top_k_indices`). Selects exactly
     what `drop_and_grow` documents:
     - dropped: the `num_drop` active positions of smallest `drop_scores`; ties
       drop the higher index (the lower index is kept);
