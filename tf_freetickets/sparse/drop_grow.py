@@ -10,7 +10,7 @@ from keras import ops
 
 # Layers at least this large select through a threshold pre-filter (see
 # `_top_k_indices`); smaller ones run one plain top-k.
-PREFILTER_MIN_SIZE = 1 << 16
+PREFILTER_MIN_SIZE = 1 << 13
 # The pre-filter reads two thresholds off every `_SAMPLE_STRIDE`-th score, at
 # the sample ranks k / stride x (1 -+ `_SAMPLE_BAND`) (-+ a few), so that the
 # band between them almost always holds the k-th largest score.
