@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from tf_freetickets.sparse import drop_grow
 from tf_freetickets.sparse.drop_grow import drop_and_grow, top_k_mask
 
 
@@ -70,3 +72,40 @@ def test_top_k_selection_equals_a_full_stable_sort_with_ties(seed):
     expected_mask, expected_grown = _reference_drop_and_grow(mask, drop_scores, grow_scores, num_drop)
     np.testing.assert_array_equal(np.asarray(new_mask), expected_mask)
     np.testing.assert_array_equal(np.asarray(grown), expected_grown)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_prefiltered_selection_on_a_large_layer_equals_the_reference_with_ties(seed):
+    # Above PREFILTER_MIN_SIZE the threshold pre-filter runs; the masks must not move.
+    rng = np.random.default_rng(seed)
+    size = drop_grow.PREFILTER_MIN_SIZE + int(rng.integers(1, 50_000))
+    mask = (rng.random(size) < (0.05, 0.1, 0.5, 0.9)[seed]).astype("float32")
+    if seed % 2:  # coarse grid: many ties at the cut
+        drop_scores = rng.integers(0, 7, size).astype("float32")
+        grow_scores = rng.integers(0, 7, size).astype("float32")
+    else:
+        drop_scores = rng.random(size).astype("float32")
+        grow_scores = rng.random(size).astype("float32")
+    num_drop = int(mask.sum() * (0.3, 0.01, 1.0, 0.5)[seed])
+    compiled = tf.function(drop_and_grow)
+    new_mask, grown = compiled(mask, drop_scores, grow_scores, tf.constant(num_drop))
+    expected_mask, expected_grown = _reference_drop_and_grow(mask, drop_scores, grow_scores, num_drop)
+    np.testing.assert_array_equal(np.asarray(new_mask), expected_mask)
+    np.testing.assert_array_equal(np.asarray(grown), expected_grown)
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 300, 2_000, 4_095, 4_096])
+def test_prefiltered_top_k_indices_equal_plain_top_k(monkeypatch, k):
+    # Small vectors forced through the pre-filter, incl. k = 0, k = size and the fallback
+    # (all-equal scores leave fewer than k above a threshold only when the sample misleads).
+    monkeypatch.setattr(drop_grow, "PREFILTER_MIN_SIZE", 64)
+    rng = np.random.default_rng(k)
+    for scores in (
+        rng.random(4096).astype("float32"),
+        rng.integers(0, 3, 4096).astype("float32"),
+        np.where(rng.random(4096) < 0.9, -np.inf, rng.random(4096)).astype("float32"),
+        np.sort(rng.random(4096)).astype("float32")[::-1].copy(),  # sample's best are all at the front
+    ):
+        got = np.sort(np.asarray(drop_grow._top_k_indices(tf.constant(scores), tf.constant(k))))
+        want = np.sort(tf.math.top_k(scores, k).indices.numpy())
+        np.testing.assert_array_equal(got, want)

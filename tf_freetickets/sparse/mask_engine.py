@@ -1,7 +1,7 @@
 """Applies a `MaskUpdater` to a masked model: the compiled mask-update step.
 
 TF-specific glue (tf.function, tf.distribute); the per-layer arithmetic is
-`drop_grow.drop_and_grow` in `keras.ops`.
+`drop_grow.drop_and_grow_indices` in `keras.ops`.
 
 Distribution: the update runs in cross-replica context. Dense gradients are
 computed on every replica with `strategy.run` and summed (Keras scales each
@@ -16,7 +16,23 @@ from keras import ops
 
 from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse import optimizer_slots
-from tf_freetickets.sparse.drop_grow import drop_and_grow
+from tf_freetickets.sparse.drop_grow import drop_and_grow_indices
+
+
+def _masks_from_indices(old_mask, dropped, grown_at, need_grown):
+    """(new_mask, grown) of `drop_and_grow` from its index lists, with one full-size pass.
+
+    The new mask is the old one with -1 at every dropped and +1 at every grown
+    position (a position dropped and regrown stays 1); `grown` (the 0/1 mask of
+    the grown positions) is only built when `need_grown`, else None.
+    """
+    shape = ops.shape(old_mask)
+    flat_old = ops.reshape(old_mask, (-1,))
+    ones = ops.ones_like(grown_at, dtype=flat_old.dtype)
+    positions = ops.expand_dims(ops.concatenate([dropped, grown_at], 0), 1)
+    new_mask = tf.tensor_scatter_nd_add(flat_old, positions, ops.concatenate([-ones, ones], 0))
+    grown = ops.reshape(ops.scatter(ops.expand_dims(grown_at, 1), ones, ops.shape(flat_old)), shape) if need_grown else None
+    return ops.reshape(new_mask, shape), grown
 
 
 def _as_dataset(data, batch_size):
@@ -62,6 +78,7 @@ class MaskEngine:
             self._iterator = iter(self.strategy.experimental_distribute_dataset(dataset))
         self._apply_fn = None
         self._gradient_fn = None
+        self._finite_fn = None
 
     # -- dense gradients -------------------------------------------------
     def _replica_gradients(self, batch):
@@ -126,12 +143,13 @@ class MaskEngine:
                     grown = ops.zeros_like(new_mask)
                 else:
                     num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
-                    new_mask, grown = drop_and_grow(
+                    dropped, grown_at = drop_and_grow_indices(
                         old_mask,
                         self.updater.drop_scores(weights),
                         self.updater.grow_scores(weights, gradient, index, step),
                         num_drop,
                     )
+                    new_mask, grown = _masks_from_indices(old_mask, dropped, grown_at, self.updater.reinit_when_same)
                 # Dropped weights and new connections, with their slots, are zero;
                 # a weight dropped and regrown in the same update keeps its value
                 # and slots (RigL's `reinit_when_same=False`) unless the updater
@@ -144,21 +162,30 @@ class MaskEngine:
                     for slot in layer_slots:
                         slot.assign(slot * ops.cast(survivors, slot.dtype))
                 mask.assign(new_mask)
-                changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))
+                if getattr(self.updater, "prunes_only", False):
+                    changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))
+                else:  # grown positions that were inactive before the update
+                    flat_old = ops.reshape(old_mask, (-1,))
+                    changed.append(ops.cast(ops.sum(1.0 - ops.take(flat_old, grown_at)), "int32"))
             return changed
 
         return apply
 
     def _check_finite(self, step, gradients):
         # Top-k over NaN/Inf scores selects arbitrary positions and can write
-        # masks that are not 0/1: refuse instead of selecting.
-        for layer, gradient in zip(self.layers, gradients):
-            for what, value in (("weights", layer.kernel_variable), ("dense gradients", gradient)):
-                if value is not None and not bool(tf.reduce_all(tf.math.is_finite(value))):
-                    raise FloatingPointError(
-                        f"Mask update after step {step}: layer {layer.name!r} has NaN/Inf {what}; the masks were "
-                        "left unchanged (training diverged: lower the learning rate)."
-                    )
+        # masks that are not 0/1: refuse instead of selecting. One compiled
+        # reduction per tensor, read back together.
+        if self._finite_fn is None:
+            self._finite_fn = tf.function(lambda values: [tf.reduce_all(tf.math.is_finite(v)) for v in values])
+        checked = [(layer, "weights", layer.kernel_variable) for layer in self.layers]
+        checked += [(layer, "dense gradients", g) for layer, g in zip(self.layers, gradients) if g is not None]
+        flags = self._finite_fn([value.value if hasattr(value, "value") else value for _, _, value in checked])
+        for (layer, what, _), finite in zip(checked, flags):
+            if not bool(finite):
+                raise FloatingPointError(
+                    f"Mask update after step {step}: layer {layer.name!r} has NaN/Inf {what}; the masks were "
+                    "left unchanged (training diverged: lower the learning rate)."
+                )
 
     def update(self, step, drop_fraction=None):
         """Runs the mask update scheduled after optimizer step `step`.
