@@ -173,6 +173,22 @@ def test_pilot_choice_is_the_cheapest_fitting_regime_then_the_best_validation_lr
     assert pilot_choice(unfit) == (None, None)
 
 
+def test_pilot_choice_reads_the_mean_over_seeds():
+    def with_seed_one(train_accuracy, val_accuracy):
+        payload = _pilot_payload()
+        by_cell = {r["cell"]: r for r in payload["records"]}
+        for name, fit, val in (("pilot_n2500_e100_lr0.05", train_accuracy, 0.82), ("pilot_n2500_e100_lr0.1", 0.98, val_accuracy)):
+            record = json.loads(json.dumps(by_cell[name]))
+            record["seed"], record["metrics"]["train_accuracy"], record["metrics"]["val_accuracy"] = 1, fit, val
+            payload["records"].append(record)
+        return payload
+
+    # 0.99 and 0.94 average 0.965 < 0.97: the regime fails although seed 0 alone met the precondition
+    assert pilot_choice(with_seed_one(0.94, 0.81)) == (None, None)
+    # lr 0.1 averages (0.81 + 0.86) / 2 = 0.835 > 0.83 of lr 0.025 (one seed): the mean decides
+    assert pilot_choice(with_seed_one(0.97, 0.86)) == ((2500, 100), 0.1)
+
+
 def test_long_report_goes_above_the_short_study_and_keeps_the_prose(tmp_path):
     page = tmp_path / "RESULTS.md"
     page.write_text(f"# Results\n\nintro prose\n\n{BEGIN_MARKER}\nshort tables\n{END_MARKER}\n\nafter\n")
@@ -226,3 +242,26 @@ def test_a_composed_ensemble_has_the_members_an_independent_ensemble_run_trains(
     for single, member in zip(singles, members):
         for a, b in zip(single.get_weights(), member.get_weights()):
             np.testing.assert_array_equal(a, b)
+
+
+def test_runner_rewrite_keeps_the_records_and_cells_it_does_not_plan(tmp_path):
+    """A run of one cell (`--cells`) or new seeds adds to the JSON; earlier cells, records and order stay."""
+    dense = Cell("dense", "configs/fashion_mnist_dense.py", ("epochs=60",), "dense")
+    rigl = Cell("rigl", "configs/fashion_mnist_rigl.py", ("epochs=60",), "rigl", 0.8)
+    path, header = str(tmp_path / "study.json"), {"dataset": "fashion_mnist", "epochs": 60}
+    StudyRunner([dense, rigl], [0], header, str(tmp_path), path).write_json(
+        [_record("dense", 0, accuracy=0.9), _record("rigl", 0, accuracy=0.8)]
+    )
+    only_rigl = StudyRunner([rigl], [0, 10], header, str(tmp_path), path)
+    kept = only_rigl.records_outside_plan()
+    assert [r["cell"] for r in kept[1]] == ["dense"]  # rigl seed 0 is planned again (read back), not kept twice
+    only_rigl.write_json([_record("rigl", 0, accuracy=0.8), _record("rigl", 10, accuracy=0.81)], *kept)
+    with open(path) as f:
+        payload = json.load(f)
+    assert [(r["cell"], r["seed"]) for r in payload["records"]] == [("dense", 0), ("rigl", 0), ("rigl", 10)]
+    assert [c["name"] for c in payload["study"]["cells"]] == ["dense", "rigl"] and payload["study"]["seeds"] == [0, 10]
+    redefined = Cell("dense", "configs/fashion_mnist_dense.py", ("epochs=61",), "dense")
+    assert StudyRunner([redefined], [0], header, str(tmp_path), path).records_outside_plan()[1] == [
+        r for r in payload["records"] if r["cell"] == "rigl"
+    ]  # the redefined cell's old record goes; the other cell's stay
+    assert StudyRunner([dense], [0], {**header, "epochs": 61}, str(tmp_path), path).records_outside_plan() == ([], [], [])

@@ -56,33 +56,50 @@ def pilot_choice(pilot):
     """(regime, learning rate) the pilot's rule picks, or (None, None) when no regime meets the precondition.
 
     The regime is the (train_examples, epochs) with the fewest training steps
-    whose lr-0.05 dense run has train accuracy >= 0.97 and test ECE >= 0.03;
-    the learning rate is the one of best validation accuracy in that regime.
+    whose lr-0.05 dense runs meet the precondition on their mean over seeds
+    (train accuracy >= 0.97 and test ECE >= 0.03); the learning rate is the
+    one of best mean validation accuracy in that regime.
+
+    Args:
+      pilot: the pilot's JSON payload ("study" with "cells", and "records",
+        one per cell and seed).
     """
     cells = {c["name"]: c for c in pilot["study"]["cells"]}
-    runs = []
+    runs = {}  # (regime, lr) -> metrics of each seed
     for record in pilot["records"]:
         overrides = cells[record["cell"]]["overrides"]
         n, e = int(_setting(overrides, "train_examples")), int(_setting(overrides, "epochs"))
-        runs.append(((n, e), float(_setting(overrides, "optimizer.learning_rate")), record["metrics"]))
+        lr = float(_setting(overrides, "optimizer.learning_rate"))
+        runs.setdefault(((n, e), lr), []).append(record["metrics"])
+
+    def mean(metrics, key):
+        return sum(m.get(key, 0.0) for m in metrics) / len(metrics)
+
     fitting = [
-        regime for regime, lr, m in runs
-        if lr == 0.05 and m.get("train_accuracy", 0) >= TRAIN_ACCURACY_MIN and m["ece"] >= TEST_ECE_MIN
+        regime for (regime, lr), metrics in runs.items()
+        if lr == 0.05 and mean(metrics, "train_accuracy") >= TRAIN_ACCURACY_MIN and mean(metrics, "ece") >= TEST_ECE_MIN
     ]  # fmt: skip
     if not fitting:
         return None, None
     regime = min(fitting, key=lambda r: (r[0] // 128) * r[1])
-    best = max((m["val_accuracy"], lr) for reg, lr, m in runs if reg == regime and "val_accuracy" in m)
+    best = max(
+        (mean(metrics, "val_accuracy"), lr)
+        for (reg, lr), metrics in runs.items()
+        if reg == regime and all("val_accuracy" in m for m in metrics)
+    )
     return regime, best[1]
 
 
 def _pilot_lines(pilot):
-    rows = {r["cell"]: [r["metrics"]] for r in pilot["records"]}
+    rows = {}
+    for record in pilot["records"]:
+        rows.setdefault(record["cell"], []).append(record["metrics"])
     regime, lr = pilot_choice(pilot)
     lines = [
-        "**Pilot** (`python tools/reproduce.py --study=long_pilot`, then `--study=long_pilot --pilot_regime=N,E` "
-        "for the chosen regime): the dense model (width 0.5, seed 0) in each candidate regime at lr 0.05, then the "
-        "other learning rates in the chosen one. Validation: the last 5,000 "
+        "**Pilot** (the commands below the table): the "
+        "dense model (width 0.5) in each candidate regime at lr 0.05 on seed 0; the regimes that met the "
+        "precondition on seed 0 again on seeds 1 and 2, the rule reading the mean; then the other learning rates "
+        "in the chosen regime on the same three seeds. Validation: the last 5,000 "
         "images of the training split, disjoint from the subset; the test set chose nothing but the regime's "
         f"precondition (train accuracy ≥ {TRAIN_ACCURACY_MIN}, test ECE ≥ {TEST_ECE_MIN}).",
         "",
@@ -96,7 +113,18 @@ def _pilot_lines(pilot):
             f"Rule: the cheapest regime meeting the precondition, then the learning rate of best validation "
             f"accuracy: **{regime[0]} images, {regime[1]} epochs, lr {lr}**."
         )
-    return lines + [""]
+    seeded = [name for name, metrics in rows.items() if len(metrics) > 1]
+    stage_one = [name for name in seeded if name.endswith("_lr0.05")]
+    stage_two = [name for name in seeded if not name.endswith("_lr0.05")]
+    commands = ["python tools/reproduce.py --study=long_pilot"]
+    if stage_one:
+        commands.append(f"python tools/reproduce.py --study=long_pilot --seeds=0,1,2 --cells={','.join(stage_one)}")
+    if stage_two and regime is not None:
+        commands.append(
+            f"python tools/reproduce.py --study=long_pilot --pilot_regime={regime[0]},{regime[1]} --seeds=0,1,2 "
+            f"--cells={','.join(stage_two)}"
+        )
+    return lines + ["", "```bash", *commands, "```", ""]
 
 
 def _precondition_line(rows):

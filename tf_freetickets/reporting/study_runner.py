@@ -122,6 +122,43 @@ class StudyRunner:
         """The "study" entry of the JSON: the header, the seeds and the cells."""
         return {**self.header, "seeds": self.seeds, "cells": cell_dicts(self.cells)}
 
+    def _committed_payload(self):
+        """The JSON's payload when it was written with these settings (seeds and cells aside), else None."""
+        if not os.path.exists(self.json_path):
+            return None
+        with open(self.json_path) as f:
+            payload = json.load(f)
+        old, new = payload.get("study", {}), self.study()
+        settings = set(new) - {"cells", "seeds"}
+        if set(old) - {"cells", "seeds"} != settings or any(old[k] != new[k] for k in settings):
+            return None
+        return payload
+
+    def records_outside_plan(self):
+        """(cell definitions, records, seeds) of the JSON to keep beside this run's: what it does not redo.
+
+        A run of some cells or seeds (`--cells`, `--seeds`) thus adds to the
+        JSON instead of dropping what earlier runs committed; a cell this run
+        redefines loses its old records. The definitions are all the JSON's
+        (in its order), so the rewritten JSON keeps its cells' order.
+        """
+        payload = self._committed_payload()
+        if payload is None:
+            return [], [], []
+        current = {c["name"] for c in cell_dicts(self.cells)}
+        planned = {(cell.name, seed) for cell, seed in self.plan()}
+        definitions = {c["name"]: c for c in payload["study"].get("cells", [])}
+        committed = self.committed_records()
+        kept_names = {name for name in definitions if name not in current}
+        kept = [
+            r for r in payload.get("records", [])
+            if (r["cell"], r["seed"]) not in planned
+            and (r["cell"] in kept_names or (r["cell"], r["seed"]) in committed)
+        ]  # fmt: skip
+        if not kept:
+            return [], [], []
+        return list(definitions.values()), kept, payload["study"].get("seeds", [])
+
     def plan(self):
         """[(cell, run seed)] in order: seed-major, so a full table exists early; sources before ensembles."""
         order = []
@@ -132,25 +169,28 @@ class StudyRunner:
 
     def committed_records(self):
         """Records of the JSON made by this very study (same settings and cell definitions), by (cell, seed)."""
-        if not os.path.exists(self.json_path):
+        payload = self._committed_payload()
+        if payload is None:
             return {}
-        with open(self.json_path) as f:
-            payload = json.load(f)
-        old, new = payload.get("study", {}), self.study()
-        settings = set(new) - {"cells", "seeds"}
-        if set(old) - {"cells", "seeds"} != settings or any(old[k] != new[k] for k in settings):
-            return {}
-        definitions = {c["name"]: c for c in old.get("cells", [])}
-        current = {c["name"]: c for c in new["cells"]}
+        definitions = {c["name"]: c for c in payload["study"].get("cells", [])}
+        current = {c["name"]: c for c in self.study()["cells"]}
         return {
             (r["cell"], r["seed"]): r
             for r in payload.get("records", [])
             if definitions.get(r["cell"]) is not None and definitions[r["cell"]] == current.get(r["cell"])
         }
 
-    def write_json(self, records):
+    def write_json(self, records, kept_cells=(), kept_records=(), kept_seeds=()):
+        """Writes the JSON atomically: the kept records of earlier runs, then this run's (cells merged in order)."""
         os.makedirs(os.path.dirname(os.path.abspath(self.json_path)), exist_ok=True)
-        payload = {"study": self.study(), "environment": environment(), "records": records}
+        study = self.study()
+        current = {c["name"]: c for c in study["cells"]}
+        old_names = [c["name"] for c in kept_cells]
+        study["cells"] = [current.get(c["name"], c) for c in kept_cells] + [
+            c for c in study["cells"] if c["name"] not in old_names
+        ]
+        study["seeds"] = list(kept_seeds) + [s for s in self.seeds if s not in kept_seeds]
+        payload = {"study": study, "environment": environment(), "records": list(kept_records) + list(records)}
         temporary = self.json_path + ".tmp"
         with open(temporary, "w") as f:
             json.dump(payload, f, indent=1)
@@ -165,6 +205,7 @@ class StudyRunner:
         x_test, y_test = data.load_split(self.header.get("dataset", "fashion_mnist"), "test")
         self._test = (x_test, y_test, ood_sets(num=self.ood_examples), list(available_corruptions(x_test.shape[-1])))
         plan, committed = self.plan(), self.committed_records()
+        kept = self.records_outside_plan()
         records, done = [], {}
         spent, ran, began = 0.0, 0, time.time()
         for index, (cell, seed) in enumerate(plan, 1):
@@ -175,7 +216,7 @@ class StudyRunner:
                 spent, ran = spent + time.time() - start, ran + 1
             done[(cell.name, seed)] = record
             records.append(record)
-            self.write_json(records)
+            self.write_json(records, *kept)
             left = (len(plan) - index) * (spent / ran) if ran else 0.0
             m = record["metrics"]
             say(
