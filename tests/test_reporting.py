@@ -157,3 +157,18 @@ def test_without_a_dense_cell_flops_are_absolute_and_no_empty_figure_is_drawn(tm
     assert str(tmp_path / "figures" / "accuracy_vs_training_flops.png") not in written
     assert "accuracy_vs_training_flops.png" not in text
     assert "`edst_0.8` 30 training, 6 inference per example" in text
+
+
+def test_command_lines_show_the_study_workdir_and_the_mean_minutes():
+    from tf_freetickets.reporting.results_page import command_lines
+
+    records = [
+        {"cell": "rigl_0.8", "seed": 10, "train_seconds": 50.0, "eval_seconds": 10.0,
+         "command": "python -m tf_freetickets.train --config=c.py --config.seed=10 --workdir=elsewhere_x/rigl_0.8/seed_10"},
+        {"cell": "rigl_0.8", "seed": 20, "train_seconds": 170.0, "eval_seconds": 10.0, "command": "unused"},
+    ]  # fmt: skip
+    assert command_lines(records, workdir="out/reproduce") == [
+        "- `rigl_0.8` (2.0 min): `python -m tf_freetickets.train --config=c.py --config.seed=10 "
+        "--workdir=out/reproduce/rigl_0.8/seed_10`"
+    ]
+    assert "elsewhere_x" in command_lines(records)[0]  # without workdir, the command as it ran

@@ -6,6 +6,7 @@ when the tables are regenerated.
 """
 
 import os
+import re
 
 from tf_freetickets.reporting.plots import accuracy_flops_figure, pool_reliability, reliability_figure
 from tf_freetickets.reporting.tables import Column, aggregate, markdown_table
@@ -111,7 +112,7 @@ def generated_markdown(payload, figures_relpath="results"):
         "Each cell's configuration and the command that trains one seed of it alone (wall time per seed on this machine):",
         "",
     ]
-    lines += command_lines(payload["records"])
+    lines += command_lines(payload["records"], workdir="out/reproduce")
     return "\n".join(lines)
 
 
@@ -123,16 +124,28 @@ def replace_block(existing, begin, end, block):
     return f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}"
 
 
-def command_lines(records):
-    """One "- `cell` (N min): `command`" line per cell: its first record's command, mean minutes per record."""
+def command_lines(records, workdir=None):
+    """One "- `cell` (N min): `command`" line per cell: its first record's command, mean minutes per record.
+
+    Args:
+      records: the study's records (each with "cell", "seed", "command" and
+        the train/eval seconds).
+      workdir: when given, each command's `--workdir` is shown under this
+        folder (`<workdir>/<cell>/seed_<seed>`), the study's default, rather
+        than wherever that record happened to run.
+    """
     seconds, first = {}, {}
     for record in records:
         seconds.setdefault(record["cell"], []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
         first.setdefault(record["cell"], record)
-    return [
-        f"- `{name}` ({sum(seconds[name]) / len(seconds[name]) / 60:.1f} min): `{record['command']}`"
-        for name, record in first.items()
-    ]
+    lines = []
+    for name, record in first.items():
+        command = record["command"]
+        if workdir is not None:
+            run_dir = f"--workdir={workdir}/{name}/seed_{record['seed']}"
+            command = re.sub(r"--workdir=\S+", lambda _: run_dir, command)
+        lines.append(f"- `{name}` ({sum(seconds[name]) / len(seconds[name]) / 60:.1f} min): `{command}`")
+    return lines
 
 
 def flops_points(payload, rows):
