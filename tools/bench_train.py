@@ -4,6 +4,8 @@
 
 Every method trains the same model (`tft.models`, 10 classes) on one fixed synthetic batch repeated by
 tf.data, with SGD(0.01, momentum 0.9). Sparse models are `tft.sparsify(model, --sparsity, "erk")`.
+Methods named `<method>_fused` (e.g. `--methods=dense,dense_fused,rigl,rigl_fused`) first swap the
+model's BatchNormalization layers for `tft.models.FusedBatchNormalization` (`config.fused_batchnorm`).
 
 How it is timed (model.fit + tft.MaskUpdate, updates included):
 - Each method is compiled once and warmed up (train function traced, one mask update run so the update's
@@ -41,7 +43,10 @@ _WARMUP = flags.DEFINE_integer("warmup", 5, "Warm-up steps per method before tim
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed windows per method (interleaved across methods).")
 _UPDATE_EVERY = flags.DEFINE_integer("update_every", 100, "ΔT: steps between mask updates (SET, RigL, CigL, TF-MOT).")
 _SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Sparsity of the sparse models (ERK for the library, uniform for TF-MOT).")
-_METHODS = flags.DEFINE_list("methods", ["dense", "static", "set", "rigl", "cigl"], "Library methods to time.")
+_METHODS = flags.DEFINE_list(
+    "methods", ["dense", "static", "set", "rigl", "cigl"],
+    "Library methods to time; a name ending in _fused (dense_fused, rigl_fused) uses the fused BatchNorm layer.",
+)  # fmt: skip
 _TFMOT = flags.DEFINE_boolean("tfmot", True, "Also time TF-MOT prune_low_magnitude in a child process.")
 _OUTPUT = flags.DEFINE_string("output", "out/bench", "Output folder for the JSON and markdown files.")
 
@@ -50,6 +55,9 @@ NO_END = 10**9
 
 
 # -- the library's methods (Keras 3) -------------------------------------------
+
+
+FUSED_SUFFIX = "_fused"  # a method name ending in it runs with tft.models.with_fused_batchnorm
 
 
 def _updater(method, update_every):
@@ -129,11 +137,14 @@ def _make_runs(methods, model_name, sparsity, update_every, dataset):
     for method in methods:
         keras.utils.set_random_seed(0)
         model = common.build_model(model_name)
+        base = method.removesuffix(FUSED_SUFFIX)
+        if base != method:  # BatchNorm through TF's fused kernel (config.fused_batchnorm)
+            model = tft.models.with_fused_batchnorm(model)
         mask_update = None
         callbacks = []
-        if method != "dense":
+        if base != "dense":
             model = tft.sparsify(model, sparsity, distribution="erk", seed=0)
-            mask_update = mask_update_class(_updater(method, update_every), gradient_data=dataset)
+            mask_update = mask_update_class(_updater(base, update_every), gradient_data=dataset)
             callbacks.append(mask_update)
         _compile(model)
         callbacks.append(timer_class())
@@ -213,7 +224,7 @@ def measure_library(model_name, batch_size, steps, warmup, repeats, update_every
                 run.mask_update.engine.update(step, drop_fraction=DROP_FRACTION)
                 run.extra_updates.append(time.perf_counter() - start)
     summary = _summarise(runs, steps, update_every)
-    sparse = next((r for r in runs if r.method != "dense"), None)
+    sparse = next((r for r in runs if r.mask_update is not None), None)
     if sparse is not None:
         summary["_global_sparsity"] = float(tft.global_sparsity(sparse.model))
     summary["_dense_params"] = int(common.build_model(model_name).count_params())

@@ -186,6 +186,7 @@ class _Run:
             dropout=config.dropout if dropout is None else dropout,
             weight_decay=config.optimizer.weight_decay if weight_decay is None else weight_decay, name=name,
             weight_decay_scope=config.optimizer.weight_decay_scope, layer_options=layer_options(config),
+            fused_batchnorm=config.fused_batchnorm,
         )  # fmt: skip
 
     def best_validation(self, **kwargs):

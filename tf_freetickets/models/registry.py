@@ -3,6 +3,7 @@
 import keras
 
 from tf_freetickets.models.cifar_resnet import cifar_resnet
+from tf_freetickets.models.fused_batch_norm import with_fused_batchnorm
 from tf_freetickets.models.small_cnn import small_cnn
 from tf_freetickets.models.weight_decay import decay_arguments
 from tf_freetickets.models.wide_resnet import wide_resnet
@@ -38,7 +39,7 @@ def _resnet50(
 
 def build_model(
     architecture, input_shape, num_classes, width=1.0, depth=None, dropout=0.0, weight_decay=0.0, name=None,
-    weight_decay_scope="kernels", layer_options=None,
+    weight_decay_scope="kernels", layer_options=None, fused_batchnorm=False,
 ):  # fmt: skip
     """A Functional model returning logits.
 
@@ -58,6 +59,9 @@ def build_model(
         "all_but_biases" (kernels and BatchNorm gamma, as Divide-and-Co-training's code).
       layer_options: `LayerOptions` (initialisers, BatchNorm momentum/epsilon,
         input mean/std); None keeps Keras' defaults. resnet50 takes only the defaults.
+      fused_batchnorm: BatchNorm layers run TensorFlow's fused kernel
+        (`FusedBatchNormalization`: Keras' numbers up to float rounding, a
+        faster training step on the TensorFlow backend; docs/BENCHMARKS.md).
       name: the Keras model's name.
 
     Raises:
@@ -69,6 +73,11 @@ def build_model(
     }  # fmt: skip
     if name:
         kwargs["name"] = name
+    model = _build(architecture, width, depth, dropout, kwargs)
+    return with_fused_batchnorm(model) if fused_batchnorm else model
+
+
+def _build(architecture, width, depth, dropout, kwargs):
     if architecture == "small_cnn":
         return small_cnn(width=width, dropout=dropout, **kwargs)
     if architecture == "wide_resnet":
