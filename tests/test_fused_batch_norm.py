@@ -118,4 +118,5 @@ def test_build_model_and_the_config_switch_fuse_every_batchnorm():
     config.fused_batchnorm = True
     source = types.SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
     built = _Run(config, "unused", source, None).build()
-    assert all(isinstance(l, FusedBatchNormalization) for l in built.layers if isinstance(l, keras.layers.BatchNormalization))
+    norms = [layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)

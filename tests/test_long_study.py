@@ -43,7 +43,9 @@ def test_every_long_cell_is_a_valid_config_at_the_frozen_base():
         assert config.optimizer.weight_decay == 5e-4 and config.optimizer.momentum == 0.9
         if not cell.name.startswith("pilot"):
             assert config.optimizer.learning_rate == LEARNING_RATE and config.epochs == EPOCHS
-            assert config.validation_examples == 0
+            assert config.validation_examples == 0 and config.fused_batchnorm  # the study's speed switch
+        else:
+            assert not config.fused_batchnorm  # the pilot ran Keras' own BatchNorm layer
 
 
 def test_schedules_keep_the_papers_proportions():

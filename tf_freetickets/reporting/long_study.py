@@ -16,7 +16,7 @@ from tf_freetickets.reporting.study import Cell
 
 TRAIN_EXAMPLES = 5000  # the training subset: the first 5,000 images of the training split
 VALIDATION_EXAMPLES = 5000  # the pilot's validation split: the last 5,000 images of the training split
-EPOCHS = 80  # E, the dense budget: the pilot's regime (5,000 images, 80 epochs)
+EPOCHS = 100  # E, the dense budget: the pilot's regime on the mean of 3 seeds (5,000 images, 100 epochs)
 BATCH_SIZE = 128
 # Chosen by the pilot (best validation accuracy of the dense model); frozen for every row.
 LEARNING_RATE = 0.05
@@ -38,8 +38,10 @@ def scaled_update_every(paper_steps, paper_steps_per_epoch, train_examples=TRAIN
     return max(1, round(paper_steps / paper_steps_per_epoch * steps_per_epoch(train_examples)))
 
 
-def _base(epochs, learning_rate, train_examples):
-    return (f"epochs={epochs}", "width=0.5", f"train_examples={train_examples}", f"optimizer.learning_rate={learning_rate}")
+def _base(epochs, learning_rate, train_examples, fused_batchnorm=True):
+    """Overrides every row shares; the study's rows run BatchNorm through the fused kernel (same numbers, faster)."""
+    overrides = (f"epochs={epochs}", "width=0.5", f"train_examples={train_examples}", f"optimizer.learning_rate={learning_rate}")
+    return (*overrides, "fused_batchnorm=True") if fused_batchnorm else overrides
 
 
 PILOT_REGIMES = ((5000, 60), (5000, 80), (5000, 100), (2500, 60), (2500, 100))  # (training subset, epochs) at lr 0.05
@@ -48,7 +50,8 @@ PILOT_LEARNING_RATES = (0.025, 0.1)  # tried again in the chosen regime
 
 def pilot_cell(train_examples, epochs, learning_rate):
     """The dense model at one (training subset, epochs, learning rate), with the validation split held out."""
-    overrides = (*_base(epochs, learning_rate, train_examples), f"validation_examples={VALIDATION_EXAMPLES}")
+    base = _base(epochs, learning_rate, train_examples, fused_batchnorm=False)
+    overrides = (*base, f"validation_examples={VALIDATION_EXAMPLES}")
     name = f"pilot_n{train_examples}_e{epochs}_lr{learning_rate}"
     return Cell(name, "configs/fashion_mnist_dense.py", overrides, "dense")
 

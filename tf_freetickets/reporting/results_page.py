@@ -143,7 +143,7 @@ def command_lines(records, workdir=None):
         command = record["command"]
         if workdir is not None:
             run_dir = f"--workdir={workdir}/{name}/seed_{record['seed']}"
-            command = re.sub(r"--workdir=\S+", lambda _: run_dir, command)
+            command = re.sub(r"--workdir=\S+", lambda _, run_dir=run_dir: run_dir, command)
         lines.append(f"- `{name}` ({sum(seconds[name]) / len(seconds[name]) / 60:.1f} min): `{command}`")
     return lines
 
