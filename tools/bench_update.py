@@ -11,6 +11,9 @@ One sparse model (`tft.sparsify(model, --sparsity, "erk")`, SGD momentum 0.9) on
   reported: `MaskEngine.dense_gradients()` alone, and the rest (update minus gradient medians).
 - SET update: the same drop/grow with random growth (no gradient).
 - dense step (--dense): the same model, unmasked, for reference.
+- RigL with growth_gradient="step_batch" (--step_batch; FreeTickets' choice, a switch here): a twin
+  sparse model whose train step keeps each batch's dense gradient (`StepGradientTap`), so the update
+  has no gradient batch of its own; both its step (tap included) and its update are timed.
 Every quantity is measured --repeats times, interleaved (order rotated), after a warm-up that traces
 every function; medians are reported. Writes update_<model>.json / .md under --output.
 """
@@ -32,6 +35,9 @@ _STEPS = flags.DEFINE_integer("steps", 5, "Training steps per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions of every quantity (interleaved).")
 _SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Sparsity (ERK).")
 _DENSE = flags.DEFINE_boolean("dense", True, "Also time the dense model's training step.")
+_STEP_BATCH = flags.DEFINE_boolean(
+    "step_batch", True, "Also time RigL with growth_gradient='step_batch' (no extra gradient batch) on a twin model."
+)
 _OUTPUT = flags.DEFINE_string("output", "out/bench", "Output folder.")
 
 DROP_FRACTION = 0.3
@@ -47,7 +53,24 @@ def _compile(model):
     return model
 
 
-def measure(model_name, batch_size, steps, repeats, sparsity, with_dense):
+def _step_batch_twin(model_name, sparsity, dataset, schedule, timer):
+    """A sparse twin whose train step keeps the batch gradient, and its RigL(growth_gradient="step_batch") engine."""
+    import keras
+
+    import tf_freetickets as tft
+    from tf_freetickets.sparse.mask_engine import MaskEngine
+
+    keras.utils.set_random_seed(0)
+    twin = _compile(tft.sparsify(common.build_model(model_name), sparsity, distribution="erk", seed=0))
+    twin.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, callbacks=[timer])  # builds the optimizer
+    updater = tft.RigL(growth_gradient="step_batch", **schedule)
+    if updater.attach(twin):
+        twin.make_train_function(force=True)
+    twin.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0, callbacks=[timer])  # the tap holds a gradient
+    return twin, MaskEngine(twin, updater)
+
+
+def measure(model_name, batch_size, steps, repeats, sparsity, with_dense, with_step_batch=True):
     import keras
 
     import tf_freetickets as tft
@@ -92,6 +115,12 @@ def measure(model_name, batch_size, steps, repeats, sparsity, with_dense):
     }
     if dense is not None:
         tasks["dense_step"] = lambda: train_window(dense)
+    if with_step_batch:
+        twin, twin_engine = _step_batch_twin(model_name, sparsity, dataset, schedule, timer)
+        tasks["step_batch_step"] = lambda: train_window(twin)
+        tasks["step_batch_update"] = lambda: timed(
+            lambda: twin_engine.update(int(twin.optimizer.iterations.numpy()), drop_fraction=DROP_FRACTION)
+        )
     for task in tasks.values():  # warm-up: trace everything
         task()
     times = {name: [] for name in tasks}
@@ -118,6 +147,9 @@ def measure(model_name, batch_size, steps, repeats, sparsity, with_dense):
         result["rigl_update_over_dense_step"] = med["rigl_update"] / med["dense_step"]
         result["sparse_step_over_dense_step"] = step / med["dense_step"]
     result["rigl_update_amortised_over_100_steps"] = med["rigl_update"] / (100 * step)
+    if with_step_batch:
+        result["step_batch_step_over_step"] = med["step_batch_step"] / step
+        result["step_batch_update_over_its_step"] = med["step_batch_update"] / med["step_batch_step"]
     return result
 
 
@@ -148,6 +180,14 @@ def markdown(result):
         ["RigL part 2: drop/grow + slot reset", common.fmt_ms(r["rigl_apply_s"]), common.fmt_ratio(r["rigl_apply_s"] / step)],
         ["SET update (drop/random grow)", common.fmt_ms(med["set_update"]), common.fmt_ratio(r["set_update_over_step"])],
     ]
+    if "step_batch_step" in med:
+        rows += [
+            ["training step, twin keeping the batch gradient (step_batch)", common.fmt_ms(med["step_batch_step"]),
+             common.fmt_ratio(r["step_batch_step_over_step"])],
+            ["RigL update, growth_gradient='step_batch' (no gradient batch)", common.fmt_ms(med["step_batch_update"]),
+             common.fmt_ratio(med["step_batch_update"] / step)
+             + f" ({r['step_batch_update_over_its_step']:.2f}x the twin's own step)"],
+        ]  # fmt: skip
     lines.append(common.markdown_table(["operation", "median ms", "vs one sparse training step"], rows))
     lines.append("")
     lines.append(f"RigL update amortised over ΔT = 100 steps: +{100 * r['rigl_update_amortised_over_100_steps']:.1f}% per step.")
@@ -167,7 +207,10 @@ def main(argv):
     }
     started = time.perf_counter()
     result = {"config": config, "machine": common.machine_info()}
-    result["result"] = measure(_MODEL.value, _BATCH.value, _STEPS.value, _REPEATS.value, _SPARSITY.value, _DENSE.value)
+    result["result"] = measure(
+        _MODEL.value, _BATCH.value, _STEPS.value, _REPEATS.value, _SPARSITY.value, _DENSE.value, _STEP_BATCH.value
+    )
+    config["step_batch"] = _STEP_BATCH.value
     result["seconds"] = time.perf_counter() - started
     table = markdown(result)
     json_path, _ = common.write_outputs(_OUTPUT.value, f"update_{_MODEL.value}", result, table)
