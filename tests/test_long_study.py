@@ -267,3 +267,26 @@ def test_runner_rewrite_keeps_the_records_and_cells_it_does_not_plan(tmp_path):
         r for r in payload["records"] if r["cell"] == "rigl"
     ]  # the redefined cell's old record goes; the other cell's stay
     assert StudyRunner([dense], [0], {**header, "epochs": 61}, str(tmp_path), path).records_outside_plan() == ([], [], [])
+
+
+def test_runner_never_reuses_a_workdir_record_of_another_run(tmp_path):
+    """A record.json left by another config (e.g. an older epochs count) raises instead of being read back."""
+    cell = Cell("dense", "configs/fashion_mnist_dense.py", ("epochs=100",), "dense")
+    header = {"dataset": "fashion_mnist", "epochs": 100}
+    runner = StudyRunner([cell], [0], header, str(tmp_path / "runs"), str(tmp_path / "study.json"))
+    run_dir = tmp_path / "runs" / "dense" / "seed_0"
+    run_dir.mkdir(parents=True)
+    mine = {**_record("dense", 0, accuracy=0.9), "command": runner._command(cell, 0, str(run_dir)),
+            "settings": runner._settings()}  # fmt: skip
+    (run_dir / "record.json").write_text(json.dumps(mine))
+    assert runner._record(cell, 0, {})["metrics"]["accuracy"] == 0.9  # its own record: read back
+    elsewhere = runner._command(cell, 0, "/other/spelling/of/the/folder")
+    (run_dir / "record.json").write_text(json.dumps({**mine, "command": elsewhere}))
+    assert runner._record(cell, 0, {})["metrics"]["accuracy"] == 0.9  # the folder's spelling does not matter
+    old = Cell("dense", "configs/fashion_mnist_dense.py", ("epochs=80",), "dense")
+    (run_dir / "record.json").write_text(json.dumps({**mine, "command": runner._command(old, 0, str(run_dir))}))
+    with pytest.raises(ValueError, match="made by another run.*epochs=80"):
+        runner._record(cell, 0, {})
+    (run_dir / "record.json").write_text(json.dumps({**mine, "settings": {**header, "epochs": 80}}))
+    with pytest.raises(ValueError, match="made by another run"):
+        runner._record(cell, 0, {})

@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import time
 
 import numpy as np
@@ -232,9 +233,9 @@ class StudyRunner:
 
         workdir = os.path.join(self.workdir, cell.name, f"seed_{seed}")
         record_file = os.path.join(workdir, "record.json")
+        command = self._command(cell, seed, workdir)
         if os.path.exists(record_file):
-            with open(record_file) as f:
-                return json.load(f)
+            return self._read_back(record_file, command)
         start = time.time()
         if cell.composed_of:
             source = self.by_name[cell.composed_of]
@@ -242,15 +243,11 @@ class StudyRunner:
             paths = [p for s in cell.run_seeds(seed) for p in self._member_files(source, s)]
             results = _composed_results(parts, paths)
             config = cell_config(source, seed, self.root, self.extra_overrides)
-            command = rerun_command(source, seed, workdir, self.extra_overrides).replace(
-                " --workdir=", f" --config.ensemble.kind=independent --config.ensemble.num_members={cell.members} --workdir="
-            )
             train_seconds = sum(p["train_seconds"] for p in parts)
         else:
             config = cell_config(cell, seed, self.root, self.extra_overrides)
             results = experiment.run(config, workdir)
             paths = members_source(workdir)
-            command = rerun_command(cell, seed, workdir, self.extra_overrides)
             train_seconds = time.time() - start
         evaluated = time.time()
         metrics = self._evaluate(results, paths, config)
@@ -266,9 +263,40 @@ class StudyRunner:
         }
         if cell.composed_of:
             record["member_seeds"] = cell.run_seeds(seed)
+        record["settings"] = self._settings()
         os.makedirs(workdir, exist_ok=True)
         with open(record_file, "w") as f:
             json.dump(record, f, indent=2)
+        return record
+
+    def _command(self, cell, seed, workdir):
+        """The command that trains (cell, seed) alone; a composed cell's names its source's runs as one ensemble."""
+        if not cell.composed_of:
+            return rerun_command(cell, seed, workdir, self.extra_overrides)
+        source = self.by_name[cell.composed_of]
+        return rerun_command(source, seed, workdir, self.extra_overrides).replace(
+            " --workdir=", f" --config.ensemble.kind=independent --config.ensemble.num_members={cell.members} --workdir="
+        )
+
+    def _settings(self):
+        """The study settings a record depends on (the header; the seeds and cells are the record's own)."""
+        return {k: v for k, v in self.header.items() if k not in ("seeds", "cells")}
+
+    def _read_back(self, record_file, command):
+        """The record a run left in its workdir, if this very study made it; else a ValueError (never reused silently)."""
+        with open(record_file) as f:
+            record = json.load(f)
+        settings = record.get("settings", self._settings())  # records of older versions carry only the command
+
+        def without_workdir(text):  # the same run may be reached through another spelling of the folder
+            return re.sub(r" --workdir=\S+", "", text or "")
+
+        if without_workdir(record.get("command")) != without_workdir(command) or settings != self._settings():
+            raise ValueError(
+                f"{record_file} was made by another run: its command {record.get('command')!r} and settings "
+                f"{settings} differ from this study's {command!r} and {self._settings()}. Use another --workdir, "
+                "or move that folder away to train the run again."
+            )
         return record
 
     def _member_files(self, cell, seed):
