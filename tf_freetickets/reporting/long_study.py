@@ -19,7 +19,7 @@ VALIDATION_EXAMPLES = 5000  # the pilot's validation split: the last 5,000 image
 EPOCHS = 100  # E, the dense budget: the pilot's regime on the mean of 3 seeds (5,000 images, 100 epochs)
 BATCH_SIZE = 128
 # Chosen by the pilot (best validation accuracy of the dense model); frozen for every row.
-LEARNING_RATE = 0.05
+LEARNING_RATE = 0.025
 
 
 def steps_per_epoch(train_examples=TRAIN_EXAMPLES, batch_size=BATCH_SIZE):
