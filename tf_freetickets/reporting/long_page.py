@@ -91,9 +91,10 @@ def pilot_choice(pilot):
 
 
 def _pilot_lines(pilot):
-    rows = {}
+    rows = {c["name"]: [] for c in pilot["study"]["cells"]}  # the pilot's order, whichever run added the records
     for record in pilot["records"]:
         rows.setdefault(record["cell"], []).append(record["metrics"])
+    rows = {name: metrics for name, metrics in rows.items() if metrics}
     regime, lr = pilot_choice(pilot)
     lines = [
         "**Pilot** (the commands below the table): the "
