@@ -175,3 +175,15 @@ def test_recorded_config_prefers_the_run_record(tmp_path):
     config.dataset = "svhn_cropped"
     workdirs.write_record(tmp_path, config)  # written before training: there even when results.json is not
     assert workdirs.recorded_config(tmp_path)["dataset"] == "svhn_cropped"
+
+
+def test_a_field_added_after_the_record_resumes_only_at_its_default(tmp_path):
+    config = fashion_mnist_defaults()
+    workdirs.write_record(tmp_path, config)
+    record = json.loads((tmp_path / workdirs.RECORD_NAME).read_text())
+    del record["config"]["fused_batchnorm"]  # a run recorded before the field existed
+    (tmp_path / workdirs.RECORD_NAME).write_text(json.dumps(record))
+    assert workdirs.check_record(tmp_path, config) is True  # the default keeps the earlier behaviour
+    config.fused_batchnorm = True
+    with pytest.raises(workdirs.WorkdirError, match=r"fused_batchnorm '<absent>' -> True"):
+        workdirs.check_record(tmp_path, config)

@@ -111,19 +111,36 @@ def exclusive_lock(workdir):
         handle.close()  # closing releases the lock
 
 
+def _added_field_defaults():
+    """{field: default} of every config field: a field added to the package after a run was recorded
+    reproduces, at its default, what the package did before it existed (the rule for new fields)."""
+    from tf_freetickets.experiments.config import fashion_mnist_defaults
+
+    return _flatten(_normalised(fashion_mnist_defaults()))
+
+
 def config_differences(recorded, config):
     """Fields whose value differs between a recorded config dict and `config`.
+
+    A field the record lacks counts as a difference unless `config` holds it at
+    its default: fields are added with a default that keeps the earlier
+    behaviour, so a run recorded before the field existed resumes.
 
     Returns:
       list of (field, recorded value, new value), a field missing on one side
       shown as "<absent>"; `UNCOMPARED_FIELDS` are left out.
     """
     old, new = _flatten(_normalised(recorded)), _flatten(_normalised(config))
+    defaults = None
     differences = []
     for field in sorted(set(old) | set(new)):
         if field in UNCOMPARED_FIELDS:
             continue
         before, after = old.get(field, "<absent>"), new.get(field, "<absent>")
+        if field not in old:
+            defaults = _added_field_defaults() if defaults is None else defaults
+            if field in defaults and after == defaults[field]:
+                continue
         if before != after:
             differences.append((field, before, after))
     return differences
