@@ -3,7 +3,8 @@
   python tools/bench_profile_step.py --model=small_cnn --variant=keras3_dense --output=out/bench_perf
 
 Variants: keras3_dense (the `tft.models` build), keras3_sparse (`tft.sparsify`, 90% ERK), keras3_sparse_jit
-(the same compiled with `jit_compile=True`), tf_keras (`bench_tfmot.tf_keras_twin`, needs tf_keras).
+(the same compiled with `jit_compile=True`), keras3_fused / keras3_sparse_fused (BatchNorm through
+`tft.models.with_fused_batchnorm`), tf_keras (`bench_tfmot.tf_keras_twin`, needs tf_keras).
 Batch --batch_size of one synthetic batch, SGD momentum 0.9; after a warm-up `fit`, --steps steps are traced
 with `tf.profiler.experimental` and the trace's host events are summed by op type (the part of the event
 name after ':'; TensorFlow op events only). Nested events (the step function, its executor) are listed too,
@@ -26,8 +27,10 @@ import bench_common as common  # noqa: E402
 
 _MODEL = flags.DEFINE_enum("model", "small_cnn", ["small_cnn", "cifar_resnet20"], "Model.")
 _VARIANT = flags.DEFINE_enum(
-    "variant", "keras3_dense", ["keras3_dense", "keras3_sparse", "keras3_sparse_jit", "tf_keras"], "What to profile."
-)
+    "variant", "keras3_dense",
+    ["keras3_dense", "keras3_sparse", "keras3_sparse_jit", "keras3_fused", "keras3_sparse_fused", "tf_keras"],
+    "What to profile.",
+)  # fmt: skip
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Traced steps.")
 _TOP = flags.DEFINE_integer("top", 20, "Op types listed.")
@@ -71,6 +74,8 @@ def _model(model_name, variant):
 
     keras.utils.set_random_seed(0)
     model = common.build_model(model_name)
+    if variant.endswith("fused"):
+        model = tft.models.with_fused_batchnorm(model)
     if "sparse" in variant:
         model = tft.sparsify(model, 0.9, distribution="erk", seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
