@@ -11,6 +11,9 @@ How it is timed (model.fit + tft.MaskUpdate, updates included):
 - Each method is compiled once and warmed up (train function traced, one mask update run so the update's
   tf.functions are traced). The `MaskUpdate` callback keeps its `MaskEngine` across `fit` calls, as one
   long `fit` does (a fresh engine per call would retrace the update functions every window).
+- With --steps_per_execution=k (Keras' switch, library models only) Keras runs k steps per call and calls
+  the batch-end hooks once per call, so a window is `fit(steps_per_epoch=steps + k)` timed from the first
+  call's end; k must divide --steps and ΔT.
 - A timed window is `model.fit(steps_per_epoch=steps + 1)`: the clock runs from the end of batch 0 to the
   end of the last batch, so it covers `--steps` optimizer steps, the per-batch callback work and every mask
   update due in them. Updaters use ΔT = --update_every, drop fraction 0.3 (constant) and no end step, so
@@ -47,6 +50,9 @@ _METHODS = flags.DEFINE_list(
     "methods", ["dense", "static", "set", "rigl", "cigl"],
     "Library methods to time; a name ending in _fused (dense_fused, rigl_fused) uses the fused BatchNorm layer.",
 )  # fmt: skip
+_STEPS_PER_EXECUTION = flags.DEFINE_integer(
+    "steps_per_execution", 1, "Keras' steps_per_execution for the library's models (must divide --steps and ΔT)."
+)
 _TFMOT = flags.DEFINE_boolean("tfmot", True, "Also time TF-MOT prune_low_magnitude in a child process.")
 _OUTPUT = flags.DEFINE_string("output", "out/bench", "Output folder for the JSON and markdown files.")
 
@@ -123,7 +129,13 @@ def _compile(model):
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        steps_per_execution=_STEPS_PER_EXECUTION.value,
     )
+
+
+def _per_call(model):
+    """Steps one call of the compiled train function runs (Keras calls the batch-end hooks once per call)."""
+    return int(getattr(model, "steps_per_execution", 1) or 1)
 
 
 def _make_runs(methods, model_name, sparsity, update_every, dataset):
@@ -156,7 +168,7 @@ def _fit_window(run, dataset, steps):
     """One timed window of `steps` steps; returns (seconds, [update seconds inside it])."""
     timer = run.callbacks[-1]
     before = len(run.mask_update.update_log) if run.mask_update else 0
-    run.model.fit(dataset, steps_per_epoch=steps + 1, epochs=1, verbose=0, callbacks=run.callbacks)
+    run.model.fit(dataset, steps_per_epoch=steps + _per_call(run.model), epochs=1, verbose=0, callbacks=run.callbacks)
     start, end = timer.stamps[0], timer.stamps[-1]
     updates = []
     if run.mask_update:
@@ -165,7 +177,8 @@ def _fit_window(run, dataset, steps):
 
 
 def _warm_up(run, dataset, warmup):
-    run.model.fit(dataset, steps_per_epoch=max(warmup, 1) + 1, epochs=1, verbose=0, callbacks=run.callbacks)
+    per_call = _per_call(run.model)
+    run.model.fit(dataset, steps_per_epoch=per_call * (max(warmup, 1) + 1), epochs=1, verbose=0, callbacks=run.callbacks)
     if run.mask_update is not None and run.mask_update.updater.updates_masks:
         step = int(run.model.optimizer.iterations.numpy())
         run.mask_update.engine.update(step, drop_fraction=DROP_FRACTION)  # traces the update functions
@@ -291,6 +304,12 @@ def markdown(result):
 def main(argv):
     del argv
     common.quiet_tensorflow()
+    per_call = _STEPS_PER_EXECUTION.value
+    if per_call < 1 or _STEPS.value % per_call or _UPDATE_EVERY.value % per_call:
+        raise app.UsageError(
+            f"--steps_per_execution={per_call} must be >= 1 and divide --steps={_STEPS.value} and "
+            f"--update_every={_UPDATE_EVERY.value}."
+        )
     config = {
         "model": _MODEL.value,
         "batch_size": _BATCH.value,
@@ -300,6 +319,7 @@ def main(argv):
         "update_every": _UPDATE_EVERY.value,
         "sparsity": _SPARSITY.value,
         "methods": list(_METHODS.value),
+        "steps_per_execution": per_call,
         "timing": "model.fit + MaskUpdate windows (updates included, also timed alone); amortised = step + update / ΔT",
     }
     started = time.perf_counter()
