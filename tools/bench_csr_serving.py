@@ -5,8 +5,10 @@
 
 For each hidden width W, an MLP 784 -> W -> W -> 10 (the Dense-heavy class; ERK densities by
 default), its sparse tickets (`tft.sparsify`, seeds 0..M-1) and a dense twin, timed at batch 1:
-- `keras_dense`, `keras_ticket`, `keras_ensemble`: the Keras model (or `EnsembleModel` of the M
-  tickets) in a `tf.function` with a fixed signature, what a SavedModel's `serve` endpoint runs;
+- `keras_dense`, `keras_ticket`, `keras_ensemble`: the Keras model (the ticket after `tft.strip`,
+  or the `EnsembleModel` of the M stripped tickets) in a `tf.function` with a fixed signature, what a
+  SavedModel's `serve` endpoint runs; `keras_masked_ticket`: the ticket as trained, masks unfolded
+  (every call multiplies each kernel by its mask);
 - `numpy_dense`, `numpy_dense_ensemble`: `CSRPredictor(..., matrix_format="dense")`, the same
   chain with dense numpy matrices (BLAS): the dense twin in the same runtime as the CSR path;
 - `csr_ticket`, `csr_ensemble`: `tf_freetickets.csr_serving.CSRPredictor`, scipy CSR products (the
@@ -34,8 +36,8 @@ _CALLS = flags.DEFINE_integer("calls", 100, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed windows per variant (interleaved).")
 _OUTPUT = flags.DEFINE_string("output", "out/bench_perf", "Output folder.")
 
-VARIANTS = ("keras_dense", "numpy_dense", "keras_ticket", "csr_ticket", "keras_ensemble", "numpy_dense_ensemble",
-            "csr_ensemble")  # fmt: skip
+VARIANTS = ("keras_dense", "numpy_dense", "keras_masked_ticket", "keras_ticket", "csr_ticket", "keras_ensemble",
+            "numpy_dense_ensemble", "csr_ensemble")  # fmt: skip
 
 
 def mlp(width, seed):
@@ -57,7 +59,8 @@ def _functions(width, sparsity, distribution, members):
     from tf_freetickets.csr_serving import CSRPredictor
 
     dense = mlp(width, seed=100)
-    tickets = [tft.sparsify(mlp(width, seed=s), sparsity=sparsity, distribution=distribution, seed=s) for s in range(members)]
+    masked = [tft.sparsify(mlp(width, seed=s), sparsity=sparsity, distribution=distribution, seed=s) for s in range(members)]
+    tickets = [tft.strip(ticket) for ticket in masked]  # what a user deploys: masks folded into the kernels
     ensemble = tft.EnsembleModel(tickets)
 
     def served(model):
@@ -68,6 +71,7 @@ def _functions(width, sparsity, distribution, members):
     functions = {
         "keras_dense": (served(dense), dense),
         "numpy_dense": (CSRPredictor.from_model(dense, matrix_format="dense").predict, dense),
+        "keras_masked_ticket": (served(masked[0]), masked[0]),
         "keras_ticket": (served(tickets[0]), tickets[0]),
         "csr_ticket": (CSRPredictor.from_model(tickets[0]).predict, tickets[0]),
         "keras_ensemble": (served(ensemble), ensemble),
