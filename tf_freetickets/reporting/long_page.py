@@ -179,13 +179,19 @@ def _ablation_points(rows, study):
     return dict(sorted(points.items()))
 
 
+_NOT_RENDERED = (
+    "The study's tables are not rendered here: `python tools/reproduce.py --study=long --report_only` renders its "
+    "JSON (docs/results/long_study.json, partial until all its records are in)."
+)
+
+
 def generated_long_markdown(pilot, study, figures_relpath="results"):
     """The generated block of the long study: pilot, precondition, tables, figures, claims and commands."""
     lines = []
     if pilot is not None:
         lines += _pilot_lines(pilot)
     if study is None:
-        return "\n".join(lines + ["The long study has no records yet."])
+        return "\n".join([*lines, _NOT_RENDERED])
     rows = records_by_cell(study)
     s, env = study["study"], study.get("environment", {})
     lines += [
