@@ -91,3 +91,20 @@ def test_export_refuses_weights_outside_masks():
     layer.kernel_variable.assign(np.ones(layer.kernel_variable.shape, "float32"))
     with pytest.raises(ValueError, match="'logits' has .* nonzero kernel entries outside its mask"):
         check_pruned_weights_are_zero(member)
+
+
+def _serve_variable_reads(path):
+    import tensorflow as tf
+
+    graph = tf.saved_model.load(str(path)).serve.concrete_functions[0].graph.as_graph_def()
+    nodes = list(graph.node) + [node for function in graph.library.function for node in function.node_def]
+    return sum(node.op == "ReadVariableOp" for node in nodes)
+
+
+def test_serve_endpoints_do_not_read_the_masks(exported):
+    # Pruned entries are zeros in the kernels, so serving reads kernels and biases only (no kernel * mask per call).
+    root, paths, members, _, _ = exported
+    weights = len(members[0].weights) - len(tft.sparse.masked_layers(members[0]))
+    assert weights == 4
+    assert _serve_variable_reads(paths[0]) == weights
+    assert _serve_variable_reads(root / "ensemble") == 3 * weights
