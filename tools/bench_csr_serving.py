@@ -8,7 +8,8 @@ default), its sparse tickets (`tft.sparsify`, seeds 0..M-1) and a dense twin, ti
 - `keras_dense`, `keras_ticket`, `keras_ensemble`: the Keras model (the ticket after `tft.strip`,
   or the `EnsembleModel` of the M stripped tickets) in a `tf.function` with a fixed signature, what a
   SavedModel's `serve` endpoint runs; `keras_masked_ticket`: the ticket as trained, masks unfolded
-  (every call multiplies each kernel by its mask);
+  (every call multiplies each kernel by its mask); `saved_model_ticket`: the masked ticket through
+  `tf_freetickets.export.export_member` and `tf.saved_model.load(...).serve`;
 - `numpy_dense`, `numpy_dense_ensemble`: `CSRPredictor(..., matrix_format="dense")`, the same
   chain with dense numpy matrices (BLAS): the dense twin in the same runtime as the CSR path;
 - `csr_ticket`, `csr_ensemble`: `tf_freetickets.csr_serving.CSRPredictor`, scipy CSR products (the
@@ -21,6 +22,7 @@ model (max abs diff). Writes csr_serving.json / .md.
 
 import os
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -36,8 +38,8 @@ _CALLS = flags.DEFINE_integer("calls", 100, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed windows per variant (interleaved).")
 _OUTPUT = flags.DEFINE_string("output", "out/bench_perf", "Output folder.")
 
-VARIANTS = ("keras_dense", "numpy_dense", "keras_masked_ticket", "keras_ticket", "csr_ticket", "keras_ensemble",
-            "numpy_dense_ensemble", "csr_ensemble")  # fmt: skip
+VARIANTS = ("keras_dense", "numpy_dense", "keras_masked_ticket", "keras_ticket", "saved_model_ticket", "csr_ticket",
+            "keras_ensemble", "numpy_dense_ensemble", "csr_ensemble")  # fmt: skip
 
 
 def mlp(width, seed):
@@ -57,6 +59,7 @@ def _functions(width, sparsity, distribution, members):
 
     import tf_freetickets as tft
     from tf_freetickets.csr_serving import CSRPredictor
+    from tf_freetickets.export import export_member
 
     dense = mlp(width, seed=100)
     masked = [tft.sparsify(mlp(width, seed=s), sparsity=sparsity, distribution=distribution, seed=s) for s in range(members)]
@@ -68,11 +71,15 @@ def _functions(width, sparsity, distribution, members):
         fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         return lambda x: fn(x).numpy()
 
+    folder = tempfile.mkdtemp()
+    saved = tf.saved_model.load(export_member(masked[0], os.path.join(folder, "ticket")))
+
     functions = {
         "keras_dense": (served(dense), dense),
         "numpy_dense": (CSRPredictor.from_model(dense, matrix_format="dense").predict, dense),
         "keras_masked_ticket": (served(masked[0]), masked[0]),
         "keras_ticket": (served(tickets[0]), tickets[0]),
+        "saved_model_ticket": (lambda x: saved.serve(x).numpy(), masked[0]),
         "csr_ticket": (CSRPredictor.from_model(tickets[0]).predict, tickets[0]),
         "keras_ensemble": (served(ensemble), ensemble),
         "numpy_dense_ensemble": (CSRPredictor.from_ensemble(ensemble, matrix_format="dense").predict, ensemble),
