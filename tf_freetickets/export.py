@@ -5,7 +5,7 @@ model's output, usually logits). Its pruned kernel entries are exact zeros in
 the stored variables, which `export_member` checks before writing; the
 endpoints are therefore traced reading the raw kernels (`unmasked_kernels`),
 so serving skips the kernel * mask product of every call (same outputs; a
-masked 784-4096-4096-10 MLP served at 4.5x its dense twin's batch-1 time with
+masked 784-4096-4096-10 MLP served at 4.0x its dense twin's batch-1 time with
 the products, BENCHMARKS.md section 6c).
 
 An ensemble is one SavedModel written with `keras.export.ExportArchive`, with
