@@ -106,3 +106,23 @@ def test_bad_format_and_bad_input_shape_are_named():
     predictor = CSRPredictor.from_model(_ticket(0))
     with pytest.raises(ValueError, match=r"\(2, 36\)"):
         predictor.predict(np.zeros((2, 36)))
+
+
+@pytest.mark.parametrize("matrix_format", ["csr", "dense"])
+def test_save_and_load_keep_the_outputs(tmp_path, matrix_format):
+    ensemble = tft.EnsembleModel([_ticket(seed) for seed in range(2)])
+    predictor = CSRPredictor.from_ensemble(ensemble, matrix_format=matrix_format)
+    path = predictor.save(tmp_path / "ensemble")
+    assert path.endswith(".npz")
+    loaded = CSRPredictor.load(path)
+    x = _inputs()
+    np.testing.assert_array_equal(loaded.predict(x), predictor.predict(x))
+    assert (loaded.nonzeros, loaded.dense_size, loaded.num_members) == (predictor.nonzeros, predictor.dense_size, 2)
+
+
+def test_load_names_a_missing_or_foreign_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.npz"):
+        CSRPredictor.load(str(tmp_path / "nothing.npz"))
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
+    with pytest.raises(ValueError, match="not a CSRPredictor file"):
+        CSRPredictor.load(str(tmp_path / "other.npz"))
