@@ -172,3 +172,18 @@ def test_command_lines_show_the_study_workdir_and_the_mean_minutes():
         "--workdir=out/reproduce/rigl_0.8/seed_10`"
     ]
     assert "elsewhere_x" in command_lines(records)[0]  # without workdir, the command as it ran
+
+
+def test_command_lines_give_one_mean_per_cpu_when_records_ran_on_several():
+    from tf_freetickets.reporting.results_page import command_lines
+
+    records = [
+        {"cell": "dense", "seed": 0, "train_seconds": 50.0, "eval_seconds": 10.0, "cpu": "CPU A", "command": "c"},
+        {"cell": "dense", "seed": 1, "train_seconds": 290.0, "eval_seconds": 10.0, "cpu": "CPU B", "command": "c"},
+        {"cell": "dense", "seed": 2, "train_seconds": 470.0, "eval_seconds": 10.0, "cpu": "CPU B", "command": "c"},
+        {"cell": "rigl", "seed": 0, "train_seconds": 110.0, "eval_seconds": 10.0, "command": "r"},
+    ]  # fmt: skip
+    assert command_lines(records) == [
+        "- `dense` (1.0 min on CPU A, 6.5 min on CPU B): `c`",
+        "- `rigl` (2.0 min on an unrecorded CPU): `r`",
+    ]

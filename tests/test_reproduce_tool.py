@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from tf_freetickets.data import DEFAULT_DIR
+from tf_freetickets.reporting.study_runner import cpu_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,6 +42,7 @@ def test_reproduce_writes_every_figure_and_resumes(tmp_path):
     payload = json.loads((tmp_path / "study.json").read_text())
     assert payload["study"]["seeds"] == [3] and payload["study"]["extra_overrides"] == ["train_examples=256", "batch_size=64"]
     assert [r["cell"] for r in payload["records"]] == ["dense", "dst_0.8"]
+    assert {r["cpu"] for r in payload["records"]} == {cpu_model()} and payload["environment"]["cpu"] == cpu_model()
     dense, dst = (r["metrics"] for r in payload["records"])
     for metrics in (dense, dst):
         for key in EXPECTED_KEYS:

@@ -124,8 +124,15 @@ def replace_block(existing, begin, end, block):
     return f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}"
 
 
+#: How a record written before records named their CPU is shown.
+UNRECORDED_CPU = "an unrecorded CPU"
+
+
 def command_lines(records, workdir=None):
     """One "- `cell` (N min): `command`" line per cell: its first record's command, mean minutes per record.
+
+    Records that name different CPUs (a study resumed on another machine)
+    get one mean per CPU: "(4.5 min on CPU A, 11.0 min on CPU B)".
 
     Args:
       records: the study's records (each with "cell", "seed", "command" and
@@ -136,15 +143,22 @@ def command_lines(records, workdir=None):
     """
     seconds, first = {}, {}
     for record in records:
-        seconds.setdefault(record["cell"], []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
+        by_cpu = seconds.setdefault(record["cell"], {})
+        by_cpu.setdefault(record.get("cpu"), []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
         first.setdefault(record["cell"], record)
+    several_cpus = len({cpu for by_cpu in seconds.values() for cpu in by_cpu}) > 1
     lines = []
     for name, record in first.items():
         command = record["command"]
         if workdir is not None:
             run_dir = f"--workdir={workdir}/{name}/seed_{record['seed']}"
             command = re.sub(r"--workdir=\S+", lambda _, run_dir=run_dir: run_dir, command)
-        lines.append(f"- `{name}` ({sum(seconds[name]) / len(seconds[name]) / 60:.1f} min): `{command}`")
+        means = {cpu: sum(values) / len(values) / 60 for cpu, values in seconds[name].items()}
+        if several_cpus:
+            minutes = ", ".join(f"{m:.1f} min on {cpu or UNRECORDED_CPU}" for cpu, m in means.items())
+        else:
+            minutes = f"{next(iter(means.values())):.1f} min"
+        lines.append(f"- `{name}` ({minutes}): `{command}`")
     return lines
 
 

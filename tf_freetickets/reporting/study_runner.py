@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from tf_freetickets.reporting.results_page import UNRECORDED_CPU
 from tf_freetickets.reporting.study import cell_config, rerun_command
 
 _SUMMARY_KEYS = (
@@ -70,6 +71,18 @@ def cell_dicts(cells):
     return out
 
 
+def cpu_model():
+    """The CPU's model name (`/proc/cpuinfo`, else `platform.processor()`): wall times depend on it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def environment():
     """TensorFlow / Keras / Python versions, CPU count, machine and date of this run."""
     import keras
@@ -82,6 +95,7 @@ def environment():
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
     }
 
 
@@ -244,11 +258,13 @@ class StudyRunner:
             results = _composed_results(parts, paths)
             config = cell_config(source, seed, self.root, self.extra_overrides)
             train_seconds = sum(p["train_seconds"] for p in parts)
+            cpu = " + ".join(sorted({p.get("cpu") or UNRECORDED_CPU for p in parts}))
         else:
             config = cell_config(cell, seed, self.root, self.extra_overrides)
             results = experiment.run(config, workdir)
             paths = members_source(workdir)
             train_seconds = time.time() - start
+            cpu = cpu_model()
         evaluated = time.time()
         metrics = self._evaluate(results, paths, config)
         record = {
@@ -259,6 +275,7 @@ class StudyRunner:
             "command": command,
             "train_seconds": train_seconds,
             "eval_seconds": time.time() - evaluated,
+            "cpu": cpu,
             **metrics,
         }
         if cell.composed_of:
