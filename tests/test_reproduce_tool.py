@@ -62,6 +62,7 @@ def test_reproduce_writes_every_figure_and_resumes(tmp_path):
     # Finished cells are read back, not retrained; --report_only rebuilds the same page from the JSON.
     second = _reproduce(tmp_path)
     assert "Ensemble member" not in second.stdout and "[2/2] dst_0.8 seed 3: accuracy" in second.stdout
+    assert second.stdout.count("; read back") == 2 and "min left" not in second.stdout
     assert json.loads((tmp_path / "study.json").read_text())["records"] == payload["records"]
     (tmp_path / "RESULTS.md").unlink()
     _reproduce(tmp_path, "--report_only")

@@ -227,17 +227,21 @@ class StudyRunner:
             say(f"[{index}/{len(plan)}] {cell.name} seed {seed}")
             start = time.time()
             record = committed.get((cell.name, seed)) or self._record(cell, seed, done)
-            if time.time() - start > 5:  # trained now, not read back
+            trained = time.time() - start > 5  # not read back from the JSON or a workdir record
+            if trained:
                 spent, ran = spent + time.time() - start, ran + 1
             done[(cell.name, seed)] = record
             records.append(record)
             self.write_json(records, *kept)
             left = (len(plan) - index) * (spent / ran) if ran else 0.0
             m = record["metrics"]
+            notes = ([] if trained else ["read back"]) + (
+                [f"{(time.time() - began) / 60:.1f} min so far, about {left / 60:.0f} min left"] if ran else []
+            )
+            progress = "; ".join(notes)
             say(
                 f"[{index}/{len(plan)}] {cell.name} seed {seed}: accuracy {m['accuracy']:.4f} ECE {m['ece']:.4f} "
-                f"OoD AUROC {m['ood_auroc']:.4f} corruption accuracy {m['corruption_accuracy']:.4f}; "
-                f"{(time.time() - began) / 60:.1f} min so far, about {left / 60:.0f} min left"
+                f"OoD AUROC {m['ood_auroc']:.4f} corruption accuracy {m['corruption_accuracy']:.4f}; {progress}"
             )
         return records
 
