@@ -290,3 +290,25 @@ def test_runner_never_reuses_a_workdir_record_of_another_run(tmp_path):
     (run_dir / "record.json").write_text(json.dumps({**mine, "settings": {**header, "epochs": 80}}))
     with pytest.raises(ValueError, match="made by another run"):
         runner._record(cell, 0, {})
+
+
+def test_runner_retrains_committed_sources_whose_files_a_composed_row_needs(tmp_path):
+    """On a new machine the committed JSON holds a source run's record but not its model files: it trains again."""
+    dense = Cell("dense", "configs/fashion_mnist_dense.py", ("epochs=60",), "dense", replicas=3)
+    ensemble = Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=3)
+    path, header = str(tmp_path / "study.json"), {"dataset": "fashion_mnist", "epochs": 60}
+    runner = StudyRunner([dense, ensemble], [0], header, str(tmp_path / "runs"), path)
+    runner.write_json([_record("dense", s, accuracy=0.9) for s in (0, 1, 2)])
+    finished = tmp_path / "runs" / "dense" / "seed_1"
+    (finished / "members").mkdir(parents=True)
+    (finished / "run_record.json").write_text("{}")  # a finished training run of the library
+    (finished / "members" / "manifest.json").write_text("{}")
+    committed = runner.committed_records()
+    missing = runner.sources_without_files(runner.plan(), committed)
+    assert [(cell.name, seed, composed) for cell, seed, composed in missing] == [
+        ("dense", 0, "dense_ensemble seed 0"), ("dense", 2, "dense_ensemble seed 0")
+    ]  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="dense seed 2 has no finished run"):
+        runner._member_files(dense, 2)
+    committed[("dense_ensemble", 0)] = _record("dense_ensemble", 0, accuracy=0.92)
+    assert runner.sources_without_files(runner.plan(), committed) == []  # the ensemble is committed: nothing to redo

@@ -220,6 +220,10 @@ class StudyRunner:
         x_test, y_test = data.load_split(self.header.get("dataset", "fashion_mnist"), "test")
         self._test = (x_test, y_test, ood_sets(num=self.ood_examples), list(available_corruptions(x_test.shape[-1])))
         plan, committed = self.plan(), self.committed_records()
+        for cell, seed, composed in self.sources_without_files(plan, committed):
+            say(f"{cell.name} seed {seed} trains again: {composed} needs its model files, which this machine lacks "
+                "(its committed record is replaced by the new run's)")  # fmt: skip
+            del committed[(cell.name, seed)]
         kept = self.records_outside_plan()
         records, done = [], {}
         spent, ran, began = 0.0, 0, time.time()
@@ -320,10 +324,43 @@ class StudyRunner:
             )
         return record
 
+    def sources_without_files(self, plan, committed):
+        """[(source cell, run seed, "composed seed s")] to train again before a composed row can be evaluated.
+
+        A composed row not yet committed averages its source runs' model
+        files; a source record read back from the JSON (trained on another
+        machine) has none here, so that run must train again.
+        """
+        missing = []
+        for cell, seed in plan:
+            if not cell.composed_of or (cell.name, seed) in committed:
+                continue
+            source = self.by_name[cell.composed_of]
+            for run_seed in cell.run_seeds(seed):
+                listed = any(m[0] is source and m[1] == run_seed for m in missing)
+                if (source.name, run_seed) in committed and not listed and not self._has_member_files(source, run_seed):
+                    missing.append((source, run_seed, f"{cell.name} seed {seed}"))
+        return missing
+
+    def _run_dir(self, cell, seed):
+        return os.path.join(self.workdir, cell.name, f"seed_{seed}")
+
+    def _has_member_files(self, cell, seed):
+        from tf_freetickets.experiments.workdir import MANIFEST_NAME, is_run_workdir
+
+        run_dir = self._run_dir(cell, seed)
+        return is_run_workdir(run_dir) and os.path.isfile(os.path.join(run_dir, "members", MANIFEST_NAME))
+
     def _member_files(self, cell, seed):
+        """The member files of the finished run (cell, seed); a clear error where the run left none."""
         from tf_freetickets.experiments.evaluation import members_source
 
-        return members_source(os.path.join(self.workdir, cell.name, f"seed_{seed}"))
+        if not self._has_member_files(cell, seed):
+            raise FileNotFoundError(
+                f"{cell.name} seed {seed} has no finished run in {self._run_dir(cell, seed)} (no members/manifest.json); "
+                "a composed row needs its model files: run that cell and seed on this machine first."
+            )
+        return members_source(self._run_dir(cell, seed))
 
     def _evaluate(self, results, paths, config):
         from tf_freetickets.ensembles import EnsembleModel
