@@ -312,3 +312,25 @@ def test_runner_retrains_committed_sources_whose_files_a_composed_row_needs(tmp_
         runner._member_files(dense, 2)
     committed[("dense_ensemble", 0)] = _record("dense_ensemble", 0, accuracy=0.92)
     assert runner.sources_without_files(runner.plan(), committed) == []  # the ensemble is committed: nothing to redo
+
+
+def test_runner_keeps_later_committed_records_in_the_json_while_it_trains(tmp_path, monkeypatch):
+    """A run that retrains an early record (here: rigl seed 0) and is killed there still has every other record."""
+    dense = Cell("dense", "configs/fashion_mnist_dense.py", ("epochs=60",), "dense")
+    rigl = Cell("rigl", "configs/fashion_mnist_rigl.py", ("epochs=60",), "rigl", 0.8)
+    path, header = str(tmp_path / "study.json"), {"dataset": "fashion_mnist", "epochs": 60}
+    runner = StudyRunner([dense, rigl], [0, 10], header, str(tmp_path / "runs"), path, ood_examples=10)
+    runner.write_json([_record("dense", 0, accuracy=0.9), _record("dense", 10, accuracy=0.91),
+                       _record("rigl", 10, accuracy=0.8)])  # fmt: skip
+
+    def killed(cell, seed, done):
+        with open(path) as f:
+            seen = [(r["cell"], r["seed"]) for r in json.load(f)["records"]]
+        assert seen == [("dense", 0), ("dense", 10), ("rigl", 10)]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_record", killed)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(say=lambda line: None)
+    with open(path) as f:
+        assert [(r["cell"], r["seed"]) for r in json.load(f)["records"]] == [("dense", 0), ("dense", 10), ("rigl", 10)]

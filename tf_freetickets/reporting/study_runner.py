@@ -236,7 +236,9 @@ class StudyRunner:
                 spent, ran = spent + time.time() - start, ran + 1
             done[(cell.name, seed)] = record
             records.append(record)
-            self.write_json(records, *kept)
+            # Committed records the plan reaches later stay in the JSON meanwhile (a kill loses none).
+            later = [committed[(c.name, s)] for c, s in plan[index:] if (c.name, s) in committed]
+            self.write_json(records + later, *kept)
             left = (len(plan) - index) * (spent / ran) if ran else 0.0
             m = record["metrics"]
             notes = ([] if trained else ["read back"]) + (
