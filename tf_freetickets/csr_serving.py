@@ -79,7 +79,7 @@ def model_steps(model):
     Raises:
       ValueError: a layer outside SUPPORTED_LAYERS, a nested model, or a graph that is not a chain.
     """
-    if not isinstance(model, (keras.Sequential, keras.src.models.Functional)):
+    if not (isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"):  # keras.Model(inputs, outputs)
         raise ValueError(f"CSRPredictor serves Functional and Sequential models; got {type(model).__name__}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"CSRPredictor serves one-input, one-output models; {model.name!r} has "
