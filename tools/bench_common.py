@@ -26,14 +26,9 @@ def cpu_model_name():
                 return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from tf_freetickets.reporting.study_runner import cpu_model  # late: imports TensorFlow (see the module doc)
+
+    return cpu_model()
 
 
 def machine_info():
