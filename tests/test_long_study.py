@@ -25,7 +25,7 @@ from tf_freetickets.reporting.long_study import (
 )
 from tf_freetickets.reporting.results_page import BEGIN_MARKER, END_MARKER
 from tf_freetickets.reporting.study import Cell, cell_config
-from tf_freetickets.reporting.study_runner import StudyRunner
+from tf_freetickets.reporting.study_runner import StudyRunner, vector_isa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -334,3 +334,11 @@ def test_runner_keeps_later_committed_records_in_the_json_while_it_trains(tmp_pa
         runner.run(say=lambda line: None)
     with open(path) as f:
         assert [(r["cell"], r["seed"]) for r in json.load(f)["records"]] == [("dense", 0), ("dense", 10), ("rigl", 10)]
+
+
+def test_vector_isa_names_the_widest_of_the_cpuinfo_flags():
+    # Two "AMD EPYC" machines of this project ran the study ~2x apart in speed: AVX-512 vs AVX2.
+    assert vector_isa("fpu sse2 avx avx2 fma avx512f avx512bw".split()) == "AVX-512"
+    assert vector_isa("fpu sse2 avx avx2 fma".split()) == "AVX2"
+    assert vector_isa(["avx"]) == "AVX"
+    assert vector_isa(["neon", "asimd"]) == ""

@@ -71,16 +71,38 @@ def cell_dicts(cells):
     return out
 
 
+def vector_isa(flags):
+    """The widest x86 vector ISA among /proc/cpuinfo `flags` ("AVX-512", "AVX2", "AVX"), else "".
+
+    A virtual machine often reports only a family name ("AMD EPYC"), and two
+    machines of that name can differ 2x in TensorFlow's speed by this alone.
+    """
+    flags = set(flags)
+    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
+        if flag in flags:
+            return name
+    return ""
+
+
 def cpu_model():
-    """The CPU's model name (`/proc/cpuinfo`, else `platform.processor()`): wall times depend on it."""
+    """The CPU's model name and widest vector ISA, e.g. "AMD EPYC (AVX-512)": wall times depend on both.
+
+    Read from `/proc/cpuinfo`; elsewhere `platform.processor()` alone.
+    """
+    name, flags = None, []
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if line.startswith("model name") and name is None:
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = line.split(":", 1)[1].split()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    if name is None:
+        return platform.processor() or "unknown CPU"
+    isa = vector_isa(flags)
+    return f"{name} ({isa})" if isa else name
 
 
 def environment():
