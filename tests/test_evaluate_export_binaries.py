@@ -66,6 +66,25 @@ def test_evaluate_writes_table_and_json(members_dir, tmp_path):
     assert header.split()[:4] == ["run", "M", "acc", "NLL"]
 
 
+@needs_data
+def test_evaluate_per_member_scores_each_member_alone(members_dir, tmp_path):
+    output = tmp_path / "eval.json"
+    result = _run(
+        "tf_freetickets.evaluate", f"--source={members_dir.parent}", f"--output={output}", "--ood=False",
+        "--corruptions=none", "--per_member=True", "--name=pair",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = json.loads(output.read_text())
+    x_test, y_test = tft.data.load_split("fashion_mnist", "test")
+    for i, member_result in enumerate(saved["member_results"]):
+        model = keras.models.load_model(members_dir / f"member_{i}.keras")
+        predicted = model.predict(x_test.astype(np.float32) / 255.0, verbose=0).argmax(-1)
+        assert member_result["members"] == 1
+        assert member_result["accuracy"] == pytest.approx(np.mean(predicted == y_test), abs=1e-6)
+    assert [line.split()[0:3] for line in result.stdout.splitlines() if line.startswith("pair member")] == [
+        ["pair", "member", "1"], ["pair", "member", "2"]]  # fmt: skip
+
+
 def test_export_writes_a_reloadable_ensemble(members_dir, tmp_path):
     output = tmp_path / "ensemble"
     result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={output}")

@@ -2,10 +2,14 @@
 
   python -m tf_freetickets.evaluate --source=out/edst [--output=out/edst/evaluation.json]
       [--ood=True] [--corruptions=all|none|gaussian_noise,contrast] [--corruption_examples=2000]
+      [--per_member=False]
 
 Prints the evaluation table (accuracy, NLL, ECE, Brier, disagreement, KL, OoD
 AUROC, corruption accuracy) and the per-corruption accuracies, and writes
-every figure to a JSON file. The test set is the one the run trained for: the
+every figure to a JSON file. With --per_member, each member is also
+evaluated alone on the clean test set (one row each, "member_results" in the
+JSON): whether an ensemble's gain comes from diverse members or from one weak
+member (an EDST ticket after a global exploration) shows there. The test set is the one the run trained for: the
 dataset of <source>/results.json when the source is a training workdir, else
 --dataset. OoD sets: `data.ood.ood_sets_for` (Fashion-MNIST: digits and noise;
 CIFAR/SVHN: noise plus SVHN / the other CIFAR when prepared for tfds).
@@ -31,6 +35,7 @@ _OOD = flags.DEFINE_bool("ood", True, "Evaluate OoD detection on the offline OoD
 _OOD_EXAMPLES = flags.DEFINE_integer("ood_examples", 2000, "Examples per OoD set.")
 _CORRUPTIONS = flags.DEFINE_string("corruptions", "all", "all, none, or a comma-separated list of corruption names.")
 _CORRUPTION_EXAMPLES = flags.DEFINE_integer("corruption_examples", 2000, "Test examples corrupted (0 = all).")
+_PER_MEMBER = flags.DEFINE_bool("per_member", False, "Also evaluate each member alone on the clean test set.")
 _NAME = flags.DEFINE_string("name", None, "Row name in the table (default: the source folder's name).")
 
 
@@ -96,16 +101,25 @@ def main(argv):
             result["corruption"] = corrupted["corruption"]
             result["corruption_accuracy"] = corrupted["corruption_accuracy"]
             result["corruption_examples"] = count
+        member_results = []
+        if _PER_MEMBER.value and len(members) > 1:
+            for i, member in enumerate(members):
+                progress(f"member {i + 1}/{len(members)} alone")
+                member_results.append(evaluate_members([member], x_test, y_test))
     except (FileNotFoundError, ValueError, *user_errors()) as error:
         fail(error)
 
     name = _NAME.value or os.path.basename(os.path.normpath(_SOURCE.value.split(",")[0]))
-    print(format_table({name: result}))
+    rows = {name: result, **{f"{name} member {i + 1}": r for i, r in enumerate(member_results)}}
+    print(format_table(rows))
     if "corruption" in result:
         print(corruption_table(result))
     output = _OUTPUT.value or os.path.join(_SOURCE.value.split(",")[0] if "," not in _SOURCE.value else ".", "evaluation.json")
     with open(output, "w") as f:
-        json.dump({"name": name, "source": _SOURCE.value, "results": result}, f, indent=2)
+        saved = {"name": name, "source": _SOURCE.value, "results": result}
+        if member_results:
+            saved["member_results"] = member_results
+        json.dump(saved, f, indent=2)
     print(f"wrote {output}")
 
 

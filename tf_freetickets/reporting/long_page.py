@@ -224,7 +224,7 @@ def generated_long_markdown(pilot, study, figures_relpath="results"):
     ]
     if _ablation_points(rows, study):
         lines += [f"![EDST exploration ablation]({figures_relpath}/{ABLATION_FIGURE})", ""]
-    lines += ["Each row's command for one seed alone (mean wall time per record on this machine):", ""]
+    lines += ["Each row's command for one seed alone (mean wall time per record, on each CPU that ran the row):", ""]
     lines += command_lines(study["records"], workdir="out/long_study")
     return "\n".join(lines)
 
