@@ -8,7 +8,7 @@ import os
 import pytest
 
 from tf_freetickets.experiments.config import edst_schedule
-from tf_freetickets.reporting.claims import Claim, judge, welch_t
+from tf_freetickets.reporting.claims import Claim, claims_table, judge, welch_t
 from tf_freetickets.reporting.long_page import (
     LONG_BEGIN_MARKER,
     LONG_END_MARKER,
@@ -111,6 +111,16 @@ def test_claim_verdicts_follow_the_documented_rules():
         judge(Claim("P", "", "a", "b", "accuracy", kind="maybe"), rows)
 
 
+def test_claims_table_shows_no_t_for_a_cost_that_does_not_vary():
+    rows = {"sparse": [{"training_flops_rel": 0.62}] * 3, "dense": [{"training_flops_rel": 1.0}] * 3,
+            "a": [{"accuracy": v} for v in (0.90, 0.91, 0.92)], "b": [{"accuracy": v} for v in (0.85, 0.86, 0.84)]}  # fmt: skip
+    table = claims_table([Claim("P", "cheaper", "sparse", "dense", "training_flops_rel", kind="at_most"),
+                          Claim("P", "better", "a", "b", "accuracy")], rows)  # fmt: skip
+    cheaper, better = table.splitlines()[2:]
+    assert cheaper.endswith("| – | **holds** |") and "inf" not in cheaper
+    assert better.endswith(f"| {welch_t([0.90, 0.91, 0.92], [0.85, 0.86, 0.84]):+.1f} | **holds** |")
+
+
 def test_paper_claims_name_rows_of_the_study():
     names = set(_cells())
     for claim in paper_claims():
@@ -200,7 +210,7 @@ def test_long_report_goes_above_the_short_study_and_keeps_the_prose(tmp_path):
     header = {"dataset": "fashion_mnist", "train_examples": 5000, "epochs": 60, "learning_rate": 0.05,
               "sparsities": [0.8], "seeds": [0], "ood_examples": 10, "corruption_examples": 10}  # fmt: skip
     records = [_record("dense", s, accuracy=0.88 + s / 100, train_accuracy=0.99) for s in range(3)]
-    records.append(_record("dense_ensemble", 0, accuracy=0.91, train_accuracy=0.995))
+    records.append(_record("dense_ensemble", 0, accuracy=0.91, train_accuracy=0.995, members=3, member_accuracy_mean=0.8875))
     study = {"study": {**header, "cells": cells}, "records": records, "environment": {}}
     written = write_long_report(_pilot_payload(), study, str(page), str(tmp_path / "fig"))
     text = page.read_text()
@@ -208,6 +218,10 @@ def test_long_report_goes_above_the_short_study_and_keeps_the_prose(tmp_path):
     assert "short tables" in text and "after" in text and "**2500 images, 100 epochs, lr 0.025**" in text
     assert "train accuracy 0.9900 ± 0.0000 (≥ 0.97), test ECE 0.0400 ± 0.0000 (≥ 0.03): met" in text
     assert "| dense_ensemble | 1 | 0.9100 ± 0.0000" in text
+    # the members table: only the ensemble, its gain 100 x (0.91 - 0.8875) = 2.25 points over its members
+    assert "| dense_ensemble | 1 | 0.8875 ± 0.0000 | 0.9100 ± 0.0000 | 2.25 ± 0.00 |" in text
+    members_table = text.split("Ensembles and their members")[1].split("\n\n")[1]
+    assert "| dense | " not in members_table  # single models have no members to compare with
     assert all(os.path.getsize(p) > 0 for p in written)
     again = write_long_report(_pilot_payload(), study, str(page), str(tmp_path / "fig"))
     assert page.read_text() == text and again == written  # rewriting replaces the block, nothing more

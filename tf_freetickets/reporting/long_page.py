@@ -42,6 +42,15 @@ PILOT_COLUMNS = (
     Column("ece", "test ECE"),
 )
 FIT_COLUMNS = (Column("train_accuracy", "train acc."), Column("ticket_overlap", "mask overlap"))
+MEMBER_COLUMNS = (
+    Column("member_accuracy_mean", "member acc. (mean)"),
+    Column("accuracy", "ensemble acc."),
+    Column("ensemble_gain_points", "ensemble gain (points)", fmt="{:.2f}"),
+    Column("member_ece_mean", "member ECE (mean)"),
+    Column("ece", "ensemble ECE"),
+    Column("disagreement", "disagreement"),
+    Column("ticket_overlap", "mask overlap"),
+)
 
 
 def _setting(overrides, key):
@@ -144,8 +153,9 @@ def _precondition_line(rows):
 
 def _diagnostics_line(settings):
     first, last = cigl_averaging_learning_rates(settings["epochs"], settings["learning_rate"], settings["train_examples"])
+    rates = f"{first:.4g}" if f"{first:.4g}" == f"{last:.4g}" else f"{first:.4g} to {last:.4g}"
     return (
-        f"Diagnostics: CigL averages its epoch-end weights over the last 20% of epochs at lr {first:.4g} to {last:.4g} "
+        f"Diagnostics: CigL averages its epoch-end weights over the last 20% of epochs at lr {rates} "
         f"(base {settings['learning_rate']}; the official run: 0.025 of 0.1); the mask-overlap column is the mean "
         "fraction of one member's active weights active in another (EDST tickets, DST runs), the disagreement "
         "column the fraction of test images on which two members' predictions differ."
@@ -163,6 +173,37 @@ def _formation_lines(study):
         elif cell.get("replicas", 1) > 1:
             lines.append(f"- `{cell['name']}`: {cell['replicas']} runs per study seed s (seeds s, s+1, s+2).")
     return lines + ["- every other row: one run per study seed.", ""]
+
+
+def member_rows(rows):
+    """The ensemble rows with each record's gain over its own members, for the members table.
+
+    Args:
+      rows: {row name: per-seed metric dicts} (`records_by_cell`).
+
+    Returns:
+      {row name: records with "ensemble_gain_points" = 100 x (ensemble accuracy - mean member
+      accuracy) added}, for the rows whose every record has more than one member.
+    """
+    out = {}
+    for name, records in rows.items():
+        if records and all(r.get("members", 1) > 1 and "member_accuracy_mean" in r for r in records):
+            out[name] = [{**r, "ensemble_gain_points": 100.0 * (r["accuracy"] - r["member_accuracy_mean"])}
+                         for r in records]  # fmt: skip
+    return out
+
+
+def _member_lines(rows):
+    ensembles = member_rows(rows)
+    if not ensembles:
+        return []
+    return [
+        "Ensembles and their members: each member alone on the clean test set (mean over the members of a record), "
+        "the ensemble, and what averaging added:",
+        "",
+        markdown_table(ensembles, MEMBER_COLUMNS),
+        "",
+    ]
 
 
 def _ablation_points(rows, study):
@@ -217,6 +258,7 @@ def generated_long_markdown(pilot, study, figures_relpath="results"):
         "",
         _diagnostics_line(s),
         "",
+        *_member_lines(rows),
         f"![Reliability diagrams]({figures_relpath}/{RELIABILITY_FIGURE})",
         "",
         f"![Accuracy against training FLOPs]({figures_relpath}/{FLOPS_FIGURE})",

@@ -97,21 +97,33 @@ def accuracy_flops_figure(points, path, reference=None):
 
     Args:
       points: {run name: (relative training FLOPs, accuracy mean, accuracy std, family, sparsity)};
-        runs of one family share a colour, runs of one sparsity a marker (dense: circles).
+        runs of one family share a colour, runs of one sparsity a marker (dense: circles); a
+        second run of the same family and sparsity (an ablation) gets a marker of its own.
       path: output .png path.
       reference: optional run name whose accuracy is drawn as a horizontal line.
     """
     plt = _pyplot()
+    from matplotlib import ticker
+
     fig, ax = plt.subplots(figsize=(8.0, 4.5))
     families = list(dict.fromkeys(p[3] for p in points.values()))
-    colours = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(families)}
+    palette = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    colours = {f: palette(i % palette.N) for i, f in enumerate(families)}
     sparsities = sorted({p[4] for p in points.values() if p[4] is not None})
     markers = {None: "o", **{s: "s^Dvp"[i % 5] for i, s in enumerate(sparsities)}}
+    seen_styles = {}
     for name, (flops, mean, std, family, sparsity) in points.items():
-        ax.errorbar(flops, mean, yerr=std, fmt=markers[sparsity], color=colours[family], capsize=3, label=name)
+        repeat = seen_styles.setdefault((family, sparsity), [])
+        marker = markers[sparsity] if not repeat else "PXh*<>"[(len(repeat) - 1) % 6]
+        repeat.append(name)
+        ax.errorbar(flops, mean, yerr=std, fmt=marker, color=colours[family], capsize=3, label=name)
     if reference in points:
         ax.axhline(points[reference][1], color="gray", linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    # Plain labels at 1, 2 and 5 per decade: the default minor labels (2x10^-1, ...) collide.
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("training FLOPs (x one dense model)")
     ax.set_ylabel("test accuracy (ensemble)")
     ax.grid(True, which="both", alpha=0.3)
