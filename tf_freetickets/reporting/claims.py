@@ -26,6 +26,15 @@ from tf_freetickets.reporting.tables import mean_std
 HIGHER_IS_BETTER = {"accuracy": True, "nll": False, "ece": False, "brier": False, "ood_auroc": True,
                     "corruption_accuracy": True, "training_flops_rel": False}  # fmt: skip
 SIGNIFICANT_T = 2.0
+# The rules above in words, printed under the claims table.
+VERDICT_RULES = (
+    "t is Welch's statistic of the row against its baseline over their runs, signed so that t > 0 favours the "
+    f"claim. A \"better\" claim holds at t ≥ {SIGNIFICANT_T:g}, does not hold at t ≤ −{SIGNIFICANT_T:g} and is "
+    f"within noise between; a \"no worse\" claim (RigL matches dense, CigL loses no accuracy) holds unless "
+    f"t ≤ −{SIGNIFICANT_T:g} (with three seeds, \"holds\" means no loss could be seen, not that none exists); a "
+    "cost claim (training FLOPs, the same for every seed) compares the means; \"approaches the deep ensemble\" "
+    "holds when the row closes at least half of the accuracy gap from the dense model to the dense deep ensemble."
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ the prose around it is kept.
 
 import os
 
-from tf_freetickets.reporting.claims import claims_table
+from tf_freetickets.reporting.claims import VERDICT_RULES, claims_table
 from tf_freetickets.reporting.long_study import cigl_averaging_learning_rates, paper_claims
 from tf_freetickets.reporting.plots import (
     accuracy_flops_figure,
@@ -255,6 +255,8 @@ def generated_long_markdown(pilot, study, figures_relpath="results"):
         "### Claims",
         "",
         claims_table(paper_claims(s["sparsities"]), rows),
+        "",
+        VERDICT_RULES,
         "",
         _diagnostics_line(s),
         "",
