@@ -111,11 +111,11 @@ def accuracy_flops_figure(points, path, reference=None):
     colours = {f: palette(i % palette.N) for i, f in enumerate(families)}
     sparsities = sorted({p[4] for p in points.values() if p[4] is not None})
     markers = {None: "o", **{s: "s^Dvp"[i % 5] for i, s in enumerate(sparsities)}}
-    seen_styles = {}
+    earlier_runs = {}  # (family, sparsity) -> runs drawn with that style so far
     for name, (flops, mean, std, family, sparsity) in points.items():
-        repeat = seen_styles.setdefault((family, sparsity), [])
-        marker = markers[sparsity] if not repeat else "PXh*<>"[(len(repeat) - 1) % 6]
-        repeat.append(name)
+        repeats = earlier_runs.get((family, sparsity), 0)
+        earlier_runs[(family, sparsity)] = repeats + 1
+        marker = markers[sparsity] if repeats == 0 else "PXh*<>"[(repeats - 1) % 6]
         ax.errorbar(flops, mean, yerr=std, fmt=marker, color=colours[family], capsize=3, label=name)
     if reference in points:
         ax.axhline(points[reference][1], color="gray", linestyle=":", linewidth=1)
