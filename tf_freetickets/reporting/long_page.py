@@ -153,7 +153,8 @@ def _precondition_line(rows):
 
 def _diagnostics_line(settings):
     first, last = cigl_averaging_learning_rates(settings["epochs"], settings["learning_rate"], settings["train_examples"])
-    rates = f"{first:.4g}" if f"{first:.4g}" == f"{last:.4g}" else f"{first:.4g} to {last:.4g}"
+    first, last = f"{first:.4g}", f"{last:.4g}"
+    rates = first if first == last else f"{first} to {last}"
     return (
         f"Diagnostics: CigL averages its epoch-end weights over the last 20% of epochs at lr {rates} "
         f"(base {settings['learning_rate']}; the official run: 0.025 of 0.1); the mask-overlap column is the mean "
