@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import tf_freetickets as tft
 from tf_freetickets.sparse import layers as masking
-from tf_freetickets.sparse.cigl import random_keep_mask
+from tf_freetickets.sparse.methods.cigl import random_keep_mask
 
 
 def _model(seed=0):

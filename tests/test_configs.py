@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tf_freetickets.experiments.config import ConfigError, fashion_mnist_defaults, validate
-from tf_freetickets.experiments.runner import fit_epochs
+from tf_freetickets.experiments.plan import RunPlan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILES = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
@@ -30,18 +30,17 @@ def test_every_config_validates(path):
 def test_freetickets_edst_layout_and_optimizer():
     config = load("cifar10_wrn28_10_edst")
     assert (config.model, config.depth, config.width) == ("wide_resnet", 28, 10)
-    assert fit_epochs(config) == 150 + 3 * 100
+    assert RunPlan.from_config(config).epochs == 150 + 3 * 100
     assert (config.sparse.sparsity, config.sparse.drop_fraction, config.sparse.update_every) == (0.8, 0.5, 1000)
     assert config.ensemble.large_drop_fraction == 0.8
     assert (config.optimizer.learning_rate, config.optimizer.momentum, config.optimizer.weight_decay) == (0.1, 0.9, 5e-4)
     dst = load("cifar100_wrn28_10_dst")
-    assert (dst.dataset, dst.ensemble.kind, dst.ensemble.num_members, fit_epochs(dst)) == ("cifar100", "independent", 3, 250)
+    dst_plan = RunPlan.from_config(dst)
+    assert (dst.dataset, dst.ensemble.kind, dst.ensemble.num_members, dst_plan.epochs) == ("cifar100", "independent", 3, 250)
     assert tuple(dst.optimizer.milestones) == (0.5, 0.75)
     # The update rules of FreeTickets' sparselearning/core.py, as the runner builds them.
-    from tf_freetickets.experiments.runner import make_updater
-
     for run in (config, dst):
-        updater = make_updater(run.sparse, seed=0)
+        updater = RunPlan.from_config(run).sparsity.make_updater(seed=0)
         assert (updater.reinit_when_same, updater.dense_gradient_momentum, updater.growth_gradient) == (True, True, "step_batch")
     config.sparse.method = "set"
     with pytest.raises(ConfigError, match="growth_gradient"):
@@ -56,7 +55,7 @@ def test_freetickets_imagenet_edst_config():
     assert (config.label_smoothing, config.optimizer.weight_decay, config.optimizer.warmup_epochs) == (0.1, 1e-4, 5)
     assert (config.sparse.method, config.sparse.update_every, config.sparse.sparsity) == ("rigl", 4000, 0.8)
     schedule = edst_schedule(config)
-    assert fit_epochs(config) == schedule.total_epochs == 310
+    assert RunPlan.from_config(config).epochs == schedule.total_epochs == 310
     assert schedule.ticket_epochs == [99, 169, 239, 309]
     # The code's learning rates: 0.1 after warm-up, then 0.01 / 0.001 / 0.0001 in each phase.
     rates = [round(0.1 * schedule.lr_factor(e), 6) for e in (0, 5, 29, 30, 60, 90, 100, 309)]
@@ -128,7 +127,7 @@ class _Source:
 def _rates(config, train_examples, steps):
     from tf_freetickets.experiments.runner import _Run
 
-    schedule = _Run(config, "", _Source(train_examples), None).learning_rate()
+    schedule = _Run(RunPlan.from_config(config), "", _Source(train_examples), None).learning_rate()
     return [float(schedule(step)) for step in steps]
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import tf_freetickets as tft
+from tf_freetickets.costs import forward as F
+from tf_freetickets.costs import training as FS
 from tf_freetickets.ensembles.edst import EDSTSchedule
-from tf_freetickets.metrics import flops as F
-from tf_freetickets.metrics import flops_schedule as FS
 from tf_freetickets.sparse.schedules import UpdateSchedule
 
 # The two-layer model: Conv2D 3x3, 1 -> 4 channels on a 6x6 'valid' input gives a
@@ -109,8 +109,14 @@ def test_unsupported_layers_and_methods_raise_clear_errors(dense_model):
     inputs = keras.Input((4, 2))
     with pytest.raises(ValueError, match=r"'lstm'.*LSTM"):
         F.layer_forward_flops(keras.Model(inputs, keras.layers.LSTM(3, name="lstm")(inputs)))
-    with pytest.raises(ValueError, match="Unknown training method 'prune'"):
+    with pytest.raises(ValueError, match="Unknown sparse method 'prune'; registered methods: dense, static, set, rigl"):
         FS.training_flops("prune", dense_model, total_steps=10, batch_size=1)
+
+    class UnregisteredRigL(tft.RigL):  # a subclass is a method of its own, never costed as RigL
+        pass
+
+    with pytest.raises(ValueError, match="UnregisteredRigL is not a registered method"):
+        FS.training_flops(UnregisteredRigL(), dense_model, total_steps=10, batch_size=1)
     with pytest.raises(ValueError, match="sparse forward FLOPs"):
         FS.training_flops("rigl", dense_flops=10, total_steps=10, batch_size=1)
     with pytest.raises(ValueError, match="positive"):

@@ -108,6 +108,7 @@ def test_build_model_and_the_config_switch_fuse_every_batchnorm():
     import types
 
     from tf_freetickets.experiments.config import fashion_mnist_defaults
+    from tf_freetickets.experiments.plan import RunPlan
     from tf_freetickets.experiments.runner import _Run
 
     model = models.build_model("cifar_resnet", (8, 8, 3), 10, depth=8, width=0.25, fused_batchnorm=True)
@@ -117,6 +118,6 @@ def test_build_model_and_the_config_switch_fuse_every_batchnorm():
     assert config.fused_batchnorm is False  # opt-in: the studies ran Keras' BatchNormalization
     config.fused_batchnorm = True
     source = types.SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
-    built = _Run(config, "unused", source, None).build()
+    built = _Run(RunPlan.from_config(config), "unused", source, None).build()
     norms = [layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)

@@ -9,7 +9,7 @@ import tf_freetickets as tft
 from tf_freetickets import models
 from tf_freetickets.experiments.config import ConfigError, fashion_mnist_defaults, validate
 from tf_freetickets.experiments.flops import run_flops
-from tf_freetickets.experiments.runner import initial_sparsity, make_updater
+from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.metrics import forward_flops, gmp_training_flops, layer_forward_flops
 
 
@@ -50,8 +50,9 @@ def _config(**sparse):
 
 def test_config_builds_the_fraction_schedule_and_a_dense_start():
     config = validate(_config(update_every=10, end_fraction=0.5, begin_fraction=0.2, initial_sparsity=0.1))
-    assert initial_sparsity(config.sparse) == 0.0
-    updater = make_updater(config.sparse, 0)
+    plan = RunPlan.from_config(config)
+    assert plan.sparsity.initial == 0.0
+    updater = plan.sparsity.make_updater(0)
     assert isinstance(updater, tft.GradualMagnitudePruning) and updater.distribution == "erk"
     schedule = updater.schedule.resolved(1000).pruning_schedule
     assert schedule == tft.PolynomialDecay(0.1, 0.8, begin_step=200, end_step=500, power=3.0, frequency=10)
@@ -82,8 +83,9 @@ def test_run_flops_of_a_gmp_run_lie_between_sparse_and_dense():
     config.epochs = 4
     steps_per_epoch = 50  # 200 steps: prune every 100 from step 20 to 150, i.e. at 20 and 120 (+150, the end)
     model = tft.sparsify(models.build_model("small_cnn", (28, 28, 1), 10, width=0.5), 0.0, "erk")
-    updater = make_updater(config.sparse, 0)
-    flops = run_flops(config, [model], updater, steps_per_epoch)
+    plan = RunPlan.from_config(config)
+    updater = plan.sparsity.make_updater(0)
+    flops = run_flops(plan, [model], steps_per_epoch)
     dense, _ = forward_flops(model)
     expected = gmp_training_flops(updater, model, total_steps=200, batch_size=128)
     assert flops["training_flops"] == expected.total_flops

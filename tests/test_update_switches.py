@@ -179,7 +179,7 @@ def test_cigl_step_batch_gradient_flows_through_that_steps_random_mask():
     # CigL's code grows by the gradient of the update step's batch with the random mask applied, and
     # skips that step's optimizer update. The random mask of step 0 is random_keep_mask(seed=5, layer 0,
     # step 0) = [2, 0, 2, 2]: it zeroes the gradient at W01 (1.5 without it).
-    from tf_freetickets.sparse.cigl import random_keep_mask
+    from tf_freetickets.sparse.methods.cigl import random_keep_mask
 
     mask = np.array([1.0, 0.0, 0.0, 1.0])
     w0 = np.array([0.2, 0.0, 0.0, -1.5]) * mask

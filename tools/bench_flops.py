@@ -6,7 +6,7 @@ FreeTickets' CIFAR layout (VITA-Group/FreeTickets, as in tf_freetickets.experime
 391 steps per epoch (50,000 images, last partial batch kept), dense baseline 250 epochs; EDST M=3 tickets
 from one run of t_ex=150 + M x t_re=100 = 450 epochs at S=0.8 (ERK), DST updates every ΔT=1000 steps
 through the whole run (end_fraction 1.0) with gradient growth (RigL) or random growth (SET), plus M-1
-global explorations. f_D and f_S come from `tf_freetickets.metrics.flops.forward_flops` on the built
+global explorations. f_D and f_S come from `tf_freetickets.costs.forward.forward_flops` on the built
 models (2 FLOPs per multiply-add, kernel multiply-adds only). The totals are
 `flops_schedule.edst_training_flops(...)` over `flops_schedule.training_flops("dense", ...)` of ONE dense
 model trained for 250 epochs, the comparison FreeTickets' training-FLOPs column makes.
@@ -35,9 +35,9 @@ def measure(model_name, sparsity, members, steps_per_epoch, batch_size, distribu
     import keras
 
     import tf_freetickets as tft
+    from tf_freetickets.costs import forward as F
+    from tf_freetickets.costs import training as FS
     from tf_freetickets.ensembles.edst import EDSTSchedule
-    from tf_freetickets.metrics import flops as F
-    from tf_freetickets.metrics import flops_schedule as FS
 
     keras.utils.set_random_seed(0)
     model = tft.sparsify(common.build_model(model_name), sparsity, distribution=distribution, seed=0)

@@ -4,6 +4,8 @@
   ml_collections configs in configs/.
 - `paper_configs`: the papers' CIFAR and ImageNet experiments as configs.
 - `data_sources`: the datasets a run trains and evaluates on (arrays or a tfds stream).
+- `plan`: `RunPlan.from_config(config)`: the config validated and resolved once (method from the
+  registry, EDST layout, epochs); the runner and the FLOPs accounting read the plan.
 - `runner`: `run(config, workdir)` trains (or resumes) and evaluates one experiment.
 - `checkpointing`: epoch checkpoints that let a killed run resume exactly.
 - `flops`: the training and inference FLOPs every run records.
@@ -11,6 +13,7 @@
 """
 
 from tf_freetickets.experiments.config import ConfigError, edst_schedule, fashion_mnist_defaults, validate
+from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.experiments.runner import run
 
-__all__ = ["ConfigError", "edst_schedule", "fashion_mnist_defaults", "run", "validate"]
+__all__ = ["ConfigError", "RunPlan", "edst_schedule", "fashion_mnist_defaults", "run", "validate"]

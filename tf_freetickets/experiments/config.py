@@ -10,7 +10,8 @@ import re
 
 import ml_collections
 
-SPARSE_METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl", "gmp")
+from tf_freetickets.sparse import registry
+
 ENSEMBLE_KINDS = ("none", "independent", "edst", "dnc")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "svhn_cropped", "imagenet2012")
 MODELS = ("small_cnn", "wide_resnet", "cifar_resnet", "resnet50")
@@ -63,22 +64,13 @@ def fashion_mnist_defaults():
     config.optimizer.min_learning_rate = 0.0  # cosine schedule's floor (Divide-and-Co-training: 1e-4)
 
     config.sparse = ml_collections.ConfigDict()
-    config.sparse.method = "rigl"  # dense | static | set | rigl | snfs | cigl
+    config.sparse.method = "rigl"  # a registered method (sparse.registry; --config_help lists them)
     config.sparse.sparsity = 0.9  # fraction of pruned weights over the masked layers, in [0, 1)
     config.sparse.distribution = "erk"  # layer-wise densities: erk | er | uniform
     config.sparse.update_every = 100  # mask update every this many steps (DeltaT)
     config.sparse.drop_fraction = 0.3  # fraction of active weights dropped and regrown per update (initial value)
     config.sparse.end_fraction = 0.75  # fraction of training after which masks stop changing
     config.sparse.decay = "cosine"  # decay of the drop fraction: cosine | constant
-    config.sparse.random_drop_rate = 0.01  # CigL's random mask (1/dpnum)
-    # Gradual magnitude pruning (sparse.method="gmp", Zhu & Gupta 2017): dense start, then every
-    # sparse.update_every steps prune by magnitude along tfmot's PolynomialDecay from initial_sparsity
-    # to sparse.sparsity between begin_fraction and sparse.end_fraction of training; layer-wise
-    # targets by sparse.distribution (tfmot: "uniform").
-    config.sparse.gmp = ml_collections.ConfigDict()
-    config.sparse.gmp.initial_sparsity = 0.0  # gmp: sparsity when pruning begins (0: a dense start)
-    config.sparse.gmp.begin_fraction = 0.1  # gmp: fraction of training at which pruning begins
-    config.sparse.gmp.power = 3.0  # gmp: exponent of the polynomial schedule (Zhu & Gupta: 3)
 
     config.weight_averaging = ml_collections.ConfigDict()
     config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
@@ -104,8 +96,21 @@ def fashion_mnist_defaults():
     # FreeTickets' update rules (sparse.updaters.freetickets_official sets all three); defaults are RigL's.
     config.sparse.reinit_when_same = False  # True: every grown weight restarts at 0
     config.sparse.dense_gradient_momentum = False  # True: momentum follows the dense gradient, never reset
-    config.sparse.growth_gradient = "extra_batch"  # rigl/cigl: extra_batch | step_batch | step_batch_skip_update
+    add_method_fields(config.sparse)  # each method's own fields, from the registry (sparse.methods)
     return config
+
+
+def add_method_fields(sparse):
+    """Adds every registered method's `config.sparse` fields (at their defaults) that `sparse` lacks."""
+    for name, field in registry.declared_fields().items():
+        *groups, leaf = name.split(".")
+        node = sparse
+        for group in groups:
+            if group not in node:
+                node[group] = ml_collections.ConfigDict()
+            node = node[group]
+        if leaf not in node:
+            node[leaf] = field.default
 
 
 def _choice(value, allowed, field):
@@ -173,18 +178,50 @@ def _validate_port_details(config):
         )
 
 
-def _validate_gmp(sparse):
-    gmp = sparse.gmp
-    if not isinstance(gmp.initial_sparsity, (int, float)) or not 0.0 <= gmp.initial_sparsity <= sparse.sparsity:
+def sparse_method(sparse):
+    """The registered `SparseMethod` that `config.sparse.method` names.
+
+    Raises:
+      ConfigError: one line naming the unknown method and the registered ones.
+    """
+    try:
+        return registry.get_method(sparse.method)
+    except ValueError:
         raise ConfigError(
-            f"config.sparse.gmp.initial_sparsity={gmp.initial_sparsity!r} must be in [0, sparse.sparsity={sparse.sparsity}]."
-        )
-    if not isinstance(gmp.begin_fraction, (int, float)) or not 0.0 <= gmp.begin_fraction <= sparse.end_fraction:
-        raise ConfigError(
-            f"config.sparse.gmp.begin_fraction={gmp.begin_fraction!r} must be in [0, sparse.end_fraction={sparse.end_fraction}]."
-        )
-    if isinstance(gmp.power, bool) or not isinstance(gmp.power, (int, float)) or gmp.power <= 0:
-        raise ConfigError(f"config.sparse.gmp.power={gmp.power!r} must be a positive number.")
+            f"config.sparse.method={sparse.method!r} is unknown; registered methods: {', '.join(registry.method_names())}."
+        ) from None
+
+
+def _field_value(sparse, name):
+    node = sparse
+    for part in name.split("."):
+        if part not in node:
+            return None, False
+        node = node[part]
+    return node, True
+
+
+def _validate_method_fields(sparse, method):
+    """Checks the fields `method` declares; refuses another method's field set away from its default."""
+    own = {field.name for field in method.config_fields}
+    for name, field in registry.declared_fields().items():
+        value, present = _field_value(sparse, name)
+        if not present:
+            if name in own:
+                raise ConfigError(f"config.sparse.{name} is missing; sparse.method={method.name!r} reads it.")
+            continue
+        if name in own:
+            if field.check is not None:
+                try:
+                    field.check(value, sparse)
+                except ValueError as error:
+                    raise ConfigError(str(error)) from None
+        elif value != field.default:
+            readers = ", ".join(registry.methods_declaring(name))
+            raise ConfigError(
+                f"config.sparse.{name}={value!r} is read only by sparse.method {readers}, "
+                f"not sparse.method={method.name!r}; leave it at {field.default!r}."
+            )
 
 
 def validate(config):
@@ -229,7 +266,7 @@ def validate(config):
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be positive.")
 
     sparse = config.sparse
-    _choice(sparse.method, SPARSE_METHODS, "sparse.method")
+    method = sparse_method(sparse)
     try:
         check_sparsity(sparse.sparsity, "config.sparse.sparsity")
     except ValueError as error:
@@ -239,23 +276,12 @@ def validate(config):
     _fraction(sparse.end_fraction, "sparse.end_fraction", low_open=True)
     _choice(sparse.decay, DECAYS, "sparse.decay")
     _positive_int(sparse.update_every, "sparse.update_every")
-    from tf_freetickets.sparse.updaters import GROWTH_GRADIENTS
-
-    _choice(sparse.get("growth_gradient", "extra_batch"), GROWTH_GRADIENTS, "sparse.growth_gradient")
-    if sparse.get("growth_gradient", "extra_batch") != "extra_batch" and sparse.method not in ("rigl", "cigl"):
-        raise ConfigError(
-            f"config.sparse.growth_gradient={sparse.growth_gradient!r} is for gradient growth (rigl, cigl), "
-            f"not sparse.method={sparse.method!r}."
-        )
     if not 0.0 <= sparse.get("min_drop_fraction", 0.0) <= sparse.drop_fraction:
         raise ConfigError(
             f"config.sparse.min_drop_fraction={sparse.min_drop_fraction!r} must be in "
             f"[0, sparse.drop_fraction={sparse.drop_fraction}]."
         )
-    if not 0.0 <= sparse.random_drop_rate < 1.0:
-        raise ConfigError(f"config.sparse.random_drop_rate={sparse.random_drop_rate!r} must be in [0, 1).")
-    if sparse.method == "gmp":
-        _validate_gmp(sparse)
+    _validate_method_fields(sparse, method)
     if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
         raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
 
@@ -265,10 +291,9 @@ def validate(config):
     if ensemble.kind == "dnc" and ensemble.cotraining_weight < 0:
         raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
     if ensemble.kind == "edst":
-        if sparse.method in ("dense", "static", "gmp"):
-            raise ConfigError(
-                f"config.ensemble.kind='edst' needs a dynamic sparse method (set, rigl, snfs, cigl), got {sparse.method!r}."
-            )
+        if not method.dynamic:
+            dynamic = ", ".join(name for name in registry.method_names() if registry.get_method(name).dynamic)
+            raise ConfigError(f"config.ensemble.kind='edst' needs a dynamic sparse method ({dynamic}), got {sparse.method!r}.")
         _positive_int(ensemble.exploration_epochs, "ensemble.exploration_epochs", minimum=0)
         _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=1)
         try:
@@ -295,16 +320,20 @@ _FIELD_LINE = re.compile(r"^\s*config\.([\w.]+)\s*=\s*[^#]+?(?:#\s*(.*))?$")
 
 
 def field_docs():
-    """{dotted field: meaning} of every `fashion_mnist_defaults` field, read from the comment beside its default.
+    """{dotted field: meaning} of every `fashion_mnist_defaults` field.
 
-    The comments in `fashion_mnist_defaults` are the one place a field is
-    documented; `--config_help` prints them and a test checks none is missing.
+    A shared field is documented by the comment beside its default in
+    `fashion_mnist_defaults`; a method's own field by the help text it was
+    registered with (`sparse.registry.ConfigField`). `--config_help` prints
+    them and a test checks none is missing.
     """
     docs = {}
     for line in inspect.getsource(fashion_mnist_defaults).splitlines():
         match = _FIELD_LINE.match(line)
         if match and "ConfigDict()" not in line:  # a group, not a field
             docs[match.group(1)] = (match.group(2) or "").strip()
+    docs.update({f"sparse.{name}": field.help for name, field in registry.declared_fields().items()})
+    docs["sparse.method"] = f"a registered method: {' | '.join(registry.method_names())}"
     return docs
 
 

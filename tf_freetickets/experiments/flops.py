@@ -1,35 +1,30 @@
-"""Training and inference FLOPs of one experiment run, from its config and trained members.
+"""Training and inference FLOPs of one experiment run, from its plan and trained members.
 
 `experiments.run` records these next to the accuracy figures, so every
-results.json says what its model cost (RigL's accounting, see
-`tf_freetickets.metrics.flops_schedule`): a single model or an independent-run
+results.json says what its model cost (RigL's accounting, `tf_freetickets.costs`,
+from the method's declared cost facts): a single model or an independent-run
 ensemble costs M runs of `config.epochs`; EDST costs one run of
 t_ex + M t_re epochs plus its M - 1 global explorations; Divide-and-Co-training
-costs one run of each narrow member; gradual magnitude pruning costs each step at
-the density of that step (`metrics.pruning_flops`). Inference FLOPs are per example and add up
-over the members an ensemble runs.
+costs one run of each narrow member; a method whose density follows a pruning
+schedule costs each step at the density of that step. Inference FLOPs are per
+example and add up over the members an ensemble runs.
 """
 
-from tf_freetickets.experiments.config import edst_schedule
-from tf_freetickets.metrics.flops import forward_flops
-from tf_freetickets.metrics.flops_schedule import (
+from tf_freetickets.costs import (
     dnc_training_flops,
     dst_ensemble_training_flops,
     edst_training_flops,
+    forward_flops,
+    gmp_members_training_flops,
 )
-from tf_freetickets.metrics.pruning_flops import gmp_members_training_flops
-from tf_freetickets.sparse.gmp import GradualMagnitudePruning
 
 
-def run_flops(config, members, updater, steps_per_epoch):
-    """FLOPs of the run that `config` describes.
+def run_flops(plan, members, steps_per_epoch):
+    """FLOPs of the run that `plan` describes.
 
     Args:
-      config: the experiment config (`experiment_config.fashion_mnist_defaults`
-        layout) the members were trained with.
+      plan: the run's `experiments.plan.RunPlan`.
       members: the trained member models (their masks give f_S).
-      updater: the run's `MaskUpdater` as `experiments.runner.make_updater` builds it
-        (its schedule and dense-gradient batches are costed), or None for dense.
       steps_per_epoch: optimizer steps per epoch.
 
     Returns:
@@ -37,26 +32,24 @@ def run_flops(config, members, updater, steps_per_epoch):
       and "dense_inference_flops" (per example, summed over members) and
       "training" (the `TrainingFlops` fields).
     """
-    method = "dense" if updater is None else updater
-    batch_size = int(config.batch_size)
-    ensemble = config.ensemble
-    if isinstance(updater, GradualMagnitudePruning):  # dense start, shrinking density (EDST is refused by validate)
-        label = "dnc:gmp" if ensemble.kind == "dnc" else "dst_ensemble:gmp"
-        cost = gmp_members_training_flops(
-            updater, list(members), label, total_steps=config.epochs * steps_per_epoch, batch_size=batch_size
-        )
-    elif ensemble.kind == "edst":
-        schedule = edst_schedule(config)
+    updater = plan.sparsity.make_updater(plan.seed)
+    method = plan.sparsity.name if updater is None else updater
+    facts = plan.sparsity.method.cost_facts(updater, None)
+    batch_size = int(plan.config.batch_size)
+    kind = plan.ensemble.kind
+    total_steps = plan.epochs * steps_per_epoch
+    if facts.density_follows_schedule:  # dense start, shrinking density (EDST is refused: not dynamic)
+        label = f"{'dnc' if kind == 'dnc' else 'dst_ensemble'}:{plan.sparsity.name}"
+        cost = gmp_members_training_flops(updater, list(members), label, total_steps=total_steps, batch_size=batch_size)
+    elif kind == "edst":
         cost = edst_training_flops(
-            method, members[0], schedule=schedule, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-            end_fraction=float(config.sparse.end_fraction),
+            method, members[0], schedule=plan.ensemble.edst, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+            end_fraction=float(plan.config.sparse.end_fraction),
         )  # fmt: skip
-    elif ensemble.kind == "dnc":
-        cost = dnc_training_flops(method, list(members), total_steps=config.epochs * steps_per_epoch, batch_size=batch_size)
+    elif kind == "dnc":
+        cost = dnc_training_flops(method, list(members), total_steps=total_steps, batch_size=batch_size)
     else:
-        cost = dst_ensemble_training_flops(
-            method, list(members), total_steps=config.epochs * steps_per_epoch, batch_size=batch_size
-        )
+        cost = dst_ensemble_training_flops(method, list(members), total_steps=total_steps, batch_size=batch_size)
     dense, sparse = forward_flops(list(members))
     return {
         "training_flops": float(cost.total_flops),

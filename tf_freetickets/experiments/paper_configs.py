@@ -7,7 +7,7 @@ configs/ call them. Sources:
   125 and 187, ERK, drop fraction 0.5 (constant) every 1000 steps, gradient
   growth with the update rules of its `sparselearning/core.py` (every grown
   weight at 0, momentum of the dense gradient never reset, growth gradient of
-  the update step's own batch: `sparse.updaters.freetickets_official`). EDST:
+  the update step's own batch: `sparse.methods.rigl.freetickets_official`). EDST:
   150 exploration + M=3 x 100 refinement epochs, global exploration q=0.8.
 - FreeTickets on ImageNet (its ImageNet/ code): ResNet-50, 224x224 crops, global
   batch 128 (64 on each of 2 GPUs), SGD 0.1 / momentum 0.9 / wd 1e-4 (not on

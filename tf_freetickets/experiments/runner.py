@@ -11,7 +11,6 @@ diverges stops before writing anything non-finite (`experiments.guards`).
 
 import contextlib
 import dataclasses
-import functools
 import json
 import os
 
@@ -35,69 +34,16 @@ from tf_freetickets.ensembles.best_validation import BestValidation
 from tf_freetickets.ensembles.views import member_views
 from tf_freetickets.experiments import workdir as workdirs
 from tf_freetickets.experiments.checkpointing import EpochCheckpoint, checkpoint_numbers, restore_latest
-from tf_freetickets.experiments.config import ConfigError, edst_schedule, validate
+from tf_freetickets.experiments.config import ConfigError
 from tf_freetickets.experiments.data_sources import data_source
 from tf_freetickets.experiments.flops import run_flops
 from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError
+from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.multi_worker import enable_multi_worker_fit
-from tf_freetickets.sparse import (
-    SET,
-    SNFS,
-    CigL,
-    GradualMagnitudePruning,
-    MaskUpdate,
-    PolynomialDecay,
-    RigL,
-    Static,
-    global_sparsity,
-    masked_layers,
-    sparsify,
-    sparsity_table,
-)
+from tf_freetickets.sparse import MaskUpdate, global_sparsity, masked_layers, sparsify, sparsity_table
 from tf_freetickets.sparse.tensorboard import LayerSparsityLogger
-
-_UPDATERS = {"set": SET, "rigl": RigL, "snfs": SNFS, "cigl": CigL}
-
-
-def gmp_schedule(sparse, total_steps):
-    """The `PolynomialDecay` of a method="gmp" config for a run of `total_steps` optimizer steps."""
-    begin = int(sparse.gmp.begin_fraction * total_steps)
-    end = max(int(sparse.end_fraction * total_steps), begin)
-    return PolynomialDecay(
-        float(sparse.gmp.initial_sparsity), float(sparse.sparsity), begin, end,
-        power=sparse.gmp.power, frequency=int(sparse.update_every),
-    )  # fmt: skip
-
-
-def initial_sparsity(sparse):
-    """The sparsity `sparsify` starts from: 0 (dense) for gradual magnitude pruning, else the target."""
-    return 0.0 if sparse.method == "gmp" else sparse.sparsity
-
-
-def make_updater(sparse, seed):
-    """The `MaskUpdater` that `config.sparse` describes (None for dense)."""
-    if sparse.method == "dense":
-        return None
-    if sparse.method == "gmp":
-        return GradualMagnitudePruning(functools.partial(gmp_schedule, sparse), distribution=sparse.distribution)
-    if sparse.method == "static":
-        return Static()
-    extra = {"random_drop_rate": float(sparse.random_drop_rate)} if sparse.method == "cigl" else {}
-    if sparse.method in ("rigl", "cigl"):
-        extra["growth_gradient"] = sparse.get("growth_gradient", "extra_batch")
-    return _UPDATERS[sparse.method](
-        update_every=int(sparse.update_every),
-        drop_fraction=float(sparse.drop_fraction),
-        end_fraction=float(sparse.end_fraction),
-        decay=sparse.decay,
-        seed=seed,
-        min_drop_fraction=float(sparse.get("min_drop_fraction", 0.0)),
-        reinit_when_same=bool(sparse.get("reinit_when_same", False)),
-        dense_gradient_momentum=bool(sparse.get("dense_gradient_momentum", False)),
-        **extra,
-    )
 
 
 def layer_options(config):
@@ -109,26 +55,22 @@ def layer_options(config):
     return None if options.is_default else options
 
 
-def fit_epochs(config):
-    """Epochs `fit` runs: EDST's t_ex + M * t_re, else config.epochs."""
-    ensemble = config.ensemble
-    if ensemble.kind == "edst":
-        return edst_schedule(config).total_epochs
-    return config.epochs
-
-
 @dataclasses.dataclass
 class _Run:
     """What every training path of one experiment shares."""
 
-    config: object
+    plan: RunPlan
     workdir: str
     source: object  # experiment_data.ArrayData or ImageNetData
     strategy: object
 
     @property
+    def config(self):
+        return self.plan.config
+
+    @property
     def epochs(self):
-        return fit_epochs(self.config)
+        return self.plan.epochs
 
     @property
     def steps_per_epoch(self):
@@ -140,7 +82,7 @@ class _Run:
 
     def stream(self, seed, start_epoch):
         # Co-training augments inside the model, a different view per member.
-        augment = self.config.ensemble.kind != "dnc"
+        augment = self.plan.ensemble.kind != "dnc"
         return self.source.train_stream(self.config.batch_size, seed, start_epoch, self.epochs, augment=augment)
 
     def gradient_stream(self, seed):
@@ -154,7 +96,7 @@ class _Run:
         opt = self.config.optimizer
         total = self.epochs * self.steps_per_epoch
         learning_rate = opt.learning_rate
-        if self.config.ensemble.kind == "edst" or opt.schedule == "constant":
+        if self.plan.ensemble.edst is not None or opt.schedule == "constant":
             pass  # EDST sets the rate of each phase itself
         elif opt.schedule == "step" and opt.decay_every:
             # PyTorch's StepLR(step_size=decay_every) stepped every iteration (CigL).
@@ -200,10 +142,10 @@ class _Run:
         return SmoothedSparseCrossentropy(self.source.num_classes, smoothing)
 
     def make_model(self, seed):
-        config = self.config
+        sparsity = self.plan.sparsity
         model = self.build()
-        if config.sparse.method != "dense":
-            model = sparsify(model, initial_sparsity(config.sparse), config.sparse.distribution, seed=seed)
+        if not sparsity.is_dense:
+            model = sparsify(model, sparsity.initial, sparsity.distribution, seed=seed)
         model.compile(self.optimizer(), self.loss(), metrics=["accuracy"])
         return model
 
@@ -248,13 +190,13 @@ class _Run:
 
 
 def _train_edst(run):
-    config = run.config
-    keras.utils.set_random_seed(config.seed)
+    config, plan = run.config, run.plan
+    keras.utils.set_random_seed(plan.seed)
     with run.scope():
-        model = run.make_model(config.seed)
+        model = run.make_model(plan.seed)
     edst = EDST(
-        make_updater(config.sparse, config.seed),
-        **dataclasses.asdict(edst_schedule(config)),  # EDST takes the schedule's fields by name
+        plan.sparsity.make_updater(plan.seed),
+        **dataclasses.asdict(plan.ensemble.edst),  # EDST takes the schedule's fields by name
         large_drop_fraction=config.ensemble.large_drop_fraction,
         export_dir=run.members_dir,
         gradient_data=run.gradient_stream(config.seed),
@@ -262,7 +204,7 @@ def _train_edst(run):
     callbacks = [edst]
     if config.keep_best_validation:
         # Each ticket is its phase's best validation epoch; training goes on from the last weights.
-        schedule = edst_schedule(config)
+        schedule = plan.ensemble.edst
         phase_starts = [schedule.exploration_epochs + k * schedule.refinement_epochs for k in range(schedule.num_tickets)]
         tracker = run.best_validation(reset_epochs=phase_starts, restore_at_end=False)
         callbacks = tracker.around(edst, schedule.ticket_epochs)
@@ -279,7 +221,7 @@ def _train_edst(run):
 
 def _train_dnc(run):
     """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
-    config = run.config
+    config, sparsity = run.config, run.plan.sparsity
     keras.utils.set_random_seed(config.seed)
     width_fn = divided_widen_factor if config.model == "wide_resnet" else divided_width
     with run.scope():
@@ -287,9 +229,9 @@ def _train_dnc(run):
             run.build, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay,
             dropout=config.dropout, width_fn=width_fn,
         )  # fmt: skip
-        if config.sparse.method != "dense":
+        if not sparsity.is_dense:
             members = [
-                sparsify(m, initial_sparsity(config.sparse), config.sparse.distribution, seed=config.seed + i)
+                sparsify(m, sparsity.initial, sparsity.distribution, seed=config.seed + i)
                 for i, m in enumerate(members)
             ]
         mean = CIFAR_CHANNEL_STATS[config.dataset][0] if config.input_normalization else None
@@ -304,7 +246,7 @@ def _train_dnc(run):
         )
         model.compile(run.optimizer(), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     print(f"Divide-and-Co-training: {len(members)} members of {members[0].count_params()} parameters", flush=True)
-    updater = make_updater(config.sparse, config.seed)
+    updater = sparsity.make_updater(config.seed)
     callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(config.seed))] if updater else []
     if config.keep_best_validation:
         callbacks.append(run.best_validation())
@@ -318,11 +260,11 @@ def _train_dnc(run):
 
 
 def _train_independent(run):
-    config = run.config
-    num_members = config.ensemble.num_members if config.ensemble.kind == "independent" else 1
+    config, plan = run.config, run.plan
+    num_members = plan.ensemble.num_members
 
     def make_callbacks(seed):
-        updater = make_updater(config.sparse, seed)
+        updater = plan.sparsity.make_updater(seed)
         callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(seed))] if updater else []
         if config.weight_averaging.enabled:
             batchnorm_data = run.stream(seed, 0).take(run.steps_per_epoch)
@@ -364,7 +306,7 @@ def run(config, workdir, strategy=None):
       NonFiniteTrainingError, FloatingPointError: training diverged (NaN/Inf);
         the last good checkpoint stays the newest.
     """
-    validate(config)
+    plan = RunPlan.from_config(config)  # validated and resolved once
     workdirs.prepare(workdir)
     with workdirs.exclusive_lock(workdir):
         resuming = workdirs.check_record(workdir, config)
@@ -372,12 +314,12 @@ def run(config, workdir, strategy=None):
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         source = data_source(config)
-        training = _Run(config, workdir, source, strategy)
+        training = _Run(plan, workdir, source, strategy)
         check_data_fits(config, source, training.steps_per_epoch)
         if not resuming:
             workdirs.write_record(workdir, config)
         workdirs.clear_manifest(training.members_dir)
-        return _train_and_report(config, workdir, source, training)
+        return _train_and_report(plan, workdir, source, training)
 
 
 def check_data_fits(config, source, steps_per_epoch):
@@ -390,16 +332,17 @@ def check_data_fits(config, source, steps_per_epoch):
         )
 
 
-def _train_and_report(config, workdir, source, training):
-    members, extra = _TRAINERS[config.ensemble.kind](training)
+def _train_and_report(plan, workdir, source, training):
+    config = plan.config
+    members, extra = _TRAINERS[plan.ensemble.kind](training)
     workdirs.write_manifest(training.members_dir, extra.pop("member_files"))
     results = summarize_members(member_probabilities(members, source.test_inputs()), source.test_labels)
     results.update(extra)
-    results.update(run_flops(config, members, make_updater(config.sparse, config.seed), training.steps_per_epoch))
-    if config.sparse.method != "dense":
+    results.update(run_flops(plan, members, training.steps_per_epoch))
+    if not plan.sparsity.is_dense:
         print(sparsity_table(members[0]))
         results["sparsity"] = global_sparsity(members[0])
-    name = config.sparse.method if config.ensemble.kind == "none" else f"{config.sparse.method}-{config.ensemble.kind}"
+    name = plan.name
     print(f"training FLOPs {results['training_flops']:.4g}, inference FLOPs per example {results['inference_flops']:.4g}")
     print(format_table({name: results}))
     temporary = os.path.join(workdir, "results.json.tmp")

@@ -5,9 +5,8 @@
   BrierScore, NegativeLogLikelihood for model.compile(metrics=[...]).
 - uncertainty: predictive entropy, expected entropy, mutual information of an ensemble.
 - diversity: pairwise prediction disagreement and KL divergence between ensemble members.
-- flops / flops_schedule: forward FLOPs per layer from the masks and training FLOPs of whole runs
-  (dense, SET, RigL, SNFS, CigL, DST/EDST ensembles, DNC), RigL's accounting; pruning_flops:
-  gradual magnitude pruning, costed at each step's density.
+- FLOPs: forward and training FLOPs live in `tf_freetickets.costs`; their names are re-exported
+  here (forward_flops, training_flops, ...) so `tft.metrics.training_flops` keeps working.
 - ood: OoD scores (entropy, 1 - max prob) and AUROC / AUPR with OoD as the positive class.
 
 Probabilities are (N, C), labels (N,) integers in [0, C), ensemble members (M, N, C). Inputs may be
@@ -15,6 +14,23 @@ numpy arrays or tensors; scalars come back as Python floats, per-example values 
 numpy arrays.
 """
 
+from tf_freetickets.costs import (
+    LayerFlops,
+    TrainingFlops,
+    dnc_training_flops,
+    dst_ensemble_training_flops,
+    edst_training_flops,
+    flops_report,
+    flops_table,
+    forward_flops,
+    gmp_members_training_flops,
+    gmp_training_flops,
+    inference_flops,
+    layer_forward_flops,
+    num_mask_updates,
+    relative_to_dense,
+    training_flops,
+)
 from tf_freetickets.metrics.calibration import (
     BrierScore,
     ExpectedCalibrationError,
@@ -27,25 +43,7 @@ from tf_freetickets.metrics.calibration import (
     reliability_diagram_bins,
 )
 from tf_freetickets.metrics.diversity import mean_disagreement, mean_kl, pairwise_disagreement, pairwise_kl
-from tf_freetickets.metrics.flops import (
-    LayerFlops,
-    flops_report,
-    flops_table,
-    forward_flops,
-    inference_flops,
-    layer_forward_flops,
-    relative_to_dense,
-)
-from tf_freetickets.metrics.flops_schedule import (
-    TrainingFlops,
-    dnc_training_flops,
-    dst_ensemble_training_flops,
-    edst_training_flops,
-    num_mask_updates,
-    training_flops,
-)
 from tf_freetickets.metrics.ood import aupr, auroc, ood_detection, ood_scores
-from tf_freetickets.metrics.pruning_flops import gmp_members_training_flops, gmp_training_flops
 from tf_freetickets.metrics.uncertainty import expected_entropy, mutual_information, predictive_entropy
 
 __all__ = [

@@ -6,7 +6,8 @@ import keras
 
 from tf_freetickets.sparse import report
 from tf_freetickets.sparse.mask_engine import MaskEngine
-from tf_freetickets.sparse.updaters import MaskUpdater
+from tf_freetickets.sparse.masked_set import MaskedLayerSet
+from tf_freetickets.sparse.updater import MaskUpdater
 
 
 class MaskUpdate(keras.callbacks.Callback):
@@ -74,7 +75,8 @@ class MaskUpdate(keras.callbacks.Callback):
             self._requested_schedule = self.updater.schedule
         self._resolved_schedule = self.updater.schedule = self._requested_schedule.resolved(total)
         self.engine = None  # made at the first epoch start, once the step is valid
-        if self.updater.attach(self.model):
+        self.layers = MaskedLayerSet(self.model)  # one list and one index per layer for the whole run
+        if self.updater.attach(self.model, self.layers):
             # `fit` has built its train function already; retrace it with the change.
             self.model.make_train_function(force=True)
         self._epoch_changes = 0
@@ -91,8 +93,10 @@ class MaskUpdate(keras.callbacks.Callback):
                 "updater an absolute end_step=<optimizer step>; or compile with a fresh optimizer to start over."
             )
         self._check_steps_per_execution()
-        used = self.updater.gradient_batches * self.updates_before(self._step) if self.updater.uses_gradients else 0
-        self.engine = MaskEngine(self.model, self.updater, self.gradient_data, self.gradient_batch_size, used)
+        used = self.updater.score_source.batches_per_update * self.updates_before(self._step)
+        self.engine = MaskEngine(
+            self.model, self.updater, self.gradient_data, self.gradient_batch_size, used, layers=self.layers
+        )
 
     def _check_steps_per_execution(self):
         per_call = int(getattr(self.model, "steps_per_execution", 1) or 1)
@@ -112,11 +116,7 @@ class MaskUpdate(keras.callbacks.Callback):
 
     def updates_before(self, step):
         """Mask updates a run has made by optimizer step `step` (for resuming mid-run)."""
-        if not self.updater.updates_masks:
-            return 0
-        schedule = self.updater.schedule
-        last = min(step, schedule.end_step)
-        return sum(1 for s in range(schedule.begin_step, last + 1, schedule.update_every) if s > 0)
+        return self.updater.schedule.updates_through(step) if self.updater.updates_masks else 0
 
     def on_epoch_begin(self, epoch, logs=None):
         # One host read per epoch; batches are counted without device syncs.

@@ -1,7 +1,10 @@
 """Applies a `MaskUpdater` to a masked model: the compiled mask-update step.
 
-TF-specific glue (tf.function, tf.distribute); the per-layer arithmetic is
-`drop_grow.drop_and_grow_indices` in `keras.ops`.
+TF-specific glue (tf.function, tf.distribute). The engine knows no method: it
+gathers the updater's declared score source, asks the updater's `new_mask`
+hook for each layer's new mask, and keeps the invariants every method shares
+(pruned weights and their optimizer slots exactly 0, exact counts, the same
+mask on every replica).
 
 Distribution: the update runs in cross-replica context. Dense gradients are
 computed on every replica with `strategy.run` and summed (Keras scales each
@@ -16,23 +19,7 @@ from keras import ops
 
 from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse import optimizer_slots
-from tf_freetickets.sparse.drop_grow import drop_and_grow_indices
-
-
-def _masks_from_indices(old_mask, dropped, grown_at, need_grown):
-    """(new_mask, grown) of `drop_and_grow` from its index lists, with one full-size pass.
-
-    The new mask is the old one with -1 at every dropped and +1 at every grown
-    position (a position dropped and regrown stays 1); `grown` (the 0/1 mask of
-    the grown positions) is only built when `need_grown`, else None.
-    """
-    shape = ops.shape(old_mask)
-    flat_old = ops.reshape(old_mask, (-1,))
-    ones = ops.ones_like(grown_at, dtype=flat_old.dtype)
-    positions = ops.expand_dims(ops.concatenate([dropped, grown_at], 0), 1)
-    new_mask = tf.tensor_scatter_nd_add(flat_old, positions, ops.concatenate([-ones, ones], 0))
-    grown = ops.reshape(ops.scatter(ops.expand_dims(grown_at, 1), ones, ops.shape(flat_old)), shape) if need_grown else None
-    return ops.reshape(new_mask, shape), grown
+from tf_freetickets.sparse.masked_set import MaskedLayerSet
 
 
 def _as_dataset(data, batch_size):
@@ -58,17 +45,19 @@ class MaskEngine:
       gradient_batch_size: batch size used when `gradient_data` is arrays.
       skip_gradient_batches: batches of `gradient_data` already used by the
         run being resumed, so it continues with the batches it would have seen.
+      layers: the run's `MaskedLayerSet` (the one the updater attached to);
+        built from `model` when None.
     """
 
-    def __init__(self, model, updater, gradient_data=None, gradient_batch_size=128, skip_gradient_batches=0):
+    def __init__(
+        self, model, updater, gradient_data=None, gradient_batch_size=128, skip_gradient_batches=0, layers=None
+    ):  # fmt: skip
         self.model = model
         self.updater = updater
-        self.layers = masking.updatable_masked_layers(model)  # frozen layers keep their masks
-        if not self.layers:
-            raise ValueError(f"Model {model.name!r} has no masked layers; call tf_freetickets.sparsify first.")
+        self.layers = MaskedLayerSet(model) if layers is None else layers  # frozen layers keep their masks
         self.strategy = model.distribute_strategy
         self._iterator = None
-        if updater.uses_gradients and updater.needs_gradient_data:
+        if updater.needs_gradient_data:
             if gradient_data is None:
                 raise ValueError(
                     f"{type(updater).__name__} grows by dense gradients; pass gradient_data= "
@@ -112,61 +101,47 @@ class MaskEngine:
 
         return gradients
 
-    def dense_gradients(self):
-        """Growth signal per masked layer, from `updater.gradient_batches` batches."""
+    def dense_gradient_batches(self, num_batches):
+        """Yields the dense gradient per masked layer of each of the next `num_batches` batches of `gradient_data`."""
         with masking.unmasked_kernels(self.model):
             if self._gradient_fn is None:
                 self._gradient_fn = self._build_gradient_fn()
-            accumulated = [None] * len(self.layers)
-            for _ in range(self.updater.gradient_batches):
-                grads = self._gradient_fn(next(self._iterator))
-                accumulated = [self.updater.accumulate_gradient(a, g) for a, g in zip(accumulated, grads)]
-        return accumulated
+            for _ in range(num_batches):
+                yield self._gradient_fn(next(self._iterator))
+
+    def dense_gradients(self):
+        """The updater's growth signal per masked layer, as its score source gathers it."""
+        return self.updater.score_source.gather(self)
 
     # -- the update --------------------------------------------------------
     def _build_apply_fn(self):
         slots = [optimizer_slots.slots_for(self.model.optimizer, layer.kernel_variable) for layer in self.layers]
+        updater = self.updater
 
         @tf.function
-        def apply(drop_fraction, step, gradients):
+        def apply(drop_fraction, step, scores):
             changed = []
-            for index, (layer, layer_slots, gradient) in enumerate(zip(self.layers, slots, gradients)):
+            for index, (layer, layer_slots, layer_scores) in enumerate(zip(self.layers, slots, scores)):
                 kernel = layer.kernel_variable
                 mask = layer.kernel_mask
                 # Snapshot values: a Keras variable converts lazily, and would
                 # be read after the assignments below.
                 old_mask = tf.identity(mask.value)
                 weights = tf.identity(kernel.value)
-                if getattr(self.updater, "prunes_only", False):
-                    # Gradual magnitude pruning: drop to the scheduled count, grow nothing.
-                    new_mask = self.updater.pruned_mask(old_mask, weights, index, step)
-                    grown = ops.zeros_like(new_mask)
-                else:
-                    num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
-                    dropped, grown_at = drop_and_grow_indices(
-                        old_mask,
-                        self.updater.drop_scores(weights),
-                        self.updater.grow_scores(weights, gradient, index, step),
-                        num_drop,
-                    )
-                    new_mask, grown = _masks_from_indices(old_mask, dropped, grown_at, self.updater.reinit_when_same)
+                new_mask, grown = updater.new_mask(index, old_mask, weights, layer_scores, step, drop_fraction)
                 # Dropped weights and new connections, with their slots, are zero;
                 # a weight dropped and regrown in the same update keeps its value
                 # and slots (RigL's `reinit_when_same=False`) unless the updater
                 # restarts every grown weight at 0.
                 survivors = new_mask * old_mask
-                if self.updater.reinit_when_same:
+                if updater.reinit_when_same and grown is not None:
                     survivors = survivors * (1.0 - grown)
                 kernel.assign(weights * ops.cast(survivors, kernel.dtype))
-                if not self.updater.dense_gradient_momentum:  # otherwise slots follow the dense gradient
+                if not updater.dense_gradient_momentum:  # otherwise slots follow the dense gradient
                     for slot in layer_slots:
                         slot.assign(slot * ops.cast(survivors, slot.dtype))
                 mask.assign(new_mask)
-                if getattr(self.updater, "prunes_only", False):
-                    changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))
-                else:  # grown positions that were inactive before the update
-                    flat_old = ops.reshape(old_mask, (-1,))
-                    changed.append(ops.cast(ops.sum(1.0 - ops.take(flat_old, grown_at)), "int32"))
+                changed.append(ops.cast(ops.sum(new_mask * (1.0 - old_mask)), "int32"))  # newly active positions
             return changed
 
         return apply
@@ -205,16 +180,11 @@ class MaskEngine:
         """
         if drop_fraction is None:
             drop_fraction = self.updater.schedule.drop_fraction_at(step)
-        elif getattr(self.updater, "prunes_only", False):
+        elif not self.updater.accepts_drop_fraction:
             raise ValueError(f"{type(self.updater).__name__} prunes on schedule; drop_fraction overrides (EDST) are refused.")
         elif not 0.0 <= drop_fraction <= 1.0:
             raise ValueError(f"drop_fraction must be in [0, 1], got {drop_fraction!r}.")
-        if self.updater.uses_gradients and not self.updater.needs_gradient_data:
-            gradients = self.updater.step_gradients()
-        elif self.updater.uses_gradients:
-            gradients = self.dense_gradients()
-        else:
-            gradients = [None] * len(self.layers)
+        gradients = self.dense_gradients()
         self._check_finite(step, gradients)
         if self._apply_fn is None:
             self._apply_fn = self._build_apply_fn()

@@ -21,6 +21,8 @@ import math
 
 from keras import ops
 
+from tf_freetickets.sparse.schedules import MaskSchedule
+
 
 def _check_steps(begin_step, end_step, frequency, allow_no_end):
     for name, value in (("begin_step", begin_step), ("end_step", end_step), ("frequency", frequency)):
@@ -204,3 +206,99 @@ def zero_count(sparsity, size):
     6 decimals first makes 0.3 * 100 give 30, not 29.
     """
     return int(math.floor(round(sparsity * size, 6)))
+
+
+class PruningSteps(MaskSchedule):
+    """The update schedule `MaskUpdate` and `MaskEngine` read, for a `PruningSchedule`.
+
+    Masks are pruned after the optimizer steps where the schedule says so
+    (tfmot's rule), and also at `end_step` when it is off the frequency grid
+    and `prune_at_end_step` is True, so the final sparsity is always reached
+    (tfmot would stop at the last grid step before it). Step 0 is pruned by
+    `GradualMagnitudePruning.attach` before the first batch.
+
+    Args:
+      schedule: a `PruningSchedule`, or a function total_steps ->
+        `PruningSchedule` resolved when training starts (fraction-based
+        configs).
+      prune_at_end_step: see above.
+    """
+
+    def __init__(self, schedule, prune_at_end_step=True):
+        if not (isinstance(schedule, PruningSchedule) or callable(schedule)):
+            raise ValueError(
+                "schedule must be a PruningSchedule (tft.PolynomialDecay, tft.ConstantSparsity) or a function "
+                f"total_steps -> PruningSchedule, got {type(schedule).__name__}."
+            )
+        self._schedule = schedule
+        self.prune_at_end_step = bool(prune_at_end_step)
+
+    @property
+    def is_resolved(self):
+        return isinstance(self._schedule, PruningSchedule)
+
+    @property
+    def end_step(self):
+        """The schedule's absolute end step; None while it is a function of the run length.
+
+        `MaskUpdate` checks a second `fit` against the optimizer's step only
+        for schedules resolved from the run length (None here).
+        """
+        return self._schedule.end_step if self.is_resolved else None
+
+    @property
+    def begin_step(self):
+        """The schedule's first pruning step (0: `GradualMagnitudePruning.attach` prunes before the first batch)."""
+        return self.pruning_schedule.begin_step
+
+    @property
+    def update_every(self):
+        """Steps between prunings (the schedule's `frequency`), as `UpdateSchedule.update_every`."""
+        return self.pruning_schedule.frequency
+
+    @property
+    def pruning_schedule(self):
+        """The resolved `PruningSchedule`."""
+        if not self.is_resolved:
+            raise ValueError("The pruning schedule is given by a function of the run length; call resolved(total_steps).")
+        return self._schedule
+
+    def resolved(self, total_steps):
+        """Itself once resolved; otherwise the schedule built for `total_steps`."""
+        if self.is_resolved:
+            return self
+        if total_steps is None:
+            raise ValueError("The number of training steps is unknown; give GradualMagnitudePruning a schedule with steps.")
+        schedule = self._schedule(int(total_steps))
+        if not isinstance(schedule, PruningSchedule):
+            raise ValueError(f"The schedule function returned {type(schedule).__name__}, not a PruningSchedule.")
+        return PruningSteps(schedule, self.prune_at_end_step)
+
+    def _extra_end(self, step):
+        schedule = self.pruning_schedule
+        return self.prune_at_end_step and schedule.end_step != -1 and step == schedule.end_step
+
+    def is_update_step(self, step):
+        """True when masks are pruned after optimizer step `step` (>= 1)."""
+        return step > 0 and (self.pruning_schedule.should_prune(step) or self._extra_end(step))
+
+    def last_update_step(self, step):
+        """The last pruning step <= `step` (0 counts: `attach` prunes there), or None before the first."""
+        schedule = self.pruning_schedule
+        if step < schedule.begin_step:
+            return None
+        if self.prune_at_end_step and schedule.end_step != -1 and step >= schedule.end_step:
+            return schedule.end_step
+        last = step if schedule.end_step == -1 else min(step, schedule.end_step)
+        return schedule.begin_step + (last - schedule.begin_step) // schedule.frequency * schedule.frequency
+
+    def updates_through(self, step):
+        """Prunings after steps 1..`step` (the step-0 pruning of `attach` is not a mask update)."""
+        return super().updates_through(step)
+
+    def drop_fraction_at(self, step):
+        """Fraction of the active weights the pruning at `step` removes, by the global schedule."""
+        schedule = self.pruning_schedule
+        previous = self.last_update_step(step - 1)
+        before = 0.0 if previous is None else schedule.sparsity(previous)
+        return max(0.0, 1.0 - (1.0 - schedule.sparsity(step)) / (1.0 - before))

@@ -15,8 +15,39 @@ import math
 DECAYS = ("cosine", "constant")
 
 
+class MaskSchedule:
+    """What every mask-update schedule answers; `MaskUpdate` and `MaskEngine` read only this.
+
+    Implemented by `UpdateSchedule` (RigL's cosine/constant drop fraction) and
+    gradual pruning's `PruningSteps` (tfmot's polynomial/constant sparsity).
+    Steps are optimizer steps; an update "at step s" follows the s-th step.
+
+    Attributes (of every implementation):
+      update_every: steps between updates (ΔT, or tfmot's `frequency`).
+      begin_step: no update before this step.
+      end_step: the last step an update may follow (None until resolved
+        against the run length).
+    """
+
+    def resolved(self, total_steps):
+        """The schedule with its end fixed for a run of `total_steps` steps (itself if already fixed)."""
+        raise NotImplementedError
+
+    def is_update_step(self, step):
+        """True when a mask update follows optimizer step `step` (1-based)."""
+        raise NotImplementedError
+
+    def drop_fraction_at(self, step):
+        """The fraction of each layer's active weights the update at `step` removes."""
+        raise NotImplementedError
+
+    def updates_through(self, step):
+        """How many updates a run has made by the end of optimizer step `step` (for resuming mid-run)."""
+        return sum(1 for s in range(1, int(step) + 1) if self.is_update_step(s))
+
+
 @dataclasses.dataclass
-class UpdateSchedule:
+class UpdateSchedule(MaskSchedule):
     """Schedule of mask updates.
 
     Attributes:
@@ -89,6 +120,13 @@ class UpdateSchedule:
         if self.end_step is None:
             raise ValueError("Call resolved(total_steps) before asking for update steps.")
         return step > 0 and self.begin_step <= step <= self.end_step and (step - self.begin_step) % self.update_every == 0
+
+    def updates_through(self, step):
+        """Updates at begin_step + k ΔT (step > 0) up to min(`step`, end_step)."""
+        if self.end_step is None:
+            raise ValueError("Call resolved(total_steps) before counting updates.")
+        last = min(int(step), self.end_step)
+        return sum(1 for s in range(self.begin_step, last + 1, self.update_every) if s > 0)
 
     def cosine_segment(self, step):
         """(start, stop): the steps between which the cosine that holds `step` runs."""

@@ -16,10 +16,10 @@ always cost their dense FLOPs.
 
 import dataclasses
 
-from tf_freetickets.metrics.flops import layer_forward_flops
-from tf_freetickets.metrics.flops_schedule import TrainingFlops
+from tf_freetickets.costs.forward import layer_forward_flops
+from tf_freetickets.costs.training import TrainingFlops
 from tf_freetickets.sparse import layers as masking
-from tf_freetickets.sparse.gmp import GradualMagnitudePruning
+from tf_freetickets.sparse.methods.gmp import GradualMagnitudePruning
 
 
 def _bound_copy(updater, model, total_steps):

@@ -279,7 +279,7 @@ def flops_report(model_or_models, training=None, dense_training=None):
     Args:
       model_or_models: as for `layer_forward_flops`.
       training: optional training cost of the run (a `TrainingFlops` from
-        `tf_freetickets.metrics.flops_schedule`).
+        `tf_freetickets.costs.training`).
       dense_training: optional training cost of the dense baseline run;
         with `training`, the report adds their ratio.
 

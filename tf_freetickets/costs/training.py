@@ -1,8 +1,12 @@
-"""Training FLOPs of dense, static, SET, RigL, SNFS and CigL runs and of DST/EDST/DNC ensembles.
+"""Training FLOPs of single runs of any registered method and of DST/EDST/DNC ensembles.
+
+What a method costs comes from its declared `CostFacts` (the method registry,
+`tf_freetickets.sparse.registry`); this module knows no method by name. The
+built-in methods' facts give:
 
 Follows RigL (Evci et al. 2020, Sec. 4 and App. H) and FreeTickets (Liu et al.
 2022, training-FLOPs columns). f_D and f_S are the dense and sparse forward
-FLOPs of ONE example (`tf_freetickets.metrics.flops.forward_flops`; 2 FLOPs per
+FLOPs of ONE example (`tf_freetickets.costs.forward.forward_flops`; 2 FLOPs per
 multiply-add). A training step on a batch of B examples costs a forward pass, a
 backward pass to the activations and one to the weights, each about one forward:
 
@@ -40,13 +44,10 @@ steps from `begin_step` to `end_step` (default `end_fraction` of the run).
 
 import dataclasses
 
-from tf_freetickets.metrics.flops import forward_flops
-from tf_freetickets.sparse.cigl import CigL
+from tf_freetickets.costs.forward import forward_flops
+from tf_freetickets.sparse.registry import get_method, method_for_updater
 from tf_freetickets.sparse.schedules import UpdateSchedule
-from tf_freetickets.sparse.updaters import SET, SNFS, MaskUpdater, RigL, Static
-
-METHODS = ("dense", "static", "set", "rigl", "snfs", "cigl")
-_GRADIENT_METHODS = ("rigl", "snfs", "cigl")
+from tf_freetickets.sparse.updater import MaskUpdater
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,61 +104,61 @@ def num_mask_updates(total_steps, update_every=100, end_step=None, begin_step=0,
     return 0 if last < first else (last - first) // schedule.update_every + 1
 
 
-def _method_name(method):
+def _method_and_facts(method, gradient_batches):
+    """(name, CostFacts) of a method name or a built updater, from the registry."""
     if isinstance(method, MaskUpdater):
-        for klass, name in ((CigL, "cigl"), (RigL, "rigl"), (SNFS, "snfs"), (SET, "set"), (Static, "static")):
-            if isinstance(method, klass):
-                return name
-        raise ValueError(f"No FLOPs formula for updater {type(method).__name__}; known methods: {METHODS}.")
-    if method not in METHODS:
-        raise ValueError(f"Unknown training method {method!r}; use one of {METHODS} or a MaskUpdater.")
-    return method
+        entry = method_for_updater(method)
+        facts = entry.cost_facts(method, gradient_batches)
+    else:
+        entry = get_method(method)
+        facts = entry.cost_facts(None, gradient_batches)
+    if facts.density_follows_schedule:
+        raise ValueError(
+            f"Method {entry.name!r} changes its density along a pruning schedule; cost it with "
+            "tft.costs.gmp_training_flops (every step at its own density)."
+        )
+    return entry.name, facts
 
 
 def _resolve(method, update_every, end_step, begin_step, end_fraction, gradient_batches):
-    """Method name and schedule settings; a MaskUpdater fills the ones left None."""
-    name = _method_name(method)
+    """Method name, its cost facts and schedule settings; a MaskUpdater fills the ones left None."""
+    if gradient_batches is not None and (isinstance(gradient_batches, bool) or gradient_batches < 0):
+        raise ValueError(f"gradient_batches must be >= 0 or None, got {gradient_batches!r}.")
+    name, facts = _method_and_facts(method, gradient_batches)
     if isinstance(method, MaskUpdater):
         schedule = method.schedule
         update_every = schedule.update_every if update_every is None else update_every
         end_step = schedule.end_step if end_step is None else end_step
         begin_step = schedule.begin_step if begin_step is None else begin_step
-        end_fraction = schedule.end_fraction if end_fraction is None else end_fraction
-        if gradient_batches is None and name != "static":
-            gradient_batches = method.gradient_batches
-            if getattr(method, "growth_gradient", "extra_batch") != "extra_batch":
-                gradient_batches = 0  # the update step's own batch
+        end_fraction = getattr(schedule, "end_fraction", 0.75) if end_fraction is None else end_fraction
     update_every = 100 if update_every is None else update_every
     begin_step = 0 if begin_step is None else begin_step
     end_fraction = 0.75 if end_fraction is None else end_fraction
-    if gradient_batches is None and name in ("rigl", "cigl"):
-        gradient_batches = 1
-    if gradient_batches is not None and (isinstance(gradient_batches, bool) or gradient_batches < 0):
-        raise ValueError(f"gradient_batches must be >= 0 or None, got {gradient_batches!r}.")
-    return name, update_every, end_step, begin_step, end_fraction, gradient_batches
+    return name, facts, update_every, end_step, begin_step, end_fraction
 
 
-def _forward(model, dense_flops, sparse_flops, name):
+def _forward(model, dense_flops, sparse_flops, name, facts):
     if model is not None:
         if dense_flops is not None or sparse_flops is not None:
             raise ValueError("Give either a model or dense_flops/sparse_flops, not both.")
         dense_flops, sparse_flops = forward_flops(model)
     if dense_flops is None:
         raise ValueError(f"Method {name!r} needs the dense forward FLOPs: pass model= or dense_flops=.")
-    if name == "dense":
+    if facts.dense:
         return dense_flops, dense_flops
     if sparse_flops is None:
         raise ValueError(f"Method {name!r} needs the sparse forward FLOPs: pass model= or sparse_flops=.")
     return dense_flops, sparse_flops
 
 
-def _gradient_pass(name, gradient_batches, dense, sparse, batch_size, gradient_batch_size):
-    """Extra FLOPs of one dense-gradient computation for a mask update (0 if none is needed)."""
-    if name not in _GRADIENT_METHODS or gradient_batches is None:
+def _gradient_pass(facts, dense, sparse, batch_size, gradient_batch_size):
+    """Extra FLOPs of one dense-gradient computation for a mask update (0 if growth reads none)."""
+    batches = facts.growth_gradient_batches
+    if batches is None:
         return 0
-    if gradient_batches == 0:
+    if batches == 0:
         return (dense - sparse) * batch_size
-    return gradient_batches * gradient_batch_size * (2 * sparse + dense)
+    return batches * gradient_batch_size * (2 * sparse + dense)
 
 
 def training_flops(
@@ -214,23 +215,22 @@ def training_flops(
 def _run(method, model, dense_flops, sparse_flops, total_steps, batch_size, settings, explorations=0):
     """`training_flops`, plus `explorations` EDST global exploration steps (one dense-gradient pass each)."""
     update_every, end_step, begin_step, end_fraction, gradient_batches, gradient_batch_size = settings
-    name, update_every, end_step, begin_step, end_fraction, gradient_batches = _resolve(
+    name, facts, update_every, end_step, begin_step, end_fraction = _resolve(
         method, update_every, end_step, begin_step, end_fraction, gradient_batches
     )
     if total_steps < 0 or batch_size < 1:
         raise ValueError(f"Need total_steps >= 0 and batch_size >= 1, got {total_steps!r} and {batch_size!r}.")
-    dense, sparse = _forward(model, dense_flops, sparse_flops, name)
+    dense, sparse = _forward(model, dense_flops, sparse_flops, name, facts)
     gradient_batch_size = batch_size if gradient_batch_size is None else gradient_batch_size
-    dense_every_step = isinstance(method, MaskUpdater) and method.dense_gradient_momentum and name != "static"
-    if name == "dense":
+    if facts.dense:
         per_step, updates = 3 * dense, 0
     else:
-        per_step = 2 * sparse + dense if (name == "snfs" and gradient_batches is None) or dense_every_step else 3 * sparse
-        updates = 0 if name == "static" else num_mask_updates(total_steps, update_every, end_step, begin_step, end_fraction)
+        per_step = 2 * sparse + dense if facts.dense_weight_gradient_every_step else 3 * sparse
+        updates = num_mask_updates(total_steps, update_every, end_step, begin_step, end_fraction) if facts.updates_masks else 0
     step_flops = per_step * batch_size * total_steps
     passes = updates + explorations
-    gradient_flops = passes * _gradient_pass(name, gradient_batches, dense, sparse, batch_size, gradient_batch_size)
-    if dense_every_step and gradient_batches == 0:
+    gradient_flops = passes * _gradient_pass(facts, dense, sparse, batch_size, gradient_batch_size)
+    if facts.dense_weight_gradient_every_step and facts.growth_gradient_batches == 0:
         gradient_flops = 0  # the steps already computed the dense gradient
     return TrainingFlops(
         name, step_flops + gradient_flops, step_flops, gradient_flops, total_steps, updates, batch_size, 1, explorations
@@ -311,8 +311,8 @@ def edst_training_flops(
       method: a sparse method or `MaskUpdater` ("dense" is rejected).
       model: the sparse model to read f_D, f_S from (or pass dense_flops and
         sparse_flops, per example).
-      schedule: an `EDSTSchedule` or an `EDST` callback (default
-        `EDSTSchedule()`: M=3, t_ex=150, t_re=100, the paper's CIFAR layout).
+      schedule: an `EDSTSchedule` or an `EDST` callback (required; any object
+        with `total_epochs` and `global_exploration_epochs`).
       steps_per_epoch: optimizer steps per epoch.
       batch_size: training batch size.
       update_every, end_step, begin_step: the DST update schedule, as for
@@ -324,12 +324,14 @@ def edst_training_flops(
       `TrainingFlops` labelled "edst:<method>" with num_global_explorations.
     """
     if schedule is None:
-        from tf_freetickets.ensembles.edst import EDSTSchedule
-
-        schedule = EDSTSchedule()
+        raise ValueError(
+            "edst_training_flops needs the run's schedule: an EDSTSchedule (FreeTickets' CIFAR layout is "
+            "EDSTSchedule(num_tickets=3, exploration_epochs=150, refinement_epochs=100)) or the EDST callback."
+        )
     schedule = getattr(schedule, "schedule", schedule)  # an EDST callback carries its schedule
-    if _method_name(method) == "dense":
-        raise ValueError("EDST trains a sparse network; use a sparse method, not 'dense'.")
+    name, facts = _method_and_facts(method, gradient_batches)
+    if facts.dense:
+        raise ValueError(f"EDST trains a sparse network; use a sparse method, not {name!r}.")
     settings = (update_every, end_step, begin_step, end_fraction, gradient_batches, gradient_batch_size)
     total_steps = schedule.total_epochs * steps_per_epoch
     explorations = len(schedule.global_exploration_epochs)

@@ -21,107 +21,22 @@ start this is tfmot's per-layer schedule; with initial_sparsity = 0 it is also
 RigL's per-layer PolynomialDecay with final sparsity S_l.
 """
 
+import functools
 import itertools
 import math
 
 import tensorflow as tf
 from keras import ops
 
-from tf_freetickets.sparse import layers as masking
-from tf_freetickets.sparse import optimizer_slots
+from tf_freetickets.sparse import optimizer_slots, score_sources
 from tf_freetickets.sparse.drop_grow import top_k_mask
 from tf_freetickets.sparse.layer_targets import layer_sparsities
-from tf_freetickets.sparse.pruning_schedules import PruningSchedule, zero_count
-from tf_freetickets.sparse.updaters import MaskUpdater
+from tf_freetickets.sparse.masked_set import MaskedLayerSet
+from tf_freetickets.sparse.pruning_schedules import PolynomialDecay, PruningSteps, zero_count
+from tf_freetickets.sparse.registry import ConfigField, CostFacts, register_method
+from tf_freetickets.sparse.updater import MaskUpdater
 
 LAYER_DISTRIBUTIONS = ("uniform", "erk", "er", "global")
-
-
-class PruningSteps:
-    """The update schedule `MaskUpdate` and `MaskEngine` read, for a `PruningSchedule`.
-
-    Masks are pruned after the optimizer steps where the schedule says so
-    (tfmot's rule), and also at `end_step` when it is off the frequency grid
-    and `prune_at_end_step` is True, so the final sparsity is always reached
-    (tfmot would stop at the last grid step before it). Step 0 is pruned by
-    `GradualMagnitudePruning.attach` before the first batch.
-
-    Args:
-      schedule: a `PruningSchedule`, or a function total_steps ->
-        `PruningSchedule` resolved when training starts (fraction-based
-        configs).
-      prune_at_end_step: see above.
-    """
-
-    def __init__(self, schedule, prune_at_end_step=True):
-        if not (isinstance(schedule, PruningSchedule) or callable(schedule)):
-            raise ValueError(
-                "schedule must be a PruningSchedule (tft.PolynomialDecay, tft.ConstantSparsity) or a function "
-                f"total_steps -> PruningSchedule, got {type(schedule).__name__}."
-            )
-        self._schedule = schedule
-        self.prune_at_end_step = bool(prune_at_end_step)
-
-    @property
-    def is_resolved(self):
-        return isinstance(self._schedule, PruningSchedule)
-
-    @property
-    def end_step(self):
-        """The schedule's absolute end step; None while it is a function of the run length.
-
-        `MaskUpdate` checks a second `fit` against the optimizer's step only
-        for schedules resolved from the run length (None here).
-        """
-        return self._schedule.end_step if self.is_resolved else None
-
-    @property
-    def update_every(self):
-        """Steps between prunings (the schedule's `frequency`), as `UpdateSchedule.update_every`."""
-        return self.pruning_schedule.frequency
-
-    @property
-    def pruning_schedule(self):
-        """The resolved `PruningSchedule`."""
-        if not self.is_resolved:
-            raise ValueError("The pruning schedule is given by a function of the run length; call resolved(total_steps).")
-        return self._schedule
-
-    def resolved(self, total_steps):
-        """Itself once resolved; otherwise the schedule built for `total_steps`."""
-        if self.is_resolved:
-            return self
-        if total_steps is None:
-            raise ValueError("The number of training steps is unknown; give GradualMagnitudePruning a schedule with steps.")
-        schedule = self._schedule(int(total_steps))
-        if not isinstance(schedule, PruningSchedule):
-            raise ValueError(f"The schedule function returned {type(schedule).__name__}, not a PruningSchedule.")
-        return PruningSteps(schedule, self.prune_at_end_step)
-
-    def _extra_end(self, step):
-        schedule = self.pruning_schedule
-        return self.prune_at_end_step and schedule.end_step != -1 and step == schedule.end_step
-
-    def is_update_step(self, step):
-        """True when masks are pruned after optimizer step `step` (>= 1)."""
-        return step > 0 and (self.pruning_schedule.should_prune(step) or self._extra_end(step))
-
-    def last_update_step(self, step):
-        """The last pruning step <= `step` (0 counts: `attach` prunes there), or None before the first."""
-        schedule = self.pruning_schedule
-        if step < schedule.begin_step:
-            return None
-        if self.prune_at_end_step and schedule.end_step != -1 and step >= schedule.end_step:
-            return schedule.end_step
-        last = step if schedule.end_step == -1 else min(step, schedule.end_step)
-        return schedule.begin_step + (last - schedule.begin_step) // schedule.frequency * schedule.frequency
-
-    def drop_fraction_at(self, step):
-        """Fraction of the active weights the pruning at `step` removes, by the global schedule."""
-        schedule = self.pruning_schedule
-        previous = self.last_update_step(step - 1)
-        before = 0.0 if previous is None else schedule.sparsity(previous)
-        return max(0.0, 1.0 - (1.0 - schedule.sparsity(step)) / (1.0 - before))
 
 
 class GradualMagnitudePruning(MaskUpdater):
@@ -156,9 +71,8 @@ class GradualMagnitudePruning(MaskUpdater):
     rounds, this library floors the pruned count as RigL does).
     """
 
-    prunes_only = True
-    uses_gradients = False
-    gradient_batches = 0
+    score_source = score_sources.MAGNITUDE
+    accepts_drop_fraction = False  # the schedule alone sets how much is pruned
 
     def __init__(self, schedule, distribution="uniform", layer_sparsity=None, erk_power_scale=1.0, prune_at_end_step=True):
         if distribution not in LAYER_DISTRIBUTIONS:
@@ -191,8 +105,9 @@ class GradualMagnitudePruning(MaskUpdater):
     def pruning_schedule(self):
         return self.schedule.pruning_schedule
 
-    def grow_scores(self, weight, gradient, layer_index, step):
-        raise TypeError("GradualMagnitudePruning grows nothing; MaskEngine calls pruned_mask instead.")
+    def new_mask(self, layer_index, old_mask, weights, scores, step, drop_fraction):
+        """The hook: prune to the scheduled count (`pruned_mask`), grow nothing."""
+        return self.pruned_mask(old_mask, weights, layer_index, step), None
 
     # -- targets -----------------------------------------------------------
     def bind(self, layers):
@@ -277,7 +192,7 @@ class GradualMagnitudePruning(MaskUpdater):
         return [ops.reshape(piece, ops.shape(mask)) for piece, mask in zip(pieces, masks)]
 
     # -- training hooks ------------------------------------------------------
-    def attach(self, model):
+    def attach(self, model, layers=None):
         """Binds the targets to `model`, checks its masks can follow the schedule, prunes at step 0.
 
         Raises:
@@ -286,7 +201,7 @@ class GradualMagnitudePruning(MaskUpdater):
             `sparsify(model, sparsity=0)` or at the schedule's initial sparsity
             with the same distribution.
         """
-        layers = masking.updatable_masked_layers(model)  # the engine's layers: frozen ones keep their masks
+        layers = MaskedLayerSet(model) if layers is None else layers  # the engine's layers: frozen ones keep their masks
         self.bind(layers)
         step = int(model.optimizer.iterations.numpy())
         if self.is_global:
@@ -317,3 +232,57 @@ class GradualMagnitudePruning(MaskUpdater):
             for slot in optimizer_slots.slots_for(model.optimizer, kernel):
                 slot.assign(slot.value * ops.cast(new_mask, slot.dtype))
             mask.assign(new_mask)
+
+
+def gmp_schedule(sparse, total_steps):
+    """The `PolynomialDecay` of a method="gmp" config for a run of `total_steps` optimizer steps."""
+    begin = int(sparse.gmp.begin_fraction * total_steps)
+    end = max(int(sparse.end_fraction * total_steps), begin)
+    return PolynomialDecay(
+        float(sparse.gmp.initial_sparsity), float(sparse.sparsity), begin, end,
+        power=sparse.gmp.power, frequency=int(sparse.update_every),
+    )  # fmt: skip
+
+
+def _check_initial_sparsity(value, sparse):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= sparse.sparsity:
+        raise ValueError(f"config.sparse.gmp.initial_sparsity={value!r} must be in [0, sparse.sparsity={sparse.sparsity}].")
+
+
+def _check_begin_fraction(value, sparse):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= sparse.end_fraction:
+        raise ValueError(
+            f"config.sparse.gmp.begin_fraction={value!r} must be in [0, sparse.end_fraction={sparse.end_fraction}]."
+        )
+
+
+def _check_power(value, sparse):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"config.sparse.gmp.power={value!r} must be a positive number.")
+
+
+def _make_gmp(sparse, seed):
+    return GradualMagnitudePruning(functools.partial(gmp_schedule, sparse), distribution=sparse.distribution)
+
+
+def _gmp_costs(updater, gradient_batches):
+    return CostFacts(density_follows_schedule=True)
+
+
+# Gradual magnitude pruning (Zhu & Gupta 2017): dense start, then every sparse.update_every steps prune
+# by magnitude along tfmot's PolynomialDecay from gmp.initial_sparsity to sparse.sparsity between
+# gmp.begin_fraction and sparse.end_fraction of training; layer-wise targets by sparse.distribution.
+register_method(
+    "gmp",
+    summary="Gradual magnitude pruning (Zhu & Gupta 2017): dense start, prune along tfmot's polynomial schedule.",
+    make_updater=_make_gmp,
+    cost_facts=_gmp_costs,
+    config_fields=(
+        ConfigField("gmp.initial_sparsity", 0.0, "gmp: sparsity when pruning begins (0: a dense start)",
+                    _check_initial_sparsity),
+        ConfigField("gmp.begin_fraction", 0.1, "gmp: fraction of training at which pruning begins", _check_begin_fraction),
+        ConfigField("gmp.power", 3.0, "gmp: exponent of the polynomial schedule (Zhu & Gupta: 3)", _check_power),
+    ),
+    updater_class=GradualMagnitudePruning,
+    initial_sparsity=lambda sparse: 0.0,
+)

@@ -29,8 +29,10 @@ import functools
 
 import tensorflow as tf
 
+from tf_freetickets.sparse.methods.common import dst_updater_kwargs, gradient_growth_costs
+from tf_freetickets.sparse.methods.rigl import GROWTH_GRADIENT_FIELD, RigL
+from tf_freetickets.sparse.registry import ConfigField, register_method
 from tf_freetickets.sparse.stateless_random import stateless_uniform
-from tf_freetickets.sparse.updaters import RigL
 
 
 def random_keep_mask(shape, seed, layer_index, step, drop_rate):
@@ -85,3 +87,31 @@ class CigL(RigL):
             step = model.optimizer.iterations
             transforms.append(functools.partial(_apply_random_mask, self.seed, layer_index, step, self.random_drop_rate))
         return transforms
+
+
+def check_random_drop_rate(value, sparse):
+    """Config check of `sparse.random_drop_rate`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"config.sparse.random_drop_rate={value!r} must be in [0, 1).")
+
+
+def _make_cigl(sparse, seed):
+    return CigL(
+        random_drop_rate=float(sparse.random_drop_rate),
+        growth_gradient=sparse.get("growth_gradient", "extra_batch"),
+        **dst_updater_kwargs(sparse, seed),
+    )
+
+
+register_method(
+    "cigl",
+    summary="CigL (Lei et al. 2023): RigL's deterministic mask plus a per-step random DropConnect mask.",
+    make_updater=_make_cigl,
+    cost_facts=gradient_growth_costs,
+    config_fields=(
+        GROWTH_GRADIENT_FIELD,
+        ConfigField("random_drop_rate", 0.01, "cigl: CigL's random mask (1/dpnum)", check_random_drop_rate),
+    ),
+    updater_class=CigL,
+    dynamic=True,
+)
