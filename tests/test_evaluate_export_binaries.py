@@ -41,8 +41,9 @@ def test_evaluate_with_ood_and_corruptions(members_dir, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     saved = json.loads(output.read_text())["results"]
-    assert sorted(saved["ood"]) == ["digits", "gaussian_noise", "uniform_noise"]
-    assert all(0 <= v["auroc"] <= 1 for v in saved["ood"].values())
+    assert sorted(saved["ood"]) == ["digits", "gaussian_noise", "natural_patches", "uniform_noise"]
+    assert all(0 <= v["auroc"] <= 1 and 0 <= v["fpr95"] <= 1 for v in saved["ood"].values())
+    assert saved["ood_fpr95"] == pytest.approx(np.mean([v["fpr95"] for v in saved["ood"].values()]))
     assert sorted(saved["corruption"]) == ["contrast", "gaussian_noise"]
     assert sorted(saved["corruption"]["contrast"]) == ["1", "2", "3", "4", "5"]
     cells = [c["accuracy"] for per in saved["corruption"].values() for c in per.values()]

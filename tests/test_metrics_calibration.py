@@ -224,3 +224,98 @@ def test_smoothed_sparse_crossentropy_against_hand_value_and_round_trip():
     assert (restored.num_classes, restored.label_smoothing) == (3, 0.3)
     with pytest.raises(ValueError, match="label_smoothing"):
         SmoothedSparseCrossentropy(3, 1.0)
+
+
+# Four binary examples away from every bin edge: (probs, label) -> confidence, correct
+#   [.45, .55] y=1 -> .55 correct | [.38, .62] y=0 -> .62 wrong | [.32, .68] y=1 -> .68 correct
+#   [.07, .93] y=1 -> .93 correct
+EDGE_FREE_PROBS = np.array([[0.45, 0.55], [0.38, 0.62], [0.32, 0.68], [0.07, 0.93]])
+EDGE_FREE_LABELS = np.array([1, 0, 1, 1])
+# 10 bins (CigL): .55 in (.5, .6]; .62 and .68 in (.6, .7]; .93 in (.9, 1.]
+#   |1 - .55| + |1 - (.62 + .68)| + |1 - .93| = .45 + .30 + .07 = .82; / 4
+ECE_10_EDGE_FREE = 0.205
+# 15 bins: .55 in (8/15, 9/15], .62 in (9/15, 10/15], .68 in (10/15, 11/15], .93 in (13/15, 14/15]: all apart
+#   .45 + .62 + .32 + .07 = 1.46; / 4
+ECE_15_EDGE_FREE = 0.365
+
+
+def test_ten_bin_ece_matches_hand_value():
+    assert metrics.expected_calibration_error(EDGE_FREE_LABELS, EDGE_FREE_PROBS, num_bins=10) == pytest.approx(
+        ECE_10_EDGE_FREE, abs=1e-12
+    )
+    assert metrics.expected_calibration_error(EDGE_FREE_LABELS, EDGE_FREE_PROBS) == pytest.approx(ECE_15_EDGE_FREE, abs=1e-12)
+
+
+def test_adaptive_ece_matches_hand_values():
+    ace = metrics.adaptive_expected_calibration_error
+    # Sorted confidences .55 (c), .62 (w), .68 (c), .93 (c).
+    # 2 equal-mass bins {.55, .62}, {.68, .93}: |1 - 1.17| + |2 - 1.61| = .17 + .39 = .56; / 4
+    assert ace(EDGE_FREE_LABELS, EDGE_FREE_PROBS, num_bins=2) == pytest.approx(0.14, abs=1e-12)
+    # 1 bin: |3 - 2.78| / 4
+    assert ace(EDGE_FREE_LABELS, EDGE_FREE_PROBS, num_bins=1) == pytest.approx(0.055, abs=1e-12)
+    # 4 bins of one example each: the 15-bin ECE's 1.46 / 4 (there every example is alone in its bin too)
+    assert ace(EDGE_FREE_LABELS, EDGE_FREE_PROBS, num_bins=4) == pytest.approx(0.365, abs=1e-12)
+    # PROBS sorted (stable): .50 w, .65 w (example 1), .65 c (example 2), .70 c, .90 c.
+    # 2 bins of sizes 3, 2 (np.array_split): |1 - 1.8| + |2 - 1.6| = .8 + .4 = 1.2; / 5
+    assert ace(LABELS, PROBS, num_bins=2) == pytest.approx(0.24, abs=1e-12)
+    # 15 bins with 5 examples: each alone, sum |correct - conf| = .5 + .65 + .35 + .3 + .1 = 1.9; / 5
+    assert ace(LABELS, PROBS) == pytest.approx(0.38, abs=1e-12)
+    with pytest.raises(ValueError, match="num_bins"):
+        ace(LABELS, PROBS, num_bins=0)
+    with pytest.raises(ValueError, match="look swapped"):
+        ace(PROBS, LABELS)
+
+
+def test_adaptive_ece_bins_hold_equal_numbers_of_examples():
+    # 1,000 examples, confidences crowded near 1: against an independent per-bin loop over sorted examples.
+    rng = np.random.default_rng(0)
+    confidence = 1.0 - 0.2 * rng.random(1000) ** 3
+    probs = np.stack([confidence, 1.0 - confidence], axis=1)
+    labels = (rng.random(1000) > confidence).astype(int)  # calibrated on average: correct with probability conf
+    order = np.argsort(confidence, kind="stable")
+    expected = 0.0
+    for b in range(10):
+        members = order[b * 100 : (b + 1) * 100]
+        expected += 100 / 1000 * abs(np.mean(labels[members] == 0) - np.mean(confidence[members]))
+    assert metrics.adaptive_expected_calibration_error(labels, probs, num_bins=10) == pytest.approx(expected, abs=1e-12)
+
+
+# Discrete forecasts (one probability vector per predicted class), so Murphy's decomposition is exact.
+#   predicted 0, f = [.6, .3, .1], labels 0, 0, 1 -> o_A = [2/3, 1/3, 0]
+#   predicted 2, f = [.1, .2, .7], labels 2, 1    -> o_B = [0, 1/2, 1/2]
+DISCRETE_PROBS = np.array([[0.6, 0.3, 0.1]] * 3 + [[0.1, 0.2, 0.7]] * 2)
+DISCRETE_LABELS = np.array([0, 0, 1, 2, 1])
+# obar = [.4, .4, .2]; uncertainty = 1 - (.16 + .16 + .04)
+UNCERTAINTY = 0.64
+# o_A - obar = [.266667, -.066667, -.2] -> .071111 + .004444 + .04 = .115556
+# o_B - obar = [-.4, .1, .3] -> .16 + .01 + .09 = .26;  3/5 * .115556 + 2/5 * .26
+RESOLUTION = 0.1733333
+# f_A - o_A = [-.066667, -.033333, .1] -> .004444 + .001111 + .01 = .015556
+# f_B - o_B = [.1, -.3, .2] -> .01 + .09 + .04 = .14;  3/5 * .015556 + 2/5 * .14
+RELIABILITY = 0.0653333
+# Brier: label 0 rows .16 + .09 + .01 = .26 (x2), label-1 row of A .36 + .49 + .01 = .86,
+#   label-2 row of B .01 + .04 + .09 = .14, label-1 row of B .01 + .64 + .49 = 1.14; 2.66 / 5
+DISCRETE_BRIER = 0.532
+
+
+def test_brier_decomposition_matches_hand_values_and_sums_to_the_brier_score():
+    terms = metrics.brier_decomposition(DISCRETE_LABELS, DISCRETE_PROBS)
+    assert isinstance(terms, metrics.BrierDecomposition)
+    assert terms.reliability == pytest.approx(RELIABILITY, abs=1e-6)
+    assert terms.resolution == pytest.approx(RESOLUTION, abs=1e-6)
+    assert terms.uncertainty == pytest.approx(UNCERTAINTY, abs=1e-12)
+    assert metrics.brier_score(DISCRETE_LABELS, DISCRETE_PROBS) == pytest.approx(DISCRETE_BRIER, abs=1e-12)
+    assert terms.uncertainty - terms.resolution + terms.reliability == pytest.approx(DISCRETE_BRIER, abs=1e-12)
+
+
+def test_brier_decomposition_of_varying_forecasts():
+    # PROBS: group "predicted 0" holds [.7, .2, .1] (y 0) and [.5, .3, .2] (y 1), o = [.5, .5, 0];
+    #   "predicted 1": [.1, .65, .25] (y 2) and [.05, .9, .05] (y 1), o = [0, .5, .5]; "predicted 2": [.25, .1, .65] (y 2).
+    # obar = [.2, .4, .4]: uncertainty 1 - (.04 + .16 + .16) = .64
+    # resolution: 2/5 (.09 + .01 + .16) + 2/5 (.04 + .01 + .01) + 1/5 (.04 + .16 + .36) = .104 + .024 + .112 = .24
+    # reliability: (.04 + .09 + .01) + (0 + .04 + .04) + (.01 + .0225 + .0625) + (.0025 + .16 + .2025)
+    #   + (.0625 + .01 + .1225) = .14 + .08 + .095 + .365 + .195 = .875; / 5 = .175
+    terms = metrics.brier_decomposition(LABELS, PROBS)
+    assert terms == pytest.approx((0.175, 0.24, 0.64), abs=1e-12)
+    # Not exact when a group's forecasts differ: .64 - .24 + .175 = .575 against a Brier score of .425.
+    assert terms.uncertainty - terms.resolution + terms.reliability != pytest.approx(BRIER, abs=1e-3)

@@ -108,3 +108,32 @@ def test_uncertainty_rejects_bad_shapes():
         metrics.predictive_entropy(np.ones(4))
     with pytest.raises(ValueError, match=r"\(M, N, C\).*\(2, 2\)"):
         metrics.mutual_information(np.ones((2, 2)))
+
+
+# Gibbs cross-entropy: two members, two examples, labels [0, 1].
+GIBBS_MEMBERS = np.array([[[0.8, 0.2], [0.4, 0.6]], [[0.6, 0.4], [0.1, 0.9]]])
+GIBBS_LABELS = np.array([0, 1])
+# member 0: (-ln .8 - ln .6) / 2 = (.223144 + .510826) / 2 = .366985
+# member 1: (-ln .6 - ln .9) / 2 = (.510826 + .105361) / 2 = .308094;  mean over members:
+GIBBS = 0.3375393
+# ensemble mean [[.7, .3], [.25, .75]]: (-ln .7 - ln .75) / 2 = (.356675 + .287682) / 2
+ENSEMBLE_NLL = 0.3221785
+
+
+def test_gibbs_cross_entropy_matches_hand_values():
+    assert metrics.gibbs_cross_entropy(GIBBS_LABELS, GIBBS_MEMBERS) == pytest.approx(GIBBS, abs=1e-6)
+    assert metrics.gibbs_cross_entropy(GIBBS_LABELS, list(GIBBS_MEMBERS)) == pytest.approx(GIBBS, abs=1e-6)
+    assert metrics.negative_log_likelihood(GIBBS_LABELS, GIBBS_MEMBERS.mean(axis=0)) == pytest.approx(ENSEMBLE_NLL, abs=1e-6)
+    # One member: its own NLL. A zero probability costs -ln(eps).
+    assert metrics.gibbs_cross_entropy(GIBBS_LABELS, GIBBS_MEMBERS[:1]) == pytest.approx(0.366985, abs=1e-6)
+    zero = np.array([[[1.0, 0.0], [0.5, 0.5]]])
+    assert metrics.gibbs_cross_entropy([1, 0], zero, eps=1e-12) == pytest.approx((27.631021 + LN2) / 2, abs=1e-5)
+
+
+def test_gibbs_cross_entropy_bad_inputs():
+    with pytest.raises(ValueError, match=r"\(M, N, C\)"):
+        metrics.gibbs_cross_entropy(GIBBS_LABELS, GIBBS_MEMBERS[0])
+    with pytest.raises(ValueError, match=r"y_true must have shape \(2,\)"):
+        metrics.gibbs_cross_entropy([0, 1, 1], GIBBS_MEMBERS)
+    with pytest.raises(ValueError, match=r"\[0, 2\), got \[2\]"):
+        metrics.gibbs_cross_entropy([0, 2], GIBBS_MEMBERS)

@@ -62,7 +62,10 @@ def test_ood_is_the_positive_class():
 def test_ood_detection_matches_hand_values(score):
     # With 2 classes entropy is a decreasing function of max prob, so both scores rank alike.
     result = metrics.ood_detection(IN_PROBS, OUT_PROBS, score=score)
-    assert set(result) == {"auroc", "aupr"}
+    assert set(result) == {"auroc", "aupr", "fpr95"}
+    # 2 in-distribution examples: 95% of them needs both, so the threshold is the larger in-score
+    # (max_prob .4); out-scores .5 and .3: only .3 <= .4 is accepted -> FPR 1/2 (entropy ranks alike).
+    assert result["fpr95"] == pytest.approx(0.5, abs=1e-12)
     assert result["auroc"] == pytest.approx(AUROC, abs=1e-12)
     assert result["aupr"] == pytest.approx(AUPR, abs=1e-6)
 
@@ -95,3 +98,38 @@ def test_scikit_learn_is_imported_lazily():
         node.module for node in top_level if isinstance(node, ast.ImportFrom)
     ]
     assert not any(name and name.split(".")[0] == "sklearn" for name in names)
+
+
+def test_fpr_at_95_tpr_matches_hand_values():
+    in_scores = np.arange(1, 21) / 10.0  # 0.1 .. 2.0, 20 in-distribution examples
+    out_scores = [0.5, 1.85, 1.9, 1.95, 3.0]
+    # 95% of 20 = 19 accepted: threshold = 19th smallest in-score, 1.9; out <= 1.9: .5, 1.85, 1.9 -> 3/5
+    assert metrics.fpr_at_tpr(in_scores, out_scores) == pytest.approx(0.6, abs=1e-12)
+    # 50%: 10 accepted, threshold 1.0; out <= 1.0: .5 -> 1/5
+    assert metrics.fpr_at_tpr(in_scores, out_scores, tpr=0.5) == pytest.approx(0.2, abs=1e-12)
+    # 100%: threshold 2.0; out <= 2.0: .5, 1.85, 1.9, 1.95 -> 4/5. OoD scored above every in-score: FPR 0
+    assert metrics.fpr_at_tpr(in_scores, out_scores, tpr=1.0) == pytest.approx(0.8, abs=1e-12)
+    assert metrics.fpr_at_tpr(in_scores, [2.5, 3.0]) == 0.0
+    # Ties: half of [.2, .2, .2, .9] needs 2 accepted, threshold .2 (TPR reached 3/4); out [.2, .5] -> 1/2
+    assert metrics.fpr_at_tpr([0.2, 0.2, 0.2, 0.9], [0.2, 0.5], tpr=0.5) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_fpr_at_95_tpr_equals_the_first_roc_point_with_in_distribution_positive():
+    # Independent reference: scikit-learn's ROC curve with in-distribution as the positive class
+    # (score -s, so higher = more in-distribution); the FPR of its first point with TPR >= .95.
+    from sklearn.metrics import roc_curve
+
+    rng = np.random.default_rng(0)
+    in_scores = np.round(rng.normal(0.0, 1.0, 997), 2)  # rounded: ties occur
+    out_scores = np.round(rng.normal(1.5, 1.0, 403), 2)
+    labels = np.concatenate([np.ones(997), np.zeros(403)])
+    fpr, tpr, _ = roc_curve(labels, -np.concatenate([in_scores, out_scores]))
+    expected = fpr[np.argmax(tpr >= 0.95)]
+    assert metrics.fpr_at_tpr(in_scores, out_scores) == pytest.approx(expected, abs=1e-12)
+    assert 0.2 < expected < 0.8
+
+
+@pytest.mark.parametrize("tpr", [0.0, 1.5, -0.1, True, "0.95"])
+def test_fpr_at_tpr_rejects_bad_tpr(tpr):
+    with pytest.raises(ValueError, match="tpr"):
+        metrics.fpr_at_tpr([0.1, 0.2], [0.3], tpr=tpr)

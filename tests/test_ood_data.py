@@ -1,5 +1,7 @@
 """Offline OoD sets for Fashion-MNIST models (tf_freetickets.data.ood)."""
 
+import os
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -69,7 +71,11 @@ def test_gaussian_noise_images():
 
 def test_ood_sets():
     sets = ood.ood_sets(num=300, seed=1)
-    assert set(sets) == {"digits", "uniform_noise", "gaussian_noise"}
+    # The first three keep their names, order and images (old records compare); natural_patches comes last.
+    assert list(sets) == ["digits", "uniform_noise", "gaussian_noise", "natural_patches"]
+    np.testing.assert_array_equal(sets["uniform_noise"], ood.mnist_like_noise(300, seed=1))
+    np.testing.assert_array_equal(sets["gaussian_noise"], ood.gaussian_noise_images(300, seed=1))
+    np.testing.assert_array_equal(sets["natural_patches"], ood.natural_patches(300, seed=1))
     for images in sets.values():
         assert images.shape == (300, 28, 28, 1) and images.dtype == np.uint8
     again = ood.ood_sets(num=300, seed=1)
@@ -93,7 +99,7 @@ def test_resize_to():
 def test_ood_sets_for_picks_sets_by_dataset_and_skips_unprepared_ones(tmp_path):
     from tf_freetickets.data.ood import ood_sets_for
 
-    assert sorted(ood_sets_for("fashion_mnist", num=3)) == ["digits", "gaussian_noise", "uniform_noise"]
+    assert sorted(ood_sets_for("fashion_mnist", num=3)) == ["digits", "gaussian_noise", "natural_patches", "uniform_noise"]
     notes = []
     sets = ood_sets_for("cifar10", num=3, data_dir=str(tmp_path), log=notes.append)
     assert sorted(sets) == ["gaussian_noise", "uniform_noise"]
@@ -101,3 +107,58 @@ def test_ood_sets_for_picks_sets_by_dataset_and_skips_unprepared_ones(tmp_path):
     assert [note.split(":")[0] for note in notes] == ["OoD set svhn_cropped skipped", "OoD set cifar100 skipped"]
     with pytest.raises(ValueError, match="'imagenet2012'"):
         ood_sets_for("imagenet2012")
+
+
+def _neighbour_correlation(images):
+    """Correlation of horizontally adjacent pixels over a uint8 image set (N, H, W, 1)."""
+    x = images[..., 0].astype(np.float64)
+    return float(np.corrcoef(x[:, :, :-1].ravel(), x[:, :, 1:].ravel())[0, 1])
+
+
+def test_natural_patches_shape_range_and_determinism():
+    images = ood.natural_patches(200, seed=0)
+    assert images.shape == (200, 28, 28, 1) and images.dtype == np.uint8
+    # Stretched per patch to the full 0..255 range, like a Fashion-MNIST image.
+    assert np.all(images.min(axis=(1, 2, 3)) == 0) and np.all(images.max(axis=(1, 2, 3)) == 255)
+    np.testing.assert_array_equal(images, ood.natural_patches(200, seed=0))
+    np.testing.assert_array_equal(images[:50], ood.natural_patches(50, seed=0))  # a prefix does not depend on num
+    assert not np.array_equal(images, ood.natural_patches(200, seed=1))
+    assert ood.natural_patches(0).shape == (0, 28, 28, 1)
+    kept = ood.natural_patches(100, seed=0, stretch=False)
+    assert kept.min() < kept.max() and not np.array_equal(kept, images[:100])
+
+
+def test_natural_patches_are_image_like_not_noise():
+    patches = ood.natural_patches(300, seed=0)
+    noise = ood.mnist_like_noise(300, seed=0)
+    gaussian = ood.gaussian_noise_images(300, seed=0)
+    # Natural images: adjacent pixels are strongly correlated; independent pixel noise: about 0.
+    assert _neighbour_correlation(patches) > 0.8
+    assert abs(_neighbour_correlation(noise)) < 0.02 and abs(_neighbour_correlation(gaussian)) < 0.02
+    # No flat patch: every one has structure before stretching (min_std = 8 grey levels).
+    raw = ood.natural_patches(300, seed=0, stretch=False).astype(np.float64)
+    assert raw.std(axis=(1, 2, 3)).min() >= 7.5
+
+
+def test_natural_patches_are_crops_of_the_sample_photos():
+    # Independent of the module: PIL's decoding via scikit-learn, BT.601 luma, k x k block means, min-max stretch.
+    from sklearn.datasets import load_sample_images
+
+    sample = load_sample_images()
+    names = [os.path.basename(f) for f in sample.filenames]
+    images, boxes = ood.natural_patches(20, seed=5, return_boxes=True)
+    assert boxes.shape == (20, 4) and set(boxes[:, 0]) <= {0, 1}
+    assert set(boxes[:, 3]) <= {28 * k for k in range(2, 9)}
+    for image, (index, top, left, side) in zip(images, boxes):
+        photo = sample.images[names.index(ood.SAMPLE_PHOTOS[index])].astype(np.float64)
+        gray = photo[top : top + side, left : left + side] @ np.array([0.299, 0.587, 0.114])
+        k = side // 28
+        block = gray.reshape(28, k, 28, k).mean(axis=(1, 3))
+        expected = (block - block.min()) * 255.0 / (block.max() - block.min())
+        np.testing.assert_allclose(image[..., 0], expected, atol=1.0)
+
+
+@pytest.mark.parametrize("kwargs", [{"num": -1}, {"num": 2.5}, {"num": 3, "min_std": -1.0}])
+def test_natural_patches_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="num|min_std"):
+        ood.natural_patches(**kwargs)

@@ -5,9 +5,14 @@ goes through the same pipelines (`eval_dataset`) and models. The sets follow the
 usual OoD-detection conventions for (Fashion-)MNIST models (e.g. Hendrycks &
 Gimpel 2017; Lakshminarayanan et al. 2017, who test Fashion-MNIST/MNIST models
 on other digit/letter sets and on noise): a *far* natural set of handwritten
-digits (scikit-learn's bundled UCI digits, upsampled) and two synthetic noise
-sets (uniform and Gaussian pixel noise). Nothing is downloaded.
+digits (scikit-learn's bundled UCI digits, upsampled), two synthetic noise
+sets (uniform and Gaussian pixel noise) and a *near*, image-like set of
+grayscale patches cut from the two photographs scikit-learn ships
+(`natural_patches`: natural-image statistics, not noise). Nothing is downloaded.
 """
+
+import functools
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +26,16 @@ NUM_SKLEARN_DIGITS = 1797
 # Salts that give each noise set its own random stream for one seed.
 _UNIFORM_SALT = 1
 _GAUSSIAN_SALT = 2
+_PATCHES_SALT = 3
+
+#: The photographs scikit-learn ships in sklearn/datasets/images (`load_sample_images`), both 427x640 RGB.
+SAMPLE_PHOTOS = ("china.jpg", "flower.jpg")
+
+#: Patch side lengths cut from the photographs: 28 * k pixels for k in 2..8 (56..224), block-averaged to 28x28.
+PATCH_SCALES = tuple(range(2, 9))
+
+# ITU-R BT.601 luma weights (what PIL's convert("L") and tf.image.rgb_to_grayscale use).
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def resize_to(images, size, method="bilinear"):
@@ -133,6 +148,85 @@ def gaussian_noise_images(num, seed=0, mean=128.0, std=64.0, shape=IMAGE_SHAPE):
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+@functools.lru_cache(maxsize=1)
+def _sample_photos_gray():
+    """scikit-learn's sample photographs as float64 grayscale arrays (H, W), decoded by TensorFlow from the local files."""
+    import sklearn.datasets
+
+    folder = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
+    photos = []
+    for name in SAMPLE_PHOTOS:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"scikit-learn's sample photograph {path} is missing; natural_patches needs it.")
+        rgb = tf.io.decode_jpeg(tf.io.read_file(path), channels=3, dct_method="INTEGER_ACCURATE").numpy()
+        photos.append(rgb.astype(np.float64) @ _LUMA)
+    return tuple(photos)
+
+
+def natural_patches(num, seed=0, min_std=8.0, stretch=True, return_boxes=False):
+    """Grayscale 28x28 patches of natural photographs: a near, image-like OoD set for Fashion-MNIST.
+
+    The two photographs scikit-learn ships (`SAMPLE_PHOTOS`, the images of
+    `sklearn.datasets.load_sample_images`, read from the installed package and
+    decoded with `tf.io.decode_jpeg`, which gives PIL's pixels for these files)
+    are turned to grayscale with the BT.601 luma weights. Each patch draws,
+    from a numpy Generator seeded by (seed, salt): a photograph, a scale k in
+    `PATCH_SCALES` and a top-left corner, cuts the (28k x 28k) square there
+    and averages each k x k block (exact area downsampling to 28 x 28). A patch
+    whose standard deviation is below `min_std` grey levels (flat sky or
+    shadow) is drawn again, so every patch shows structure. With `stretch`,
+    each patch's min..max is mapped to 0..255: Fashion-MNIST images span that
+    range (black background, bright object) and the evaluation divides uint8
+    pixels by 255, so these get the same input range. Neighbouring pixels are
+    strongly correlated (about 0.9 over the set), unlike the noise sets (0).
+
+    Args:
+      num: number of patches.
+      seed: same seed, same patches (the draw does not depend on `num`: the
+        first k patches of a larger set are the k patches of a smaller one).
+      min_std: patches with a lower pixel standard deviation (0..255 units,
+        before stretching) are redrawn; 0 keeps every draw.
+      stretch: map each patch's min..max to 0..255; False keeps the photograph's grey levels.
+      return_boxes: also return the crops, an int64 array (num, 4) of
+        (photograph index in `SAMPLE_PHOTOS`, top, left, side).
+
+    Returns:
+      uint8 array (num, 28, 28, 1), and the boxes when `return_boxes`.
+
+    Raises:
+      ValueError: num negative or not an integer, or min_std negative.
+    """
+    num = _check_num(num)
+    if isinstance(min_std, bool) or not isinstance(min_std, (int, float, np.integer, np.floating)) or not min_std >= 0:
+        raise ValueError(f"min_std must be a non-negative number of grey levels, got {min_std!r}.")
+    photos = _sample_photos_gray()
+    rng = np.random.default_rng([int(seed), _PATCHES_SALT])
+    side = IMAGE_SHAPE[0]
+    patches, boxes = np.zeros((num, side, side)), np.zeros((num, 4), np.int64)
+    count, draws = 0, 0
+    while count < num:
+        draws += 1
+        if draws > 100 * num + 1000:  # unreachable with the shipped photos; a guard against a changed file
+            raise ValueError(f"Only {count} of {num} patches reached min_std={min_std} in {draws - 1} draws; lower min_std.")
+        index = int(rng.integers(len(photos)))
+        scale = int(rng.choice(PATCH_SCALES))
+        size = side * scale
+        height, width = photos[index].shape
+        top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+        crop = photos[index][top : top + size, left : left + size]
+        patch = crop.reshape(side, scale, side, scale).mean(axis=(1, 3))
+        if patch.std() < min_std:
+            continue
+        if stretch:
+            low, high = patch.min(), patch.max()
+            patch = (patch - low) * (255.0 / max(high - low, 1e-12))
+        patches[count], boxes[count] = patch, (index, top, left, size)
+        count += 1
+    images = np.clip(np.rint(patches), 0, 255).astype(np.uint8)[..., None]
+    return (images, boxes) if return_boxes else images
+
+
 def ood_sets(num=2000, seed=0):
     """The OoD sets for a Fashion-MNIST model, by name, each uint8 (n, 28, 28, 1).
 
@@ -140,7 +234,9 @@ def ood_sets(num=2000, seed=0):
       "digits": `digits_ood(min(num, 1797))` (scikit-learn's set holds 1,797
         images, so it is capped there);
       "uniform_noise": `mnist_like_noise(num, seed)`;
-      "gaussian_noise": `gaussian_noise_images(num, seed)`.
+      "gaussian_noise": `gaussian_noise_images(num, seed)`;
+      "natural_patches": `natural_patches(num, seed)` (near OoD: photograph
+        patches; added after the first three, whose images are unchanged).
 
     Use them with `tft.metrics.ood_detection`, the Fashion-MNIST test set as the
     in-distribution side.
@@ -150,6 +246,7 @@ def ood_sets(num=2000, seed=0):
         "digits": digits_ood(min(num, NUM_SKLEARN_DIGITS)),
         "uniform_noise": mnist_like_noise(num, seed),
         "gaussian_noise": gaussian_noise_images(num, seed),
+        "natural_patches": natural_patches(num, seed),
     }
 
 
@@ -160,7 +257,8 @@ NATURAL_OOD = {"cifar10": ("svhn_cropped", "cifar100"), "cifar100": ("svhn_cropp
 def ood_sets_for(dataset, num=2000, seed=0, data_dir=None, log=print):
     """The OoD sets to test a model trained on `dataset` against, by name, uint8 like its images.
 
-    - "fashion_mnist": `ood_sets(num, seed)` (digits, uniform and Gaussian noise; offline).
+    - "fashion_mnist": `ood_sets(num, seed)` (digits, uniform and Gaussian
+      noise, natural photograph patches; offline).
     - "cifar10", "cifar100", "svhn_cropped": uniform and Gaussian noise at
       32x32x3, plus the natural sets of `NATURAL_OOD` (FreeTickets tests
       CIFAR models on SVHN and the other CIFAR) from the test split of each

@@ -4,6 +4,10 @@ The measurements FreeTickets reports (its Tables 2-4 and Fig. 4): accuracy,
 NLL, ECE and Brier of the mean-probability ensemble, its members' spread and
 diversity, OoD AUROC/AUPR with predictive entropy as the score, and accuracy
 under CIFAR-10-C-style corruptions averaged over corruptions and severities.
+Beside them, for comparison with other papers and libraries: the figures of
+`summarize_members` (Gibbs NLL, 10-bin and adaptive ECE, Brier decomposition),
+the OoD FPR at 95% TPR, the ECE under corruption and, given validation
+examples, the temperature-scaled NLL/ECE/Brier (Guo et al. 2017).
 """
 
 import os
@@ -11,9 +15,16 @@ import os
 import numpy as np
 
 from tf_freetickets.experiments.workdir import is_run_workdir, manifest_members
-from tf_freetickets.metrics.calibration import accuracy, negative_log_likelihood, reliability_diagram_bins
+from tf_freetickets.metrics.calibration import (
+    accuracy,
+    brier_score,
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_diagram_bins,
+)
 from tf_freetickets.metrics.ood import ood_detection
 from tf_freetickets.metrics.summary import member_probabilities, summarize_members
+from tf_freetickets.metrics.temperature import apply_temperature, fit_temperature
 
 
 def members_source(source):
@@ -45,7 +56,15 @@ def _quiet(message):
 
 
 def evaluate_members(
-    members, x_test, y_test, ood_sets=None, corruptions=None, severities=(1, 2, 3, 4, 5), batch_size=512, progress=None
+    members,
+    x_test,
+    y_test,
+    ood_sets=None,
+    corruptions=None,
+    severities=(1, 2, 3, 4, 5),
+    batch_size=512,
+    progress=None,
+    validation=None,
 ):
     """Evaluates members (and their mean-probability ensemble) on in-distribution, OoD and corrupted data.
 
@@ -60,14 +79,21 @@ def evaluate_members(
       batch_size: prediction batch size.
       progress: optional fn(str) told before each set is predicted (the
         evaluate binary prints these lines with their elapsed time).
+      validation: optional (x_val, y_val), uint8 images and int labels held
+        out from training (config.validation_examples > 0): a temperature
+        is fitted on the ensemble's validation probabilities by NLL
+        (`fit_temperature`) and applied to its test probabilities.
 
     Returns:
       dict: the `summarize_members` figures, "reliability" (the ensemble's
       15-bin `reliability_diagram_bins` as lists "counts", "confidence",
-      "accuracy"), plus "ood": {set: {auroc, aupr}}
-      and "ood_auroc" (mean over sets), plus "corruption": {name: {severity:
-      {accuracy, nll}}} and "corruption_accuracy" (mean over all corruptions
-      and severities).
+      "accuracy"), plus "ood": {set: {auroc, aupr, fpr95}} and "ood_auroc",
+      "ood_aupr", "ood_fpr95" (means over the sets given), plus "corruption":
+      {name: {severity: {accuracy, nll, ece}}}, "corruption_accuracy" and
+      "corruption_ece" (means over all corruptions and severities; 15-bin
+      ECE), plus with `validation` "temperature", "ts_nll", "ts_ece" and
+      "ts_brier" (the ensemble's test NLL, 15-bin ECE and Brier score after
+      temperature scaling; its accuracy is unchanged).
     """
     say = progress or _quiet
     say(f"test images: {len(x_test)} x {len(members)} members")
@@ -75,6 +101,15 @@ def evaluate_members(
     result = summarize_members(probs, y_test)
     ensemble = probs.mean(axis=0)
     result["reliability"] = {k: v.tolist() for k, v in reliability_diagram_bins(y_test, ensemble)._asdict().items()}
+    if validation is not None:
+        x_val, y_val = validation
+        say(f"validation images: {len(x_val)} (temperature scaling)")
+        val_probs = member_probabilities(members, _normalised(x_val), batch_size=batch_size).mean(axis=0)
+        result["temperature"] = fit_temperature(y_val, val_probs)
+        scaled = apply_temperature(ensemble, result["temperature"])
+        result["ts_nll"] = negative_log_likelihood(y_test, scaled)
+        result["ts_ece"] = expected_calibration_error(y_test, scaled)
+        result["ts_brier"] = brier_score(y_test, scaled)
     if ood_sets:
         result["ood"] = {}
         for name, images in ood_sets.items():
@@ -83,11 +118,12 @@ def evaluate_members(
             result["ood"][name] = {k: float(v) for k, v in ood_detection(ensemble, ood_probs, score="entropy").items()}
         result["ood_auroc"] = float(np.mean([v["auroc"] for v in result["ood"].values()]))
         result["ood_aupr"] = float(np.mean([v["aupr"] for v in result["ood"].values()]))
+        result["ood_fpr95"] = float(np.mean([v["fpr95"] for v in result["ood"].values()]))
     if corruptions:
         from tf_freetickets.data.corruptions import corrupt
 
         result["corruption"] = {}
-        accuracies = []
+        accuracies, eces = [], []
         for number, name in enumerate(corruptions, start=1):
             say(f"corruption {number}/{len(corruptions)} {name}: {len(x_test)} images x {len(severities)} severities")
             # One prediction pass per corruption over all its severities: far fewer predict calls.
@@ -95,10 +131,16 @@ def evaluate_members(
             means = member_probabilities(members, _normalised(corrupted), batch_size=batch_size).mean(axis=0)
             result["corruption"][name] = {}
             for severity, mean in zip(severities, np.split(means, len(severities))):
-                cell = {"accuracy": float(accuracy(y_test, mean)), "nll": float(negative_log_likelihood(y_test, mean))}
+                cell = {
+                    "accuracy": float(accuracy(y_test, mean)),
+                    "nll": float(negative_log_likelihood(y_test, mean)),
+                    "ece": float(expected_calibration_error(y_test, mean)),
+                }
                 result["corruption"][name][str(severity)] = cell
                 accuracies.append(cell["accuracy"])
+                eces.append(cell["ece"])
         result["corruption_accuracy"] = float(np.mean(accuracies))
+        result["corruption_ece"] = float(np.mean(eces))
     return result
 
 

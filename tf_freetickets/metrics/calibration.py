@@ -11,6 +11,8 @@ Conventions (FreeTickets, Liu et al. ICLR 2022, arXiv 2106.14568; CigL, arXiv 23
 - Brier score = mean over examples of sum over classes of (p_c - onehot_c)^2, in [0, 2] (the
   multi-class form of Brier 1950; not divided by the number of classes).
 - NLL = mean over examples of -log(max(p_true, eps)).
+- Adaptive ECE (`adaptive_expected_calibration_error`): the same gap with equal-mass bins (Nixon et
+  al. 2019); `brier_decomposition`: Murphy's (1973) reliability, resolution and uncertainty.
 
 Numerics run in keras.ops in float64. Functions accept numpy arrays or tensors and return floats.
 They take Keras' argument order, `(y_true, y_pred)`: integer labels first, probabilities second.
@@ -136,6 +138,72 @@ def expected_calibration_error(y_true, y_pred, num_bins=15):
     probs, labels = _inputs(y_true, y_pred)
     counts, conf_sums, correct_sums = _bin_statistics(probs, labels, _check_num_bins(num_bins))
     return float(ops.sum(ops.abs(correct_sums - conf_sums)) / ops.sum(counts))
+
+
+def adaptive_expected_calibration_error(y_true, y_pred, num_bins=15):
+    """Top-label ECE with equal-mass ("adaptive") bins: each bin holds the same number of examples.
+
+    Follows the adaptive binning of Nixon et al. 2019, "Measuring Calibration in Deep Learning"
+    (CVPR workshops), applied to the top-label confidence like `expected_calibration_error` (their ACE
+    also averages over every class; this is the top-label form). Examples are sorted by confidence
+    max_c p_c (a stable sort, so ties keep their input order) and split into `num_bins` consecutive
+    groups whose sizes differ by at most one (the first N mod B groups get the extra example, as
+    np.array_split does); then ECE = sum_b (n_b / N) |acc_b - conf_b|. With N < B only N bins are
+    non-empty. Unlike equal-width bins, no bin is nearly empty when confidences crowd near 1.
+
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities; num_bins B >= 1.
+    Returns: a float in [0, 1].
+    """
+    probs, labels = _inputs(y_true, y_pred)
+    num_bins = _check_num_bins(num_bins)
+    confidence = ops.convert_to_numpy(ops.max(probs, axis=-1))
+    correct = ops.convert_to_numpy(_correct(probs, labels))
+    order = np.argsort(confidence, kind="stable")
+    gap = sum(abs(np.sum(correct[b]) - np.sum(confidence[b])) for b in np.array_split(order, num_bins) if b.size)
+    return float(gap / confidence.shape[0])
+
+
+class BrierDecomposition(NamedTuple):
+    """Murphy's (1973) terms of the Brier score: brier ~= uncertainty - resolution + reliability."""
+
+    reliability: float  # mean squared distance of each prediction to its group's label frequencies (lower is better)
+    resolution: float  # weighted squared distance of the groups' label frequencies to the overall ones (higher is better)
+    uncertainty: float  # 1 - sum_c obar_c^2, the Brier score of always predicting the label frequencies obar
+
+
+def brier_decomposition(y_true, y_pred):
+    """Decomposes the multi-class Brier score into reliability, resolution and uncertainty (Murphy 1973).
+
+    As in TensorFlow Probability's `tfp.stats.brier_decomposition` (used by uncertainty-baselines),
+    predictions are grouped by their predicted class k = argmax_c p_c (ties to the lowest index). With
+    o_k the label frequencies (C,) of group k, n_k its size and obar the label frequencies of all N
+    examples:
+
+      reliability = (1/N) sum_n ||p_n - o_{k(n)}||^2
+      resolution  = sum_k (n_k / N) ||o_k - obar||^2
+      uncertainty = 1 - sum_c obar_c^2
+
+    uncertainty - resolution + reliability equals `brier_score` exactly when all predictions of a group
+    are the same vector (discrete forecasts); otherwise it differs by a within-group cross term, whose
+    size TFP gives as O(C / N). This Brier score is sum_c (p_c - onehot_c)^2 (in [0, 2]); TFP's
+    omits the constant 1 (sum_c p_c^2 - 2 p_y), so its uncertainty is this one minus 1 and the other
+    two terms agree.
+
+    Args: y_true (N,) integer classes in [0, C); y_pred (N, C) probabilities.
+    Returns: BrierDecomposition(reliability, resolution, uncertainty) of floats.
+    """
+    probs, labels = _inputs(y_true, y_pred)
+    probs, labels = ops.convert_to_numpy(probs), ops.convert_to_numpy(labels)
+    num, num_classes = probs.shape
+    predicted = np.argmax(probs, axis=-1)
+    confusion = np.zeros((num_classes, num_classes))  # [predicted class k, label c]
+    np.add.at(confusion, (predicted, labels), 1.0)
+    sizes = confusion.sum(axis=1)
+    frequencies = confusion / np.maximum(sizes, 1.0)[:, None]  # o_k; an empty group's row is 0 and weighs 0
+    overall = confusion.sum(axis=0) / num
+    reliability = np.mean(np.sum(np.square(probs - frequencies[predicted]), axis=-1))
+    resolution = np.sum(sizes / num * np.sum(np.square(frequencies - overall), axis=-1))
+    return BrierDecomposition(float(reliability), float(resolution), float(1.0 - np.sum(np.square(overall))))
 
 
 class ReliabilityBins(NamedTuple):

@@ -8,12 +8,15 @@ For an ensemble of M members with probabilities p_m (member_probs of shape (M, N
 
 This is the decomposition used to read ensemble uncertainty in FreeTickets (arXiv 2106.14568) and
 the Divide-and-Co-training ensembles; the entropy of the mean is also the OoD score of `ood.py`.
+
+`gibbs_cross_entropy` is the members' mean NLL, the "Gibbs" counterpart of the ensemble's NLL of
+the mean probabilities (uncertainty-baselines reports both).
 """
 
 import numpy as np
 from keras import ops
 
-from tf_freetickets.metrics.calibration import check_probs
+from tf_freetickets.metrics.calibration import check_labels, check_probs
 
 
 def check_member_probs(member_probs, name="member_probs", min_members=1):
@@ -82,3 +85,24 @@ def mutual_information(member_probs):
     member_probs = ops.convert_to_tensor(check_member_probs(member_probs))
     total = entropy(ops.mean(member_probs, axis=0))
     return ops.convert_to_numpy(ops.maximum(total - ops.mean(entropy(member_probs), axis=0), 0.0))
+
+
+def gibbs_cross_entropy(y_true, member_probs, eps=1e-12):
+    """Gibbs cross-entropy: the mean over members of each member's NLL, mean_m mean_n -log p_m,n[y_n].
+
+    The expected loss of a member drawn at random (a Gibbs classifier), the definition of
+    uncertainty-baselines' `gibbs_cross_entropy`, reported beside the ensemble NLL
+    -mean_n log(mean_m p_m,n[y_n]) (`negative_log_likelihood` of the mean probabilities). By Jensen's
+    inequality the ensemble NLL is never larger; the gap is the ensemble's gain in NLL. Probabilities
+    are floored at `eps` like `negative_log_likelihood` (natural log).
+
+    Args: y_true (N,) integer classes in [0, C); member_probs (M, N, C) probabilities, or a list of
+    M arrays (N, C) (Keras' order: labels first).
+    Returns: a float.
+    """
+    member_probs = check_member_probs(member_probs)
+    labels = check_labels(y_true, *member_probs.shape[1:], name="y_true")
+    probs = ops.convert_to_tensor(member_probs)
+    onehot = ops.one_hot(ops.convert_to_tensor(labels, "int32"), member_probs.shape[-1], dtype="float64")
+    p_true = ops.sum(probs * onehot[None], axis=-1)  # (M, N)
+    return float(ops.mean(-ops.log(ops.maximum(p_true, eps))))
