@@ -75,6 +75,9 @@ def test_binaries_are_imported_without_keeping_their_flags():
 SYNTHETIC = '''
 """A module for the checker's test."""
 
+import collections
+import dataclasses
+
 
 class Base:
     """A documented base."""
@@ -113,10 +116,26 @@ class Child(Base):
     def _private(self):
         pass
 
+    base_class = Base  # an alias: checked where it is defined
+
+    class Options:
+        """A nested class: its methods are checked too."""
+
+        def check(self):
+            pass
+
 
 class Bare:
     def method(self):
         """Documented."""
+
+
+@dataclasses.dataclass
+class Record:
+    size: int = 0
+
+
+Pair = collections.namedtuple("Pair", ["left", "right"])
 
 
 def function():
@@ -146,10 +165,13 @@ def test_checker_finds_each_missing_docstring(tmp_path, monkeypatch):
     assert missing == [
         "synthetic_api.Bare",
         "synthetic_api.Base.undocumented",
+        "synthetic_api.Child.Options.check",
         "synthetic_api.Child.fresh",
         "synthetic_api.Child.make",
         "synthetic_api.Child.size",
         "synthetic_api.Child.undocumented",
+        "synthetic_api.Pair",
+        "synthetic_api.Record",
         "synthetic_api.function",
         "synthetic_reexport",  # the module docstring; its re-exports are checked where they are defined
     ]

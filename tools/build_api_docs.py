@@ -19,11 +19,13 @@ What is public, and so documented and checked:
     defined in the class body itself (`vars(cls)`, so members inherited from
     Keras or any other base are not checked) whose name does not start with
     `_` (so `__init__` and `__call__` are not required; Google style documents
-    the constructor's arguments in the class docstring).
+    the constructor's arguments in the class docstring), and every class
+    nested in it, checked the same way.
 
-A docstring is missing when it is absent or blank. Modules, classes and
-functions need their own (`inspect.getdoc` would hand a class its base's
-docstring, which says nothing about the subclass). A method or property that
+A docstring is missing when it is absent or blank (for a dataclass or a
+namedtuple, also when it is the `Name(field, ...)` text Python writes).
+Modules, classes and functions need their own (`inspect.getdoc` would hand a
+class its base's docstring, which says nothing about the subclass). A method or property that
 overrides one of a base class may rely on the base's docstring when some
 class later in the MRO documents that name (as `inspect.getdoc` and pdoc's
 pages do): an override of Keras's `on_epoch_end`, `save_own_variables` or
@@ -45,6 +47,7 @@ removed from `sys.modules` so that a later import registers them afresh.
 import argparse
 import ast
 import contextlib
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -126,6 +129,19 @@ def _blank(doc):
     return not (doc or "").strip()
 
 
+def _class_doc_blank(cls):
+    """Whether `cls` has no docstring of its own; the `Name(field, ...)` text dataclasses and namedtuples get is none."""
+    doc = cls.__doc__
+    if _blank(doc):
+        return True
+    if dataclasses.is_dataclass(cls):
+        with contextlib.suppress(TypeError, ValueError):
+            return doc == cls.__name__ + str(inspect.signature(cls)).replace(" -> None", "")
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        return doc == f"{cls.__name__}({', '.join(cls._fields)})"
+    return False
+
+
 def _method_function(member):
     """The object holding a class member's docstring, or None when the member is not a method or property."""
     if isinstance(member, (staticmethod, classmethod)):
@@ -152,8 +168,8 @@ def _missing_in_class(cls, prefix):
     for name, member in vars(cls).items():
         if name.startswith("_"):
             continue
-        if inspect.isclass(member) and member.__module__ == cls.__module__:
-            if _blank(member.__doc__):
+        if inspect.isclass(member) and member.__qualname__ == f"{cls.__qualname__}.{name}":  # nested, not an alias
+            if _class_doc_blank(member):
                 missing.append(f"{prefix}.{name}")
             missing += _missing_in_class(member, f"{prefix}.{name}")
             continue
@@ -189,7 +205,7 @@ def missing_docstrings(modules):
             if attr.startswith("_") or getattr(obj, "__module__", None) != name:
                 continue
             if inspect.isclass(obj):
-                if _blank(obj.__doc__):
+                if _class_doc_blank(obj):
                     missing.append(f"{name}.{attr}")
                 missing += _missing_in_class(obj, f"{name}.{attr}")
             elif inspect.isfunction(obj) or hasattr(obj, "python_function"):
