@@ -23,7 +23,8 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow"],
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow", "pdoc>=15"],
+        "docs": ["pdoc>=15"],  # tools/build_api_docs.py
         "plots": ["matplotlib"],
         "datasets": ["tensorflow-datasets"],
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],

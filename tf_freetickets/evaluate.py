@@ -55,6 +55,11 @@ def _parse_flags(argv):
 
 
 def main(argv):
+    """absl entry point: evaluates the members of `--source` and writes the JSON (see the module docstring).
+
+    Args:
+      argv: the arguments left after absl parsed the flags (only the program name).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _SOURCE.value:

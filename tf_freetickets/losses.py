@@ -26,9 +26,19 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
+        """Per-example smoothed cross-entropy.
+
+        Args:
+          y_true: (N,) or (N, 1) integer labels in [0, C).
+          y_pred: (N, C) logits.
+
+        Returns:
+          (N,) losses (reduced by the `reduction` given to the constructor).
+        """
         labels = keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,))
         targets = keras.ops.one_hot(labels, self.num_classes)
         return keras.losses.categorical_crossentropy(targets, y_pred, from_logits=True, label_smoothing=self.label_smoothing)
 
     def get_config(self):
+        """The constructor's arguments, for `from_config` and `.keras` files."""
         return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}

@@ -54,6 +54,11 @@ def _parse_flags(argv):
 
 
 def main(argv):
+    """absl entry point: trains the run `--config` describes into `--workdir` (see the module docstring).
+
+    Args:
+      argv: the arguments left after absl parsed the flags (only the program name).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if _CONFIG_HELP.value:

@@ -190,6 +190,16 @@ class CIFAR10AutoAugment(keras.layers.Layer):
         return run
 
     def call(self, images, training=True):
+        """Applies one random sub-policy to each image in training; returns `images` unchanged otherwise.
+
+        Args:
+          images: (N, H, W, 3) RGB images in [0, 1] (any float dtype).
+          training: False returns the input as it is.
+
+        Returns:
+          (N, H, W, 3) augmented images in [0, 1], the input's dtype (rounded
+          to steps of 1/255, as the PIL operations work on 8-bit pixels).
+        """
         if not training:
             return images
         if images.shape[-1] != 3:

@@ -134,6 +134,16 @@ class CoTrainingModel(EnsembleModel):
         return total / tf.distribute.get_strategy().num_replicas_in_sync
 
     def train_step(self, data):
+        """One optimizer step on `cotraining_losses`: the members' cross-entropies plus the weighted JS term.
+
+        Args:
+          data: a batch (x, y) or (x, y, sample_weight); x (N, ...) inputs,
+            y (N,) integer labels.
+
+        Returns:
+          The compiled metrics on the ensemble's mean training probabilities
+          (N, C), with loss, ce, cotraining_js and cotraining_weight.
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             total, ce, js, probs = self.cotraining_losses(x, y, sample_weight)

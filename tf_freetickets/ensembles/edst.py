@@ -89,6 +89,7 @@ class EDSTSchedule:
 
     @property
     def total_epochs(self):
+        """Epochs of the whole run: t_ex + M * t_re."""
         return self.exploration_epochs + self.num_tickets * self.refinement_epochs
 
     def phase(self, epoch):

@@ -123,6 +123,7 @@ class EnsembleModel(keras.Model):
 
     @property
     def num_members(self):
+        """M, the number of members."""
         return len(self.members)
 
     def _probabilities(self, index, x, training):
@@ -146,9 +147,11 @@ class EnsembleModel(keras.Model):
         return ops.stack([self._probabilities(i, x, training) for i in range(len(self.members))], axis=0)
 
     def call(self, x, training=False):
+        """Mean of the members' probabilities, (N, C), for inputs `x` of shape (N, ...)."""
         return ops.mean(self.member_probabilities(x, training), axis=0)
 
     def compute_output_shape(self, input_shape):
+        """(N, *member output shape per example) for an input shape (N, ...)."""
         return (input_shape[0], *self.output_shape_per_example)
 
     def uncertainty(self, x):

@@ -48,6 +48,15 @@ class RandomPadCrop(keras.layers.Layer):
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
+        """Random pad-and-crop of each image in training; `images` unchanged otherwise or with padding 0.
+
+        Args:
+          images: (N, H, W, C) images.
+          training: False returns the input as it is.
+
+        Returns:
+          (N, H, W, C) crops of the padded images, one random offset per image.
+        """
         if not training or not self.padding:
             return images
         pad, height, width = self.padding, images.shape[1], images.shape[2]
@@ -91,6 +100,18 @@ class RandomErasingBox(keras.layers.Layer):
         self.generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
+        """Erases one random box in each image with probability `probability`, in training only.
+
+        Args:
+          images: (N, H, W, C) images.
+          training: False returns the input as it is.
+
+        Returns:
+          (N, H, W, C) images, erased boxes set to `fill_value`.
+
+        Raises:
+          ValueError: the largest box `scale` and `ratio` allow does not fit H x W.
+        """
         if not training:
             return images
         height, width = images.shape[1], images.shape[2]

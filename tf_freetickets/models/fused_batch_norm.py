@@ -50,6 +50,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
+        """Normalizes `inputs` as `keras.layers.BatchNormalization` does, by the fused kernel when `fuses` says so.
+
+        Args:
+          inputs: a tensor of any rank; the fused kernel takes (N, H, W, C).
+          training: batch statistics (and moving-statistics updates) when
+            true and the layer is trainable, the moving statistics otherwise.
+          mask: optional mask, as in Keras (then Keras' path runs).
+
+        Returns:
+          A tensor of the input's shape and dtype.
+        """
         if not self.fuses(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
