@@ -49,20 +49,24 @@ class ArrayData:
 
     @property
     def input_shape(self):
+        """Shape of one input example, e.g. (28, 28, 1)."""
         return tuple(self.x_train.shape[1:])
 
     @property
     def num_classes(self):
+        """Number of classes."""
         if self._num_classes is not None:
             return self._num_classes
         return int(max(self.y_train.max(), self.y_test.max())) + 1
 
     @property
     def num_train_examples(self):
+        """Training examples a run uses (after train_examples and the validation hold-out)."""
         return len(self.x_train)
 
     @property
     def test_labels(self):
+        """The test labels, int array of shape (N,)."""
         return self.y_test
 
     def train_stream(self, batch_size, seed, start_epoch=0, num_epochs=None, augment=True):
@@ -120,14 +124,17 @@ class ImageNetData:
 
     @property
     def input_shape(self):
+        """Shape of one input example, e.g. (28, 28, 1)."""
         return (self.image_size, self.image_size, 3)
 
     @property
     def num_train_examples(self):
+        """Training examples a run uses (after train_examples and the validation hold-out)."""
         return self._num_train
 
     @property
     def test_labels(self):
+        """The test labels, int array of shape (N,)."""
         if self._labels is None:
             self._labels = np.asarray(tfds_data.imagenet_labels("validation", self.data_dir))
         return self._labels
@@ -143,12 +150,15 @@ class ImageNetData:
         return self._stream("train", batch_size, seed * 1_000_003 + start_epoch, training=True)
 
     def gradient_stream(self, batch_size, seed):
+        """Batches of training data for dense-gradient growth (an endless, seeded stream)."""
         return self._stream("train", batch_size, seed + GRADIENT_SEED_OFFSET, training=True)
 
     def validation_data(self):
+        """The held-out (x, y) examples, or None when there are none."""
         raise ValueError("ImageNet runs have no held-out training split here (config.validation_examples=0).")
 
     def test_inputs(self):
+        """The test inputs (an array or a batched tf.data.Dataset)."""
         return self._stream("validation", 256, 0, training=False).map(lambda x, y: x)
 
 

@@ -49,6 +49,7 @@ class MaskedKernelMixin:
         self.target_density = target_density
 
     def build(self, input_shape):
+        """Builds the wrapped layer, then adds the mask variable beside its kernel."""
         super().build(input_shape)
         self._add_kernel_mask()
 
@@ -68,6 +69,7 @@ class MaskedKernelMixin:
             assign_random_mask(self, self.target_density, np.random.default_rng(np.random.randint(2**31)))
 
     def get_config(self):
+        """The wrapped layer's config plus `target_density` (so a rebuilt layer gets a mask at it)."""
         config = super().get_config()
         if self.target_density is not None:
             config["target_density"] = float(self.target_density)
@@ -75,6 +77,7 @@ class MaskedKernelMixin:
 
     @property
     def kernel(self):
+        """The effective kernel: the variable times the mask (plus training-only transforms in training calls)."""
         kernel = self._unmasked_kernel()
         if not self._apply_kernel_mask or getattr(self, "kernel_mask", None) is None:
             return kernel
@@ -109,6 +112,7 @@ class MaskedKernelMixin:
         return self._kernel
 
     def save_own_variables(self, store):
+        """Keras' saving hook: the wrapped layer's variables and the mask."""
         own = {}
         super().save_own_variables(own)
         for key, value in own.items():
@@ -118,6 +122,7 @@ class MaskedKernelMixin:
             store[MASK_NAME] = self.kernel_mask
 
     def load_own_variables(self, store):
+        """Keras' loading hook: the wrapped layer's variables and, when saved, the mask."""
         super().load_own_variables(store)
         if MASK_NAME in list(store.keys()):
             self.kernel_mask.assign(store[MASK_NAME])
@@ -177,6 +182,7 @@ class SublayerMaskingMixin:
         self.sublayer_densities = dict(sublayer_densities or {})
 
     def build(self, query_shape, value_shape, key_shape=None):
+        """Builds the attention layer, then masks each of its projections at its recorded density."""
         # Keras maps call arguments to build arguments by name: keep MultiHeadAttention's.
         super().build(query_shape, value_shape, key_shape)
         for sublayer in self._layers:
@@ -185,6 +191,7 @@ class SublayerMaskingMixin:
                 mask_built_layer(sublayer)
 
     def get_config(self):
+        """The attention layer's config plus each masked projection's density."""
         config = super().get_config()
         densities = {s.name: s.target_density for s in self._layers if is_masked(s) and s.target_density is not None}
         if densities:
@@ -228,6 +235,7 @@ def _empty_batch_safe_call(layer_class):
                 return ops.zeros((0, *shape[1:]), self.compute_dtype)
         return layer_class.call(self, inputs)
 
+    call.__doc__ = f"`{layer_class.__name__}.call` on the masked kernel; an empty batch gets an empty output."
     return call
 
 
@@ -263,7 +271,11 @@ def masked_class_for(layer_class):
     if layer_class not in _MASKED_CLASSES:
         name = "Masked" + layer_class.__name__
         mixin = SublayerMaskingMixin if issubclass(layer_class, CONTAINER_CLASSES) else MaskedKernelMixin
-        namespace = {"__module__": __name__, "plain_class": layer_class}
+        namespace = {
+            "__module__": __name__,
+            "plain_class": layer_class,
+            "__doc__": f"`{layer_class.__name__}` whose kernel is multiplied by a 0/1 mask variable (see `sparsify`).",
+        }
         if mixin is MaskedKernelMixin and _takes_one_input(layer_class):
             namespace["call"] = _empty_batch_safe_call(layer_class)
         masked = type(name, (mixin, layer_class), namespace)

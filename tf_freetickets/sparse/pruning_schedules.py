@@ -66,13 +66,16 @@ class PruningSchedule:
         return self.should_prune(int(step)), self.sparsity(int(step))
 
     def sparsity(self, step):
+        """The target sparsity at integer optimizer step `step` (a Python float)."""
         raise NotImplementedError
 
     def sparsity_tensor(self, step):
+        """The target sparsity at `step` as a float tensor (inside compiled updates)."""
         raise NotImplementedError
 
     @property
     def final_sparsity(self):
+        """The sparsity the schedule ends at."""
         raise NotImplementedError
 
     def get_config(self):
@@ -126,6 +129,7 @@ class PolynomialDecay(PruningSchedule):
 
     @property
     def final_sparsity(self):
+        """The sparsity the schedule ends at."""
         return self._final_sparsity
 
     def _progress(self, step):
@@ -178,6 +182,7 @@ class ConstantSparsity(PruningSchedule):
 
     @property
     def final_sparsity(self):
+        """The sparsity the schedule ends at."""
         return self.target_sparsity
 
     def sparsity(self, step):
@@ -185,6 +190,7 @@ class ConstantSparsity(PruningSchedule):
         return self.target_sparsity
 
     def sparsity_tensor(self, step):
+        """The target sparsity at `step` as a float tensor (inside compiled updates)."""
         return ops.convert_to_tensor(self.target_sparsity, "float64")
 
     def get_config(self):
@@ -235,6 +241,7 @@ class PruningSteps(MaskSchedule):
 
     @property
     def is_resolved(self):
+        """True once the schedule is a `PruningSchedule` (not a function of the run length)."""
         return isinstance(self._schedule, PruningSchedule)
 
     @property

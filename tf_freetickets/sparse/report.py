@@ -32,6 +32,7 @@ class LayerSparsity:
 
     @property
     def density(self):
+        """Active weights over all weights of the layer."""
         return self.active / self.total
 
 

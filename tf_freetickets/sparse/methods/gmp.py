@@ -103,6 +103,7 @@ class GradualMagnitudePruning(MaskUpdater):
 
     @property
     def pruning_schedule(self):
+        """The resolved `PruningSchedule` (tfmot-style) this updater prunes along."""
         return self.schedule.pruning_schedule
 
     def new_mask(self, layer_index, old_mask, weights, scores, step, drop_fraction):
