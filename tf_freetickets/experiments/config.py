@@ -226,10 +226,6 @@ def _validate_method_fields(sparse, method):
 
 def validate(config):
     """Raises ConfigError for the first bad field; returns the config otherwise."""
-    from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES
-    from tf_freetickets.sparse.densities import DISTRIBUTIONS, check_sparsity
-    from tf_freetickets.sparse.schedules import DECAYS
-
     _choice(config.dataset, DATASETS, "dataset")
     _choice(config.model, MODELS, "model")
     if not config.width > 0:
@@ -244,28 +240,42 @@ def validate(config):
         raise ConfigError("config.label_smoothing is not supported with ensemble.kind='dnc' (its loss is the co-training loss).")
     if not 0.0 <= config.dropout < 1.0:
         raise ConfigError(f"config.dropout={config.dropout!r} must be in [0, 1).")
-    _choice(config.optimizer.schedule, LR_SCHEDULES, "optimizer.schedule")
-    if any(not 0.0 < m < 1.0 for m in config.optimizer.milestones) or list(config.optimizer.milestones) != sorted(
-        config.optimizer.milestones
-    ):
-        raise ConfigError(
-            f"config.optimizer.milestones={tuple(config.optimizer.milestones)!r} must be increasing fractions in (0, 1)."
-        )
-    _choice(config.optimizer.weight_decay_scope, WEIGHT_DECAY_SCOPES, "optimizer.weight_decay_scope")
-    _positive_int(config.optimizer.decay_every, "optimizer.decay_every", minimum=0)
-    if not 0.0 <= config.optimizer.warmup_from <= config.optimizer.learning_rate:
-        raise ConfigError(f"config.optimizer.warmup_from={config.optimizer.warmup_from!r} must be in [0, learning_rate].")
-    if not 0.0 <= config.optimizer.min_learning_rate <= config.optimizer.learning_rate:
-        raise ConfigError(
-            f"config.optimizer.min_learning_rate={config.optimizer.min_learning_rate!r} must be in [0, learning_rate]."
-        )
-    _validate_port_details(config)
-    if not config.optimizer.weight_decay >= 0:
-        raise ConfigError(f"config.optimizer.weight_decay={config.optimizer.weight_decay!r} must be >= 0.")
-    if not config.optimizer.learning_rate > 0:
-        raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate!r} must be positive.")
+    _validate_optimizer(config)
+    method = _validate_sparse(config.sparse)
+    if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
+        raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
+    _validate_ensemble(config, method)
+    validate_run_fields(config)
+    return config
 
-    sparse = config.sparse
+
+def _validate_optimizer(config):
+    from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES
+
+    optimizer = config.optimizer
+    _choice(optimizer.schedule, LR_SCHEDULES, "optimizer.schedule")
+    if any(not 0.0 < m < 1.0 for m in optimizer.milestones) or list(optimizer.milestones) != sorted(optimizer.milestones):
+        raise ConfigError(
+            f"config.optimizer.milestones={tuple(optimizer.milestones)!r} must be increasing fractions in (0, 1)."
+        )
+    _choice(optimizer.weight_decay_scope, WEIGHT_DECAY_SCOPES, "optimizer.weight_decay_scope")
+    _positive_int(optimizer.decay_every, "optimizer.decay_every", minimum=0)
+    if not 0.0 <= optimizer.warmup_from <= optimizer.learning_rate:
+        raise ConfigError(f"config.optimizer.warmup_from={optimizer.warmup_from!r} must be in [0, learning_rate].")
+    if not 0.0 <= optimizer.min_learning_rate <= optimizer.learning_rate:
+        raise ConfigError(f"config.optimizer.min_learning_rate={optimizer.min_learning_rate!r} must be in [0, learning_rate].")
+    _validate_port_details(config)
+    if not optimizer.weight_decay >= 0:
+        raise ConfigError(f"config.optimizer.weight_decay={optimizer.weight_decay!r} must be >= 0.")
+    if not optimizer.learning_rate > 0:
+        raise ConfigError(f"config.optimizer.learning_rate={optimizer.learning_rate!r} must be positive.")
+
+
+def _validate_sparse(sparse):
+    """Checks `config.sparse`; returns the registered method it names."""
+    from tf_freetickets.sparse.densities import DISTRIBUTIONS, check_sparsity
+    from tf_freetickets.sparse.schedules import DECAYS
+
     method = sparse_method(sparse)
     try:
         check_sparsity(sparse.sparsity, "config.sparse.sparsity")
@@ -282,33 +292,33 @@ def validate(config):
             f"[0, sparse.drop_fraction={sparse.drop_fraction}]."
         )
     _validate_method_fields(sparse, method)
-    if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
-        raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
+    return method
 
-    ensemble = config.ensemble
+
+def _validate_ensemble(config, method):
+    ensemble, sparse = config.ensemble, config.sparse
     _choice(ensemble.kind, ENSEMBLE_KINDS, "ensemble.kind")
     _positive_int(ensemble.num_members, "ensemble.num_members")
     if ensemble.kind == "dnc" and ensemble.cotraining_weight < 0:
         raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
-    if ensemble.kind == "edst":
-        if not method.dynamic:
-            dynamic = ", ".join(name for name in registry.method_names() if registry.get_method(name).dynamic)
-            raise ConfigError(f"config.ensemble.kind='edst' needs a dynamic sparse method ({dynamic}), got {sparse.method!r}.")
-        _positive_int(ensemble.exploration_epochs, "ensemble.exploration_epochs", minimum=0)
-        _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=1)
-        try:
-            edst_schedule(config)
-        except ValueError as error:
-            raise ConfigError(f"config.ensemble: {error}") from None
-        _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
-        if ensemble.get("restart_schedule_after_exploration", False) and (sparse.decay != "cosine" or sparse.end_fraction != 1.0):
-            raise ConfigError(
-                "config.ensemble.restart_schedule_after_exploration restarts the cosine drop fraction to the end of "
-                f"training: it needs sparse.decay='cosine' and sparse.end_fraction=1.0, got {sparse.decay!r} and "
-                f"{sparse.end_fraction!r}."
-            )
-    validate_run_fields(config)
-    return config
+    if ensemble.kind != "edst":
+        return
+    if not method.dynamic:
+        dynamic = ", ".join(name for name in registry.method_names() if registry.get_method(name).dynamic)
+        raise ConfigError(f"config.ensemble.kind='edst' needs a dynamic sparse method ({dynamic}), got {sparse.method!r}.")
+    _positive_int(ensemble.exploration_epochs, "ensemble.exploration_epochs", minimum=0)
+    _positive_int(ensemble.refinement_epochs, "ensemble.refinement_epochs", minimum=1)
+    try:
+        edst_schedule(config)
+    except ValueError as error:
+        raise ConfigError(f"config.ensemble: {error}") from None
+    _fraction(ensemble.large_drop_fraction, "ensemble.large_drop_fraction", low_open=True)
+    if ensemble.get("restart_schedule_after_exploration", False) and (sparse.decay != "cosine" or sparse.end_fraction != 1.0):
+        raise ConfigError(
+            "config.ensemble.restart_schedule_after_exploration restarts the cosine drop fraction to the end of "
+            f"training: it needs sparse.decay='cosine' and sparse.end_fraction=1.0, got {sparse.decay!r} and "
+            f"{sparse.end_fraction!r}."
+        )
 
 
 def validate_run_fields(config):

@@ -101,47 +101,58 @@ def evaluate_members(
     result = summarize_members(probs, y_test)
     ensemble = probs.mean(axis=0)
     result["reliability"] = {k: v.tolist() for k, v in reliability_diagram_bins(y_test, ensemble)._asdict().items()}
+
+    def mean_probabilities(images):
+        return member_probabilities(members, _normalised(images), batch_size=batch_size).mean(axis=0)
+
     if validation is not None:
-        x_val, y_val = validation
-        say(f"validation images: {len(x_val)} (temperature scaling)")
-        val_probs = member_probabilities(members, _normalised(x_val), batch_size=batch_size).mean(axis=0)
-        result["temperature"] = fit_temperature(y_val, val_probs)
-        scaled = apply_temperature(ensemble, result["temperature"])
-        result["ts_nll"] = negative_log_likelihood(y_test, scaled)
-        result["ts_ece"] = expected_calibration_error(y_test, scaled)
-        result["ts_brier"] = brier_score(y_test, scaled)
+        say(f"validation images: {len(validation[0])} (temperature scaling)")
+        result.update(_temperature_scaled(ensemble, y_test, mean_probabilities(validation[0]), validation[1]))
     if ood_sets:
         result["ood"] = {}
         for name, images in ood_sets.items():
             say(f"OoD set {name}: {len(images)} images")
-            ood_probs = member_probabilities(members, _normalised(images), batch_size=batch_size).mean(axis=0)
-            result["ood"][name] = {k: float(v) for k, v in ood_detection(ensemble, ood_probs, score="entropy").items()}
-        result["ood_auroc"] = float(np.mean([v["auroc"] for v in result["ood"].values()]))
-        result["ood_aupr"] = float(np.mean([v["aupr"] for v in result["ood"].values()]))
-        result["ood_fpr95"] = float(np.mean([v["fpr95"] for v in result["ood"].values()]))
+            detection = ood_detection(ensemble, mean_probabilities(images), score="entropy")
+            result["ood"][name] = {k: float(v) for k, v in detection.items()}
+        for key in ("auroc", "aupr", "fpr95"):
+            result[f"ood_{key}"] = float(np.mean([v[key] for v in result["ood"].values()]))
     if corruptions:
-        from tf_freetickets.data.corruptions import corrupt
-
-        result["corruption"] = {}
-        accuracies, eces = [], []
-        for number, name in enumerate(corruptions, start=1):
-            say(f"corruption {number}/{len(corruptions)} {name}: {len(x_test)} images x {len(severities)} severities")
-            # One prediction pass per corruption over all its severities: far fewer predict calls.
-            corrupted = np.concatenate([corrupt(x_test, name, severity, seed=0) for severity in severities])
-            means = member_probabilities(members, _normalised(corrupted), batch_size=batch_size).mean(axis=0)
-            result["corruption"][name] = {}
-            for severity, mean in zip(severities, np.split(means, len(severities))):
-                cell = {
-                    "accuracy": float(accuracy(y_test, mean)),
-                    "nll": float(negative_log_likelihood(y_test, mean)),
-                    "ece": float(expected_calibration_error(y_test, mean)),
-                }
-                result["corruption"][name][str(severity)] = cell
-                accuracies.append(cell["accuracy"])
-                eces.append(cell["ece"])
-        result["corruption_accuracy"] = float(np.mean(accuracies))
-        result["corruption_ece"] = float(np.mean(eces))
+        result.update(_corruption_results(mean_probabilities, x_test, y_test, corruptions, severities, say))
     return result
+
+
+def _temperature_scaled(ensemble, y_test, val_probs, y_val):
+    """Temperature fitted on the validation probabilities, and the test NLL / ECE / Brier after it."""
+    temperature = fit_temperature(y_val, val_probs)
+    scaled = apply_temperature(ensemble, temperature)
+    return {
+        "temperature": temperature,
+        "ts_nll": negative_log_likelihood(y_test, scaled),
+        "ts_ece": expected_calibration_error(y_test, scaled),
+        "ts_brier": brier_score(y_test, scaled),
+    }
+
+
+def _corruption_results(mean_probabilities, x_test, y_test, corruptions, severities, say):
+    """Accuracy, NLL and ECE per corruption and severity, and their means over all cells."""
+    from tf_freetickets.data.corruptions import corrupt
+
+    table, accuracies, eces = {}, [], []
+    for number, name in enumerate(corruptions, start=1):
+        say(f"corruption {number}/{len(corruptions)} {name}: {len(x_test)} images x {len(severities)} severities")
+        # One prediction pass per corruption over all its severities: far fewer predict calls.
+        means = mean_probabilities(np.concatenate([corrupt(x_test, name, severity, seed=0) for severity in severities]))
+        table[name] = {}
+        for severity, mean in zip(severities, np.split(means, len(severities))):
+            cell = {
+                "accuracy": float(accuracy(y_test, mean)),
+                "nll": float(negative_log_likelihood(y_test, mean)),
+                "ece": float(expected_calibration_error(y_test, mean)),
+            }
+            table[name][str(severity)] = cell
+            accuracies.append(cell["accuracy"])
+            eces.append(cell["ece"])
+    return {"corruption": table, "corruption_accuracy": float(np.mean(accuracies)), "corruption_ece": float(np.mean(eces))}
 
 
 def corruption_table(result):
