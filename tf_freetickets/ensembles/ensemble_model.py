@@ -7,6 +7,7 @@ import zipfile
 import keras
 from keras import ops
 
+from tf_freetickets import keras_compat
 from tf_freetickets.metrics.uncertainty import entropy
 
 
@@ -45,7 +46,7 @@ def check_members_agree(members, labels=None):
 
 def _last_activation(member):
     """"softmax" or "linear" when the member's last layer visibly ends so, else None (not visible or other)."""
-    if not isinstance(member, (keras.Sequential, keras.src.models.Functional)) or not member.layers:
+    if not keras_compat.is_functional_or_sequential(member) or not member.layers:
         return None
     last = member.layers[-1]
     if isinstance(last, keras.layers.Softmax):

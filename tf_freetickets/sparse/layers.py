@@ -19,8 +19,8 @@ import inspect
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common import global_state  # the call context holds `training`
 
+from tf_freetickets import keras_compat
 from tf_freetickets.sparse.densities import active_count
 
 MASK_NAME = "kernel_mask"
@@ -79,7 +79,7 @@ class MaskedKernelMixin:
         if not self._apply_kernel_mask or getattr(self, "kernel_mask", None) is None:
             return kernel
         kernel = kernel * ops.cast(self.kernel_mask, kernel.dtype)
-        if self.training_kernel_transform is not None and _in_training_call():
+        if self.training_kernel_transform is not None and keras_compat.in_training_call():
             kernel = self.training_kernel_transform(self, kernel)
         return kernel
 
@@ -201,12 +201,6 @@ def _has_kernel(layer):
 
 #: Layer classes whose kernels sit in sublayers that this module can mask.
 CONTAINER_CLASSES = (keras.layers.MultiHeadAttention,)
-
-
-def _in_training_call():
-    """True while Keras runs a layer call with training=True (read at trace time)."""
-    context = global_state.get_global_attribute("current_call_ctx")
-    return context is not None and context.get_value("training") is True
 
 
 def _empty_batch_safe_call(layer_class):
