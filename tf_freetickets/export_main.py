@@ -3,7 +3,7 @@
   python -m tf_freetickets.export_main --source=out/edst --output=out/edst/ensemble_savedmodel
 
 The ensemble SavedModel has the endpoints `serve` (mean probabilities),
-`member_probabilities` and `uncertainty` (see tf_freetickets.export), which
+`member_probabilities` and `uncertainty` (see tf_freetickets.deploy.saved_model), which
 take float32 images scaled to [0, 1] and reject values outside that range
 (raw 0..255 pixels) and NaN/Inf with an InvalidArgumentError. After
 writing, it is reloaded with `tf.saved_model.load` and checked against the
@@ -60,10 +60,10 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    from tf_freetickets.deploy.saved_model import export_member
     from tf_freetickets.ensembles import EnsembleModel
     from tf_freetickets.experiments.cli import fail, user_errors
     from tf_freetickets.experiments.evaluation import members_source
-    from tf_freetickets.export import export_member
 
     try:
         ensemble = EnsembleModel.from_saved_models(members_source(_SOURCE.value))

@@ -171,11 +171,11 @@ class EnsembleModel(keras.Model):
         """Writes one SavedModel with `serve`, `member_probabilities`, `uncertainty` endpoints.
 
         `input_range=(low, high)` makes every endpoint reject inputs outside it;
-        NaN/Inf inputs are always rejected (`tf_freetickets.export`).
+        NaN/Inf inputs are always rejected (`tf_freetickets.deploy.saved_model`).
         """
         if format != "tf_saved_model":
             raise ValueError(f"EnsembleModel exports only format='tf_saved_model', got {format!r}.")
-        from tf_freetickets.export import export_ensemble
+        from tf_freetickets.deploy.saved_model import export_ensemble
 
         return export_ensemble(self, filepath, input_range=input_range)
 

@@ -212,7 +212,7 @@ def _empty_batch_safe_call(layer_class):
     an empty output of the right shape; compiled graphs with an unknown batch
     size are left as they are (a branch there would cost TFLite conversion
     its static shapes), and the exported endpoints answer an empty batch
-    themselves (`tf_freetickets.export`).
+    themselves (`tf_freetickets.deploy.saved_model`).
     """
 
     def call(self, inputs):
