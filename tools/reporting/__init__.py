@@ -5,7 +5,7 @@
 - plots: reliability diagrams and accuracy-vs-training-FLOPs plots (matplotlib, imported lazily).
 """
 
-from tf_freetickets.reporting.study import Cell, cell_config, load_config, rerun_command
-from tf_freetickets.reporting.tables import Column, aggregate, markdown_table, mean_std
+from reporting.study import Cell, cell_config, load_config, rerun_command
+from reporting.tables import Column, aggregate, markdown_table, mean_std
 
 __all__ = ["Cell", "Column", "aggregate", "cell_config", "load_config", "markdown_table", "mean_std", "rerun_command"]
