@@ -1,8 +1,13 @@
-"""Test session setup: quiet TF logs and two logical CPU devices for tf.distribute."""
+"""Test session setup: quiet TF logs, two logical CPU devices for tf.distribute, tools/ importable."""
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# The study and results-page code (tools/reporting) is not installed; the tools import it as
+# `reporting` from their own folder, and so do the tests.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
 
 import tensorflow as tf  # noqa: E402
 

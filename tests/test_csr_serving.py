@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tf_freetickets as tft
-from tf_freetickets.csr_serving import CSRPredictor
+from tf_freetickets.deploy.csr import CSRPredictor
 
 
 def _mlp(seed, softmax=False):

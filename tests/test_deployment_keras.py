@@ -113,14 +113,14 @@ def test_ensemble_rejects_softmax_members_with_from_logits_and_logit_members_wit
 
 
 def test_stripped_attention_model_converts_to_sparse_tflite_with_the_same_outputs(tmp_path):
-    from tf_freetickets import tflite_export
+    from tf_freetickets.deploy import tflite
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16, 16))
     x = keras.layers.GlobalAveragePooling1D()(keras.layers.MultiHeadAttention(2, 8, name="mha")(inputs, inputs))
     sparse = tft.sparsify(keras.Model(inputs, keras.layers.Dense(5)(x)), 0.9, seed=0)
     path = str(tmp_path / "plain.tflite")
-    tflite_export.export_tflite(tft.strip(sparse), path, sparse=True)
+    tflite.export_tflite(tft.strip(sparse), path, sparse=True)
     x = np.random.default_rng(0).random((2, 16, 16)).astype("float32")
-    np.testing.assert_allclose(tflite_export.tflite_predict(path, x), keras.ops.convert_to_numpy(sparse(x)), atol=1e-6)
-    assert len(tflite_export.sparse_tensors(path)) == 5  # the four projections and the Dense kernel
+    np.testing.assert_allclose(tflite.tflite_predict(path, x), keras.ops.convert_to_numpy(sparse(x)), atol=1e-6)
+    assert len(tflite.sparse_tensors(path)) == 5  # the four projections and the Dense kernel

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import tf_freetickets as tft
-from tf_freetickets.export import check_pruned_weights_are_zero, export_member
+from tf_freetickets.deploy.saved_model import check_pruned_weights_are_zero, export_member
 
 
 def _sparse_member(seed):

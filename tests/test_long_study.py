@@ -7,15 +7,14 @@ import os
 
 import pytest
 
-from tf_freetickets.experiments.config import edst_schedule
-from tf_freetickets.reporting.claims import Claim, claims_table, judge, welch_t
-from tf_freetickets.reporting.long_page import (
+from reporting.claims import Claim, claims_table, judge, welch_t
+from reporting.long_page import (
     LONG_BEGIN_MARKER,
     LONG_END_MARKER,
     pilot_choice,
     write_long_report,
 )
-from tf_freetickets.reporting.long_study import (
+from reporting.long_study import (
     EPOCHS,
     LEARNING_RATE,
     fashion_mnist_long_pilot,
@@ -23,9 +22,10 @@ from tf_freetickets.reporting.long_study import (
     paper_claims,
     steps_per_epoch,
 )
-from tf_freetickets.reporting.results_page import BEGIN_MARKER, END_MARKER
-from tf_freetickets.reporting.study import Cell, cell_config
-from tf_freetickets.reporting.study_runner import StudyRunner, vector_isa
+from reporting.results_page import BEGIN_MARKER, END_MARKER
+from reporting.study import Cell, cell_config
+from reporting.study_runner import StudyRunner, vector_isa
+from tf_freetickets.experiments.config import edst_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -229,7 +229,7 @@ def test_long_report_goes_above_the_short_study_and_keeps_the_prose(tmp_path):
 
 
 def test_cigl_averages_at_a_quarter_of_the_base_rate_as_the_official_run():
-    from tf_freetickets.reporting.long_study import cigl_averaging_learning_rates
+    from reporting.long_study import cigl_averaging_learning_rates
 
     assert cigl_averaging_learning_rates(epochs=60, learning_rate=0.1) == (0.025, 0.025)
     assert cigl_averaging_learning_rates(epochs=80, learning_rate=0.05) == (0.0125, 0.0125)
@@ -240,10 +240,10 @@ def test_a_composed_ensemble_has_the_members_an_independent_ensemble_run_trains(
     """The page's rerun command for a composed row (ensemble.kind=independent, seed s) trains the very runs it averages."""
     import numpy as np
 
+    from reporting.study import load_config
     from tf_freetickets.ensembles import EnsembleModel
     from tf_freetickets.experiments import runner
     from tf_freetickets.experiments.evaluation import members_source
-    from tf_freetickets.reporting.study import load_config
 
     def config(seed, **ensemble):
         overrides = ["epochs=1", "width=0.25", "train_examples=256", "verbose=0", "sparse.sparsity=0.8", f"seed={seed}"]

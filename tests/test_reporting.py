@@ -1,4 +1,4 @@
-"""Study tables, study cells, results page and figures (tf_freetickets.reporting)."""
+"""Study tables, study cells, results page and figures (tools/reporting)."""
 
 import json
 import os
@@ -7,10 +7,10 @@ import shlex
 import numpy as np
 import pytest
 
-from tf_freetickets.reporting import Column, aggregate, cell_config, load_config, markdown_table, mean_std, rerun_command
-from tf_freetickets.reporting.plots import pool_reliability
-from tf_freetickets.reporting.results_page import BEGIN_MARKER, END_MARKER, records_by_cell, write_report
-from tf_freetickets.reporting.study import fashion_mnist_study
+from reporting import Column, aggregate, cell_config, load_config, markdown_table, mean_std, rerun_command
+from reporting.plots import pool_reliability
+from reporting.results_page import BEGIN_MARKER, END_MARKER, records_by_cell, write_report
+from reporting.study import fashion_mnist_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -160,7 +160,7 @@ def test_without_a_dense_cell_flops_are_absolute_and_no_empty_figure_is_drawn(tm
 
 
 def test_command_lines_show_the_study_workdir_and_the_mean_minutes():
-    from tf_freetickets.reporting.results_page import command_lines
+    from reporting.results_page import command_lines
 
     records = [
         {"cell": "rigl_0.8", "seed": 10, "train_seconds": 50.0, "eval_seconds": 10.0,
@@ -175,7 +175,7 @@ def test_command_lines_show_the_study_workdir_and_the_mean_minutes():
 
 
 def test_command_lines_give_one_mean_per_cpu_when_records_ran_on_several():
-    from tf_freetickets.reporting.results_page import command_lines
+    from reporting.results_page import command_lines
 
     records = [
         {"cell": "dense", "seed": 0, "train_seconds": 50.0, "eval_seconds": 10.0, "cpu": "CPU A", "command": "c"},

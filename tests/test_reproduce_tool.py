@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from reporting.study_runner import cpu_model
 from tf_freetickets.data import DEFAULT_DIR
-from tf_freetickets.reporting.study_runner import cpu_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tf_freetickets as tft
-from tf_freetickets.export import export_member
+from tf_freetickets.deploy.saved_model import export_member
 
 
 @pytest.fixture(scope="module")

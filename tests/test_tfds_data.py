@@ -288,8 +288,8 @@ def test_imagenet_labels_and_sizes_read_without_images(prepared, no_download):
 @pytest.mark.slow
 def test_imagenet_resnet50_edst_config_runs_on_the_stream(no_download, tmp_path):
     """configs/imagenet_resnet50_edst.py end to end on prepared TFRecords, shrunk to 32x32 and 7 epochs."""
+    from reporting import load_config
     from tf_freetickets.experiments import runner as experiment
-    from tf_freetickets.reporting import load_config
 
     data_dir = os.fspath(tmp_path / "tfds")
     _write_prepared(data_dir, "imagenet2012", _textured_imagenet)

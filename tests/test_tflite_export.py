@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tf_freetickets as tft
-from tf_freetickets import tflite_export
+from tf_freetickets.deploy import tflite
 
 
 def _with_batchnorm_statistics(model, seed):
@@ -41,7 +41,7 @@ def images():
 @pytest.fixture(scope="module")
 def sparse_file(models, tmp_path_factory):
     path = tmp_path_factory.mktemp("tflite") / "sparse90.tflite"
-    size = tflite_export.export_tflite(models[1], str(path), sparse=True)
+    size = tflite.export_tflite(models[1], str(path), sparse=True)
     return path, size
 
 
@@ -49,27 +49,27 @@ def test_sparse_model_predicts_like_keras_and_is_stored_sparse(models, images, s
     path, size = sparse_file
     assert size == path.stat().st_size > 0
     expected = models[1].predict(images, verbose=0)
-    got = tflite_export.tflite_predict(str(path), images)
+    got = tflite.tflite_predict(str(path), images)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-    stored_sparse = tflite_export.sparse_tensors(str(path))
+    stored_sparse = tflite.sparse_tensors(str(path))
     # conv1_2, conv2_1, conv2_2 and fc are 90%-sparse enough to be encoded; each keeps ~10% of its weights.
     assert len(stored_sparse) >= 3
     for tensor in stored_sparse:
         assert tensor["format"][-1] == 1  # the innermost dimension is stored as CSR indices
         assert tensor["nonzeros"] < 0.2 * np.prod(tensor["shape"])
-    assert "DENSIFY" in tflite_export.op_names(str(path))
+    assert "DENSIFY" in tflite.op_names(str(path))
 
 
 def test_90_percent_sparse_file_is_smaller_than_dense(models, sparse_file, tmp_path):
-    dense_size = tflite_export.export_tflite(models[0], str(tmp_path / "dense.tflite"), sparse=False)
+    dense_size = tflite.export_tflite(models[0], str(tmp_path / "dense.tflite"), sparse=False)
     _, sparse_size = sparse_file
     ratio = sparse_size / dense_size
     assert ratio < 1.0
     assert ratio <= 0.35  # the target; about 0.15 for this model
     # Without the sparse encoding the masked model's file is as large as the dense one.
-    unencoded = tflite_export.export_tflite(models[1], str(tmp_path / "unencoded.tflite"), sparse=False)
+    unencoded = tflite.export_tflite(models[1], str(tmp_path / "unencoded.tflite"), sparse=False)
     assert unencoded == pytest.approx(dense_size, rel=0.02)
-    assert tflite_export.sparse_tensors(str(tmp_path / "unencoded.tflite")) == []
+    assert tflite.sparse_tensors(str(tmp_path / "unencoded.tflite")) == []
 
 
 def test_ensemble_is_one_file_with_the_ensemble_predictions(images, tmp_path):
@@ -77,25 +77,23 @@ def test_ensemble_is_one_file_with_the_ensemble_predictions(images, tmp_path):
     members = [tft.sparsify(tft.models.small_cnn(width=0.5), 0.8, seed=s) for s in range(2)]
     ensemble = tft.EnsembleModel(members)
     path = str(tmp_path / "ensemble.tflite")
-    tflite_export.export_tflite(ensemble, path)
-    np.testing.assert_allclose(
-        tflite_export.tflite_predict(path, images), ensemble.predict(images, verbose=0), rtol=1e-4, atol=1e-5
-    )
-    assert len(tflite_export.sparse_tensors(path)) >= 2 * 3
+    tflite.export_tflite(ensemble, path)
+    np.testing.assert_allclose(tflite.tflite_predict(path, images), ensemble.predict(images, verbose=0), rtol=1e-4, atol=1e-5)
+    assert len(tflite.sparse_tensors(path)) >= 2 * 3
 
 
 def test_latency_is_measured_for_one_example(sparse_file, images):
     path, _ = sparse_file
-    seconds = tflite_export.tflite_latency(str(path), images[:1], runs=3, warmup=1, num_threads=1)
+    seconds = tflite.tflite_latency(str(path), images[:1], runs=3, warmup=1, num_threads=1)
     assert 0.0 < seconds < 1.0
 
 
 def test_sparse_int8_model_runs_without_xnnpack(models, images, tmp_path):
     path = str(tmp_path / "sparse_int8.tflite")
-    size = tflite_export.export_tflite(models[1], path, sparse=True, quantize=True)
-    assert size < 0.7 * tflite_export.export_tflite(models[1], str(tmp_path / "f32.tflite"), sparse=True)
-    assert tflite_export.sparse_tensors(path)
-    got = tflite_export.tflite_predict(path, images, default_delegates=False)
+    size = tflite.export_tflite(models[1], path, sparse=True, quantize=True)
+    assert size < 0.7 * tflite.export_tflite(models[1], str(tmp_path / "f32.tflite"), sparse=True)
+    assert tflite.sparse_tensors(path)
+    got = tflite.tflite_predict(path, images, default_delegates=False)
     expected = models[1].predict(images, verbose=0)
     assert np.max(np.abs(got - expected)) < 0.05 * max(np.max(np.abs(expected)), 1e-3) + 1e-3
 
@@ -108,4 +106,4 @@ def test_nonzero_pruned_weight_is_refused(tmp_path):
     kernel[layer.kernel_mask.numpy() == 0] = 1.0
     layer.kernel_variable.assign(kernel)
     with pytest.raises(ValueError, match="outside its mask"):
-        tflite_export.export_tflite(model, str(tmp_path / "bad.tflite"))
+        tflite.export_tflite(model, str(tmp_path / "bad.tflite"))

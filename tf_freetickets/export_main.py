@@ -3,11 +3,12 @@
   python -m tf_freetickets.export_main --source=out/edst --output=out/edst/ensemble_savedmodel
 
 The ensemble SavedModel has the endpoints `serve` (mean probabilities),
-`member_probabilities` and `uncertainty` (see tf_freetickets.export), which
-take float32 images scaled to [0, 1] and reject values outside that range
-(raw 0..255 pixels) and NaN/Inf with an InvalidArgumentError. After
+`member_probabilities` and `uncertainty` (see tf_freetickets.deploy.saved_model),
+which take float32 images scaled to [0, 1] and reject values outside that
+range (raw 0..255 pixels) and NaN/Inf with an InvalidArgumentError. After
 writing, it is reloaded with `tf.saved_model.load` and checked against the
-in-memory ensemble on random inputs; a mismatch exits with code 1.
+in-memory ensemble on random inputs; a mismatch exits with code 1. This file
+reads the flags; `tf_freetickets.deploy.run_export` does the work.
 """
 
 import os
@@ -27,23 +28,6 @@ _INPUT_RANGE = flags.DEFINE_string(
 )  # fmt: skip
 
 
-def _input_range(source):
-    """(low, high) from --input_range, or None; auto reads the dataset the source run recorded."""
-    value = _INPUT_RANGE.value.strip().lower()
-    if value == "none":
-        return None
-    if value != "auto":
-        try:
-            low, high = (float(v) for v in value.split(","))
-        except ValueError:
-            raise ValueError(f"--input_range={_INPUT_RANGE.value!r} must be 'auto', 'none' or 'low,high'.") from None
-        return (low, high)
-    from tf_freetickets.experiments.workdir import recorded_config
-
-    dataset = recorded_config(source).get("dataset", "") if "," not in source else ""
-    return None if dataset == "imagenet2012" else (0.0, 1.0)
-
-
 def _parse_flags(argv):
     from tf_freetickets.experiments.cli import parse_flags
 
@@ -57,28 +41,18 @@ def main(argv):
         raise app.UsageError("--source and --output are required.")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
-    import numpy as np
-    import tensorflow as tf
-
-    from tf_freetickets.ensembles import EnsembleModel
+    from tf_freetickets.deploy import run_export
     from tf_freetickets.experiments.cli import fail, user_errors
-    from tf_freetickets.experiments.evaluation import members_source
-    from tf_freetickets.export import export_member
 
     try:
-        ensemble = EnsembleModel.from_saved_models(members_source(_SOURCE.value))
-        input_range = _input_range(_SOURCE.value)
+        ensemble = run_export.load_ensemble(_SOURCE.value)
+        input_range = run_export.input_range_for(_INPUT_RANGE.value, _SOURCE.value)
     except (FileNotFoundError, ValueError, *user_errors()) as error:
         fail(error)
-    ensemble.export(_OUTPUT.value, input_range=input_range)
-    if _MEMBERS.value:
-        for index, member in enumerate(ensemble.members):
-            export_member(member, os.path.join(f"{_OUTPUT.value}_members", f"member_{index}"), input_range=input_range)
-    x = np.random.default_rng(0).random((8, *ensemble.input_shape_per_example)).astype("float32")
-    loaded = tf.saved_model.load(_OUTPUT.value)
-    error = float(np.abs(loaded.serve(x).numpy() - ensemble.predict(x, verbose=0)).max())
+    run_export.write_saved_models(ensemble, _OUTPUT.value, input_range=input_range, members=_MEMBERS.value)
+    error = run_export.reload_max_difference(ensemble, _OUTPUT.value)
     print(f"wrote {_OUTPUT.value}: {ensemble.num_members} members, reload max |diff| = {error:.2e}")
-    if error > 1e-5:
+    if error > run_export.RELOAD_TOLERANCE:
         print("error: the reloaded SavedModel does not match the in-memory ensemble", file=sys.stderr)
         sys.exit(1)
 

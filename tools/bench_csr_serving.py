@@ -9,10 +9,10 @@ default), its sparse tickets (`tft.sparsify`, seeds 0..M-1) and a dense twin, ti
   or the `EnsembleModel` of the M stripped tickets) in a `tf.function` with a fixed signature, what a
   SavedModel's `serve` endpoint runs; `keras_masked_ticket`: the ticket as trained, masks unfolded
   (every call multiplies each kernel by its mask); `saved_model_ticket`: the masked ticket through
-  `tf_freetickets.export.export_member` and `tf.saved_model.load(...).serve`;
+  `tf_freetickets.deploy.saved_model.export_member` and `tf.saved_model.load(...).serve`;
 - `numpy_dense`, `numpy_dense_ensemble`: `CSRPredictor(..., matrix_format="dense")`, the same
   chain with dense numpy matrices (BLAS): the dense twin in the same runtime as the CSR path;
-- `csr_ticket`, `csr_ensemble`: `tf_freetickets.csr_serving.CSRPredictor`, scipy CSR products (the
+- `csr_ticket`, `csr_ensemble`: `tf_freetickets.deploy.csr.CSRPredictor`, scipy CSR products (the
   ensemble's M tickets stacked into one product per layer).
 Each variant is called --calls times per timed window, windows interleaved (order rotated),
 --repeats windows, medians; ratios are paired per window, to `numpy_dense` (same runtime) and to
@@ -58,8 +58,8 @@ def _functions(width, sparsity, distribution, members):
     import tensorflow as tf
 
     import tf_freetickets as tft
-    from tf_freetickets.csr_serving import CSRPredictor
-    from tf_freetickets.export import export_member
+    from tf_freetickets.deploy.csr import CSRPredictor
+    from tf_freetickets.deploy.saved_model import export_member
 
     dense = mlp(width, seed=100)
     masked = [tft.sparsify(mlp(width, seed=s), sparsity=sparsity, distribution=distribution, seed=s) for s in range(members)]

@@ -74,7 +74,7 @@ def variants(model_name, members):
 def measure_model(model_name, runs, repeats, threads, members, folder):
     import numpy as np
 
-    from tf_freetickets import tflite_export
+    from tf_freetickets.deploy import tflite
 
     rng = np.random.default_rng(0)
     x = rng.random((8, *common.input_shape(model_name)), dtype=np.float32)
@@ -87,11 +87,11 @@ def measure_model(model_name, runs, repeats, threads, members, folder):
             path = os.path.join(
                 folder, f"{model_name}_{label.replace(' ', '_').replace('%', '').replace(',', '')}_{index}.tflite"
             )
-            sizes.append(tflite_export.export_tflite(m, path, **kwargs))
+            sizes.append(tflite.export_tflite(m, path, **kwargs))
             paths.append(path)
-            got = tflite_export.tflite_predict(path, x, default_delegates=delegates)
+            got = tflite.tflite_predict(path, x, default_delegates=delegates)
             errors.append(float(np.max(np.abs(got - m.predict(x, verbose=0)))))
-            sparse_count += len(tflite_export.sparse_tensors(path))
+            sparse_count += len(tflite.sparse_tensors(path))
         nonzeros = sum(_kernel_nonzeros(m) for m in models)
         entries.append(
             {
@@ -115,7 +115,7 @@ def measure_model(model_name, runs, repeats, threads, members, folder):
         for entry in order:
             total = 0.0
             for path in entry["paths"]:
-                total += tflite_export.tflite_latency(
+                total += tflite.tflite_latency(
                     path, one, runs=runs, warmup=10, num_threads=threads, default_delegates=entry["default_delegates"]
                 )
             entry["latency_s"].append(total)

@@ -55,7 +55,7 @@ def mobilenet_style(size, width, blocks, classes=10):
 
 
 def _latency_fn(content, default_delegates, x, runs):
-    from tf_freetickets.tflite_export import make_interpreter
+    from tf_freetickets.deploy.tflite import make_interpreter
 
     interpreter = make_interpreter(content, num_threads=1, default_delegates=default_delegates)
     interpreter.allocate_tensors()
@@ -86,7 +86,7 @@ def measure(size, width, blocks, sparsity, members, runs, repeats):
     import numpy as np
 
     import tf_freetickets as tft
-    from tf_freetickets.tflite_export import convert_to_tflite
+    from tf_freetickets.deploy.tflite import convert_to_tflite
 
     keras.utils.set_random_seed(0)
     dense = mobilenet_style(size, width, blocks)

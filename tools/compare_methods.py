@@ -25,8 +25,8 @@ METRICS = ("accuracy", "nll", "ece", "brier", "disagreement", "kl")
 
 def main(argv):
     del argv
+    from reporting import Column, load_config, markdown_table
     from tf_freetickets.experiments import runner as experiment
-    from tf_freetickets.reporting import Column, load_config, markdown_table
 
     summary = {}
     for path in _CONFIGS.value:

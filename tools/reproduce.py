@@ -5,7 +5,7 @@
   python tools/reproduce.py --study=long             # the long-training study (about 2.5 h on 2 cores)
   python tools/reproduce.py --study=long --report_only   # rebuild its section of docs/RESULTS.md from the JSON
 
-Studies (cells in `tf_freetickets.reporting.study` and `.long_study`):
+Studies (cells in tools/reporting/study.py and long_study.py):
 - short: dense single model, dense ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL,
   gradual magnitude pruning (GMP), CigL and Divide-and-Co-training (S=2) on Fashion-MNIST with the
   small CNN for 4 epochs, at sparsities 0.8 and 0.9 where they apply.
@@ -37,9 +37,9 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from tf_freetickets.reporting import long_study  # noqa: E402
-from tf_freetickets.reporting.study import fashion_mnist_study  # noqa: E402
-from tf_freetickets.reporting.study_runner import StudyRunner  # noqa: E402
+from reporting import long_study  # noqa: E402
+from reporting.study import fashion_mnist_study  # noqa: E402
+from reporting.study_runner import StudyRunner  # noqa: E402
 
 _DEFAULTS = {
     "short": {"workdir": "out/reproduce", "json": "docs/results/reproduce.json", "seeds": ["0", "10", "20"]},
@@ -137,8 +137,8 @@ def _train_all():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from tf_freetickets.reporting.long_page import write_long_report
-    from tf_freetickets.reporting.results_page import write_report
+    from reporting.long_page import write_long_report
+    from reporting.results_page import write_report
 
     if not _REPORT_ONLY.value:
         _train_all()

@@ -322,7 +322,7 @@ class EDST(MaskUpdate):
             keras_path = os.path.join(self.export_dir, f"ticket_{index}.keras")
             self.model.save(keras_path)
             if self.export_saved_model:
-                from tf_freetickets.export import export_member
+                from tf_freetickets.deploy.saved_model import export_member
 
                 saved_model_path = export_member(self.model, os.path.join(self.export_dir, f"ticket_{index}"))
         self.tickets.append(Ticket(index, epoch, self._step, keras_path, saved_model_path, masks))

@@ -7,6 +7,7 @@ import zipfile
 import keras
 from keras import ops
 
+from tf_freetickets import keras_compat
 from tf_freetickets.metrics.uncertainty import entropy
 
 
@@ -45,7 +46,7 @@ def check_members_agree(members, labels=None):
 
 def _last_activation(member):
     """"softmax" or "linear" when the member's last layer visibly ends so, else None (not visible or other)."""
-    if not isinstance(member, (keras.Sequential, keras.src.models.Functional)) or not member.layers:
+    if not keras_compat.is_functional_or_sequential(member) or not member.layers:
         return None
     last = member.layers[-1]
     if isinstance(last, keras.layers.Softmax):
@@ -173,11 +174,11 @@ class EnsembleModel(keras.Model):
         """Writes one SavedModel with `serve`, `member_probabilities`, `uncertainty` endpoints.
 
         `input_range=(low, high)` makes every endpoint reject inputs outside it;
-        NaN/Inf inputs are always rejected (`tf_freetickets.export`).
+        NaN/Inf inputs are always rejected (`tf_freetickets.deploy.saved_model`).
         """
         if format != "tf_saved_model":
             raise ValueError(f"EnsembleModel exports only format='tf_saved_model', got {format!r}.")
-        from tf_freetickets.export import export_ensemble
+        from tf_freetickets.deploy.saved_model import export_ensemble
 
         return export_ensemble(self, filepath, input_range=input_range)
 

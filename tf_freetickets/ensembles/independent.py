@@ -74,7 +74,7 @@ def train_independent_ensemble(
         if export_dir:
             model.save(os.path.join(export_dir, f"member_{index}.keras"))
             if export_saved_model:
-                from tf_freetickets.export import export_member
+                from tf_freetickets.deploy.saved_model import export_member
 
                 export_member(model, os.path.join(export_dir, f"member_{index}"))
         members.append(model)

@@ -19,8 +19,8 @@ import inspect
 import keras
 import numpy as np
 from keras import ops
-from keras.src.backend.common import global_state  # the call context holds `training`
 
+from tf_freetickets import keras_compat
 from tf_freetickets.sparse.densities import active_count
 
 MASK_NAME = "kernel_mask"
@@ -82,7 +82,7 @@ class MaskedKernelMixin:
         if not self._apply_kernel_mask or getattr(self, "kernel_mask", None) is None:
             return kernel
         kernel = kernel * ops.cast(self.kernel_mask, kernel.dtype)
-        if self.training_kernel_transform is not None and _in_training_call():
+        if self.training_kernel_transform is not None and keras_compat.in_training_call():
             kernel = self.training_kernel_transform(self, kernel)
         return kernel
 
@@ -210,12 +210,6 @@ def _has_kernel(layer):
 CONTAINER_CLASSES = (keras.layers.MultiHeadAttention,)
 
 
-def _in_training_call():
-    """True while Keras runs a layer call with training=True (read at trace time)."""
-    context = global_state.get_global_attribute("current_call_ctx")
-    return context is not None and context.get_value("training") is True
-
-
 def _empty_batch_safe_call(layer_class):
     """`call` for a masked one-input layer that answers a batch known to be empty with the right shape.
 
@@ -225,7 +219,7 @@ def _empty_batch_safe_call(layer_class):
     an empty output of the right shape; compiled graphs with an unknown batch
     size are left as they are (a branch there would cost TFLite conversion
     its static shapes), and the exported endpoints answer an empty batch
-    themselves (`tf_freetickets.export`).
+    themselves (`tf_freetickets.deploy.saved_model`).
     """
 
     def call(self, inputs):

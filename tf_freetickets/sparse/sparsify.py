@@ -14,6 +14,7 @@ import warnings
 import keras
 import numpy as np
 
+from tf_freetickets import keras_compat
 from tf_freetickets.sparse import densities as densities_lib
 from tf_freetickets.sparse import layer_targets
 from tf_freetickets.sparse import layers as masking
@@ -94,7 +95,7 @@ def _check_model(model):
         raise TypeError(f"sparsify expects a keras.Model, got {type(model).__name__}.")
     if not model.built:
         raise ValueError(f"Model {model.name!r} is not built; call it on data or build it with an input shape before sparsify.")
-    if not isinstance(model, (keras.Sequential, keras.src.models.Functional)):
+    if not keras_compat.is_functional_or_sequential(model):
         raise TypeError(
             f"sparsify rebuilds Functional and Sequential models only; {type(model).__name__} is a subclassed model. "
             "Create its kernel layers with tft.sparse.masked_class_for(keras.layers.Dense)(...) (same arguments), "

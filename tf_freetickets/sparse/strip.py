@@ -8,6 +8,7 @@ were zero, so its predictions are those of the sparse model.
 
 import keras
 
+from tf_freetickets import keras_compat
 from tf_freetickets.sparse import layers as masking
 
 #: Config keys the masked classes add to their plain class's config.
@@ -55,7 +56,7 @@ def strip(model):
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"strip expects a keras.Model, got {type(model).__name__}.")
-    if not isinstance(model, (keras.Sequential, keras.src.models.Functional)):
+    if not keras_compat.is_functional_or_sequential(model):
         raise TypeError(
             f"strip rebuilds Functional and Sequential models only; {type(model).__name__} is subclassed. Build the "
             "same model with plain layers and call plain.set_weights(tft.sparse.folded_weights(model))."

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_freetickets.export import check_pruned_weights_are_zero
+from tf_freetickets.deploy.saved_model import check_pruned_weights_are_zero
 
 
 def _signature(model):

@@ -21,7 +21,7 @@ signed so that t > 0 is the claimed direction:
 import dataclasses
 import math
 
-from tf_freetickets.reporting.tables import mean_std
+from reporting.tables import mean_std
 
 HIGHER_IS_BETTER = {"accuracy": True, "nll": False, "ece": False, "brier": False, "ood_auroc": True,
                     "corruption_accuracy": True, "training_flops_rel": False}  # fmt: skip

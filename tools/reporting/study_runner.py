@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from tf_freetickets.reporting.results_page import UNRECORDED_CPU
-from tf_freetickets.reporting.study import cell_config, rerun_command
+from reporting.results_page import UNRECORDED_CPU
+from reporting.study import cell_config, rerun_command
 
 _SUMMARY_KEYS = (
     "accuracy", "nll", "ece", "brier", "disagreement", "kl", "sparsity", "members", "member_accuracy_mean",

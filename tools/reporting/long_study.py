@@ -12,7 +12,7 @@ the study, every row at those frozen base hyper-parameters and the papers'
 schedules scaled to E (see its docstring for each ratio).
 """
 
-from tf_freetickets.reporting.study import Cell
+from reporting.study import Cell
 
 TRAIN_EXAMPLES = 5000  # the training subset: the first 5,000 images of the training split
 VALIDATION_EXAMPLES = 5000  # the pilot's validation split: the last 5,000 images of the training split
@@ -226,7 +226,7 @@ def paper_claims(sparsities=(0.8, 0.9)):
     Returns:
       list of `claims.Claim`.
     """
-    from tf_freetickets.reporting.claims import Claim
+    from reporting.claims import Claim
 
     s = sparsities[0]
     claims = []

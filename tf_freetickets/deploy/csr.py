@@ -25,6 +25,8 @@ import keras
 import numpy as np
 import scipy.sparse
 
+from tf_freetickets import keras_compat
+
 #: Layers the chain can hold; Dropout is the identity at inference.
 SUPPORTED_LAYERS = ("InputLayer", "Flatten", "Dense", "Activation", "ReLU", "Softmax", "Dropout")
 MATRIX_FORMATS = ("csr", "dense")
@@ -79,7 +81,7 @@ def model_steps(model):
     Raises:
       ValueError: a layer outside SUPPORTED_LAYERS, a nested model, or a graph that is not a chain.
     """
-    if not (isinstance(model, keras.Sequential) or type(model).__name__ == "Functional"):  # keras.Model(inputs, outputs)
+    if not (isinstance(model, keras.Sequential) or keras_compat.is_plain_functional(model)):
         raise ValueError(f"CSRPredictor serves Functional and Sequential models; got {type(model).__name__}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"CSRPredictor serves one-input, one-output models; {model.name!r} has "

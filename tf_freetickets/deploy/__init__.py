@@ -1,0 +1,12 @@
+"""Deployment of sparse members and ensembles once they are trained.
+
+- saved_model: a member or a whole ensemble as a SavedModel whose endpoints check their inputs
+  (`export_member`, `export_ensemble`; `EnsembleModel.export` calls the latter).
+- tflite: TFLite flatbuffers with sparse weight encoding, and their interpreter helpers
+  (`export_tflite`, `tflite_predict`, `sparse_tensors`, `tflite_latency`).
+- csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
+- run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
+  reload checked).
+
+The submodules are imported on demand: importing this package imports none of them (csr needs scipy).
+"""
