@@ -32,10 +32,12 @@ def test_reference_builds_with_the_known_pages(public_modules, tmp_path):
     index = (tmp_path / "index.html").read_text()
     for name in public_modules:  # the index links every public module, binaries included
         assert f'href="{name.replace(".", "/")}.html"' in index, name
-    assert "tf_freetickets.train" in public_modules and "tf_freetickets.sparse.updaters" in public_modules
+    assert "tf_freetickets.train" in public_modules and "tf_freetickets.sparse.updater" in public_modules
     pages = {  # page: objects with their own section (pdoc's <section id="name">)
         "tf_freetickets.html": ["sparsify", "RigL", "MaskUpdate", "EnsembleModel"],  # re-exports in __all__
-        "tf_freetickets/sparse/updaters.html": ["RigL", "MaskUpdater", "SET"],
+        "tf_freetickets/sparse/updater.html": ["MaskUpdater", "new_mask"],
+        "tf_freetickets/sparse/methods/rigl.html": ["RigL", "freetickets_official"],
+        "tf_freetickets/sparse/registry.html": ["register_method", "CostFacts"],
         "tf_freetickets/sparse/callback.html": ["MaskUpdate"],
         "tf_freetickets/sparse/sparsify.html": ["sparsify"],
         "tf_freetickets/train.html": ["make_strategy", "main"],

@@ -1,10 +1,12 @@
-"""The library's only uses of private Keras (`keras.src`), one function each.
+"""The library's only uses of private Keras (`keras.src` and private attributes), one function each.
 
 Keras 3's public API has no name for these, so each function reads Keras'
 internals; when a Keras release moves them, this module is the one place to
 change. Each function says why no public API serves and which Keras versions
 its internals were checked on. Bottom layer: imports only keras.
 """
+
+import contextlib
 
 import keras
 from keras.src.backend.common import global_state
@@ -53,3 +55,85 @@ def is_plain_functional(model):
     public name (see `is_functional_or_sequential`). Checked on Keras 3.15.1.
     """
     return type(model) is Functional
+
+
+def child_layers(container, recursive=False):
+    """The layers tracked inside `container` (a model or layer), itself excluded, in tracking order.
+
+    `recursive=False` gives the direct children (a nested model is one
+    child); `recursive=True` every layer at any depth.
+
+    Why private: `Model.layers` lists a model's direct layers only and a
+    plain `Layer` has no public list of its sublayers (MultiHeadAttention's
+    query/key/value/output projections), while the masking code must walk
+    both. Keras' own traversal is `Layer._flatten_layers`. Checked on Keras
+    3.15.1 (`keras/src/layers/layer.py`).
+    """
+    return list(container._flatten_layers(include_self=False, recursive=recursive))
+
+
+def own_sublayers(layer):
+    """The sublayers `layer` created itself (MultiHeadAttention's projections), in creation order.
+
+    Why private: Keras keeps them in `Layer._layers` and exposes no public
+    list (see `child_layers`). Checked on Keras 3.15.1.
+    """
+    return list(layer._layers)
+
+
+@contextlib.contextmanager
+def tracking_unlocked(layer):
+    """Lets a built layer add a variable (the mask of a projection MultiHeadAttention built itself).
+
+    Why private: Keras locks a layer's variable tracker after `build`, and
+    `add_weight` on a locked layer raises; the only switch is the private
+    `Layer._tracker` (`lock`/`unlock`/`locked`). Checked on Keras 3.15.1
+    (`keras/src/utils/tracking.py`).
+    """
+    tracker = layer._tracker
+    locked = tracker.locked
+    tracker.unlock()
+    try:
+        yield
+    finally:
+        if locked:
+            tracker.lock()
+
+
+def layer_kernel_variable(layer):
+    """The kernel variable a Keras layer stores as `_kernel` (Dense, Conv*, EinsumDense).
+
+    Why private: those layers expose `kernel` as a property that a masked
+    layer overrides with the masked tensor, and keep the variable itself in
+    the private attribute `_kernel`. Checked on Keras 3.15.1
+    (`keras/src/layers/core/dense.py`, `convolutional/base_conv.py`).
+    """
+    return layer._kernel
+
+
+def optimizer_variable_slots(optimizer, variable):
+    """(index of `variable` in the optimizer, the optimizer's trainable-variable list), or None if it has none.
+
+    Why private: Keras 3 optimizers keep their per-variable slots (momentum,
+    Adam moments) in lists parallel to `_trainable_variables`, indexed by
+    `_get_variable_index`; no public API maps a model variable to its slots.
+    Checked on Keras 3.15.1 (`keras/src/optimizers/base_optimizer.py`).
+    """
+    try:
+        return optimizer._get_variable_index(variable), optimizer._trainable_variables
+    except KeyError:
+        return None
+
+
+def loss_tracker(model):
+    """The `keras.metrics.Mean` that a compiled model reports as its "loss" metric.
+
+    A custom `train_step` that computes its own loss (Divide-and-Co-training's
+    co-training loss) updates it so `fit` logs and `History` show that loss
+    under "loss", as for built-in losses.
+
+    Why private: Keras keeps it as `Model._loss_tracker` (filled by
+    `compute_loss`, read by `compute_metrics` / `get_metrics_result`) with no
+    public accessor. Checked on Keras 3.15.1 (`keras/src/trainers/trainer.py`).
+    """
+    return model._loss_tracker

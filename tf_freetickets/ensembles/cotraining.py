@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from tf_freetickets import keras_compat
 from tf_freetickets.ensembles.ensemble_model import EnsembleModel
 from tf_freetickets.metrics.uncertainty import entropy
 
@@ -153,7 +154,7 @@ class CoTrainingModel(EnsembleModel):
                 scaled = self.optimizer.scale_loss(scaled)
         variables = self.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables))
-        self._loss_tracker.update_state(total)
+        keras_compat.loss_tracker(self).update_state(total)
         self.ce_tracker.update_state(ce)
         self.js_tracker.update_state(js)
         self.weight_tracker.update_state(self.current_cotraining_weight())

@@ -14,6 +14,7 @@ import math
 import keras
 import numpy as np
 
+from tf_freetickets import keras_compat
 from tf_freetickets.sparse import layers as masking
 
 
@@ -32,7 +33,8 @@ def recompute_batchnorm_statistics(model, data, num_batches=None):
     Returns:
       The number of batches used (0 when the model has no BatchNormalization).
     """
-    norms = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = keras_compat.child_layers(model, recursive=True)
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
     if not norms:
         return 0
     transforms = {id(layer): layer.training_kernel_transform for layer in masking.masked_layers(model)}

@@ -109,7 +109,7 @@ class MaskedKernelMixin:
         assigned = self.__dict__.get("_assigned_kernel")
         if assigned is not None:
             return assigned
-        return self._kernel
+        return keras_compat.layer_kernel_variable(self)
 
     def save_own_variables(self, store):
         """Keras' saving hook: the wrapped layer's variables and the mask."""
@@ -159,13 +159,8 @@ def mask_built_layer(layer):
     if is_masked(layer):
         return layer
     layer.__class__ = masked_class_for(type(layer))
-    locked = layer._tracker.locked
-    layer._tracker.unlock()
-    try:
+    with keras_compat.tracking_unlocked(layer):
         layer._add_kernel_mask()
-    finally:
-        if locked:
-            layer._tracker.lock()
     return layer
 
 
@@ -185,7 +180,7 @@ class SublayerMaskingMixin:
         """Builds the attention layer, then masks each of its projections at its recorded density."""
         # Keras maps call arguments to build arguments by name: keep MultiHeadAttention's.
         super().build(query_shape, value_shape, key_shape)
-        for sublayer in self._layers:
+        for sublayer in keras_compat.own_sublayers(self):
             if _has_kernel(sublayer):
                 sublayer.target_density = self.sublayer_densities.get(sublayer.name)
                 mask_built_layer(sublayer)
@@ -193,7 +188,8 @@ class SublayerMaskingMixin:
     def get_config(self):
         """The attention layer's config plus each masked projection's density."""
         config = super().get_config()
-        densities = {s.name: s.target_density for s in self._layers if is_masked(s) and s.target_density is not None}
+        sublayers = keras_compat.own_sublayers(self)
+        densities = {s.name: s.target_density for s in sublayers if is_masked(s) and s.target_density is not None}
         if densities:
             config["sublayer_densities"] = densities
         return config
@@ -298,7 +294,7 @@ def is_masked(layer):
 def masked_layers(model):
     """The masked layers of `model`, in `model.layers` order, nested models included."""
     found = []
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in keras_compat.child_layers(model, recursive=True):
         if is_masked(layer):
             found.append(layer)
     return found
@@ -338,7 +334,7 @@ def qualified_names(model):
     names = {}
 
     def walk(parent, prefix):
-        for layer in parent._flatten_layers(include_self=False, recursive=False):
+        for layer in keras_compat.child_layers(parent):
             name = layer.name if isinstance(parent, keras.Model) else f"{prefix}/{layer.name}"
             names[id(layer)] = name
             walk(layer, name)

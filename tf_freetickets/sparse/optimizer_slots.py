@@ -2,6 +2,8 @@
 
 import keras
 
+from tf_freetickets import keras_compat
+
 
 def innermost_optimizer(optimizer):
     """The optimizer that owns the slots: unwraps `LossScaleOptimizer` (mixed_float16), nested or not."""
@@ -34,11 +36,10 @@ def slots_for(optimizer, variable):
     optimizer = innermost_optimizer(optimizer)
     if optimizer is None or not getattr(optimizer, "built", False):
         return []
-    trainable = optimizer._trainable_variables
-    try:
-        index = optimizer._get_variable_index(variable)
-    except KeyError:
+    found_index = keras_compat.optimizer_variable_slots(optimizer, variable)
+    if found_index is None:
         return []
+    index, trainable = found_index
     shape = tuple(variable.shape)
     found = {}
     for value in vars(optimizer).values():

@@ -30,11 +30,11 @@ def _maskable_units(model):
     units = []
 
     def walk(container):
-        for layer in container._flatten_layers(include_self=False, recursive=False):
+        for layer in keras_compat.child_layers(container):
             if isinstance(layer, keras.Model):
                 walk(layer)
             elif isinstance(layer, masking.CONTAINER_CLASSES) and layer.built:
-                units.extend((names[id(s)], s, layer) for s in layer._layers if masking._has_kernel(s))
+                units.extend((names[id(s)], s, layer) for s in keras_compat.own_sublayers(layer) if masking._has_kernel(s))
             elif layer.built and not isinstance(layer, keras.layers.RNN) and masking._has_kernel(layer):
                 units.append((names[id(layer)], layer, layer))
 
@@ -59,7 +59,7 @@ def kernels_without_mask(model):
     reasons = {}
 
     def walk(container):
-        for layer in container._flatten_layers(include_self=False, recursive=False):
+        for layer in keras_compat.child_layers(container):
             if isinstance(layer, keras.Model):
                 walk(layer)
                 continue
