@@ -35,7 +35,7 @@ def test_reference_builds_with_the_known_pages(public_modules, tmp_path):
     assert "tf_freetickets.train" in public_modules and "tf_freetickets.sparse.updater" in public_modules
     pages = {  # page: objects with their own section (pdoc's <section id="name">)
         "tf_freetickets.html": ["sparsify", "RigL", "MaskUpdate", "EnsembleModel"],  # re-exports in __all__
-        "tf_freetickets/sparse/updater.html": ["MaskUpdater", "new_mask"],
+        "tf_freetickets/sparse/updater.html": ["MaskUpdater", "masks_from_indices"],
         "tf_freetickets/sparse/methods/rigl.html": ["RigL", "freetickets_official"],
         "tf_freetickets/sparse/registry.html": ["register_method", "CostFacts"],
         "tf_freetickets/sparse/callback.html": ["MaskUpdate"],
