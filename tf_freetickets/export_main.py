@@ -35,6 +35,11 @@ def _parse_flags(argv):
 
 
 def main(argv):
+    """absl entry point: exports the ensemble `--source` names to `--output` (see the module docstring).
+
+    Args:
+      argv: the command line left after absl parsed the flags (must be empty).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not _SOURCE.value or not _OUTPUT.value:
