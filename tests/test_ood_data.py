@@ -162,3 +162,9 @@ def test_natural_patches_are_crops_of_the_sample_photos():
 def test_natural_patches_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="num|min_std"):
         ood.natural_patches(**kwargs)
+
+
+def test_ood_set_names_list_the_sets_in_order():
+    from tf_freetickets.data.ood import OOD_SET_NAMES, ood_sets
+
+    assert tuple(ood_sets(num=8)) == OOD_SET_NAMES

@@ -4,6 +4,7 @@
   python tools/reproduce.py --study=long_pilot       # the long study's pilot (regime and learning rate)
   python tools/reproduce.py --study=long             # the long-training study (about 2.5 h on 2 cores)
   python tools/reproduce.py --study=long --report_only   # rebuild its section of docs/RESULTS.md from the JSON
+  python tools/reproduce.py --study=long_v2          # the long study rerun to decide its claims (5 seed groups)
 
 Studies (cells in tools/reporting/study.py and long_study.py):
 - short: dense single model, dense ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL,
@@ -45,6 +46,11 @@ _DEFAULTS = {
     "short": {"workdir": "out/reproduce", "json": "docs/results/reproduce.json", "seeds": ["0", "10", "20"]},
     "long": {"workdir": "out/long_study", "json": "docs/results/long_study.json", "seeds": ["0", "10", "20"]},
     "long_pilot": {"workdir": "out/long_pilot", "json": "docs/results/long_pilot.json", "seeds": ["0"]},
+    "long_v2": {
+        "workdir": "out/long_study_v2",
+        "json": "docs/results/long_study_v2.json",
+        "seeds": [str(s) for s in long_study.DECIDED_SEEDS],
+    },
 }
 _STUDY = flags.DEFINE_enum("study", "short", list(_DEFAULTS), "Which study: short (4 epochs), long, long_pilot.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the runs (default: out/reproduce, out/long_study, out/long_pilot).")
@@ -78,7 +84,7 @@ def _path(name):
 def _epochs():
     if _EPOCHS.value is not None:
         return _EPOCHS.value
-    return 4 if _STUDY.value == "short" else long_study.EPOCHS
+    return 4 if _STUDY.value == "short" else long_study.EPOCHS  # long, long_v2: E of the pilot
 
 
 def _study_cells():
@@ -87,6 +93,8 @@ def _study_cells():
         return fashion_mnist_study(_epochs(), sparsities)
     if _STUDY.value == "long":
         return long_study.fashion_mnist_long_study(epochs=_epochs(), sparsities=sparsities)
+    if _STUDY.value == "long_v2":
+        return long_study.fashion_mnist_decided_study(epochs=_epochs(), sparsities=sparsities)
     chosen = None
     if _PILOT_REGIME.value:
         if len(_PILOT_REGIME.value) != 2:
@@ -113,8 +121,12 @@ def _header():
     import tf_freetickets
 
     header = {"package_version": tf_freetickets.__version__, "dataset": "fashion_mnist"}
-    if _STUDY.value == "long":
-        header.update(study="long", train_examples=long_study.TRAIN_EXAMPLES, learning_rate=long_study.LEARNING_RATE)
+    if _STUDY.value in ("long", "long_v2"):
+        header.update(study=_STUDY.value, train_examples=long_study.TRAIN_EXAMPLES, learning_rate=long_study.LEARNING_RATE)
+    if _STUDY.value == "long_v2":  # the OoD sets behind the mean OoD figures (the first study had three)
+        from tf_freetickets.data.ood import OOD_SET_NAMES
+
+        header["ood_sets"] = list(OOD_SET_NAMES)
     if _STUDY.value == "long_pilot":  # each pilot cell names its own subset, epochs and learning rate
         header["study"] = "long_pilot"
     else:
@@ -148,6 +160,13 @@ def main(argv):
         return 2
     with open(json_path) as f:
         payload = json.load(f)
+    if _STUDY.value == "long_v2":
+        # Its page (Holm-adjusted verdicts, forest plot) is built once its rows have their runs.
+        counts = {}
+        for record in payload["records"]:
+            counts[record["cell"]] = counts.get(record["cell"], 0) + 1
+        print(f"{len(payload['records'])} records in {json_path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0
     if _STUDY.value == "short":
         written = write_report(payload, _RESULTS_MD.value, _FIGURES_DIR.value)
     else:

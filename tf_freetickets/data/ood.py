@@ -227,6 +227,10 @@ def natural_patches(num, seed=0, min_std=8.0, stretch=True, return_boxes=False):
     return (images, boxes) if return_boxes else images
 
 
+#: The names of `ood_sets`, in order (a study records them: its mean OoD figures are over these).
+OOD_SET_NAMES = ("digits", "uniform_noise", "gaussian_noise", "natural_patches")
+
+
 def ood_sets(num=2000, seed=0):
     """The OoD sets for a Fashion-MNIST model, by name, each uint8 (n, 28, 28, 1).
 

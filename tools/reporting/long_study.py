@@ -162,6 +162,99 @@ def fashion_mnist_long_study(
     return cells
 
 
+# Steps per epoch of the papers' CIFAR runs: RigL trains on all 50,000 images (391 steps at batch
+# 128); FreeTickets' and CigL's code hold out 5,000 for validation and train on 45,000 (352 steps).
+RIGL_STEPS_PER_EPOCH = 391
+HELD_OUT_STEPS_PER_EPOCH = 352
+DECIDED_SEEDS = (0, 10, 20, 30, 40)  # five seed groups: every claim row has >= 5 runs
+
+
+def fashion_mnist_decided_study(
+    epochs=EPOCHS,
+    learning_rate=LEARNING_RATE,
+    sparsities=(0.8, 0.9),
+    train_examples=TRAIN_EXAMPLES,
+    num_members=3,
+    cigl_growth="step_batch_skip_update",
+):
+    """The long study, rerun to decide its claims (the `long_v2` study of tools/reproduce.py).
+
+    The rows and base hyper-parameters of `fashion_mnist_long_study`, with:
+
+    - every row holding out the pilot's validation split (the last
+      VALIDATION_EXAMPLES training images; the training subset is unchanged),
+      on which the evaluation fits a temperature (dense + temperature scaling
+      is the baseline of the calibration claims) and FreeTickets' runs keep
+      their best validation epoch, as its code does;
+    - ΔT of the FreeTickets and CigL rows (and of RigL under CigL's schedule)
+      scaled from their code's 352 steps per epoch (45,000 training images),
+      RigL's from its 391;
+    - `dst_ft_S` (first sparsity): the unconfounded DST row, M members that
+      follow FreeTickets' DST recipe (step learning rate /10 at 50% and 75%,
+      drop fraction 0.5 constant every 1000 CIFAR steps to the end, its update
+      switches, best validation epoch) beside the RigL-member `dst_S`; EDST
+      and `dst_ft` then share FreeTickets' update rules and best-validation;
+    - CigL growing as its `main.py` does (`cigl_growth`);
+    - no exploration ablation (the first study answered it).
+
+    Cells are ordered so the rows whose recipes did not change run first in
+    each seed group.
+
+    Returns:
+      list of `Cell`.
+    """
+    base = (*_base(epochs, learning_rate, train_examples), f"validation_examples={VALIDATION_EXAMPLES}")
+    rigl_every = scaled_update_every(100, RIGL_STEPS_PER_EPOCH, train_examples)
+    cigl_every = scaled_update_every(100, HELD_OUT_STEPS_PER_EPOCH, train_examples)
+    freetickets_every = scaled_update_every(1000, HELD_OUT_STEPS_PER_EPOCH, train_examples)
+    halving_every = cigl_halving_every(epochs, train_examples)
+    cigl_lr = ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5")
+    members = f"ensemble.num_members={num_members}"
+    best = "keep_best_validation=True"
+    cells = [
+        Cell("dense", "configs/fashion_mnist_dense.py", base, "dense", replicas=num_members),
+        Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=num_members),
+        Cell(
+            "dnc_s2",
+            "configs/fashion_mnist_dnc.py",
+            (*base, "ensemble.num_members=2", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
+             "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005"),
+            "dnc",
+        ),
+    ]  # fmt: skip
+    for sparsity in sparsities:
+        s = f"sparse.sparsity={sparsity}"
+        rigl = (*base, s, f"sparse.update_every={rigl_every}")
+        cells += [
+            Cell(f"rigl_{sparsity}", "configs/fashion_mnist_rigl.py", rigl, "rigl", sparsity, replicas=num_members),
+            Cell(f"dst_{sparsity}", family="dst", sparsity=sparsity, composed_of=f"rigl_{sparsity}", members=num_members),
+            Cell(f"gmp_{sparsity}", "configs/fashion_mnist_gmp.py", rigl, "gmp", sparsity),
+        ]
+    for sparsity in sparsities:
+        s = f"sparse.sparsity={sparsity}"
+        cigl_base = (*base, s, f"sparse.update_every={cigl_every}", *cigl_lr)
+        cells += [
+            Cell(f"rigl_steplr_{sparsity}", "configs/fashion_mnist_rigl.py", cigl_base, "rigl_steplr", sparsity),
+            Cell(f"cigl_{sparsity}", "configs/fashion_mnist_cigl.py",
+                 (*cigl_base, "weight_averaging.start_fraction=0.8", f"sparse.growth_gradient='{cigl_growth}'"),
+                 "cigl", sparsity),
+            Cell(f"edst_{sparsity}", "configs/fashion_mnist_edst.py",
+                 (*_edst(base, s, members, freetickets_every, round(0.6 * epochs), round(0.4 * epochs)), best),
+                 "edst", sparsity),
+        ]  # fmt: skip
+    first = sparsities[0]
+    dst_ft = (
+        *base, f"sparse.sparsity={first}", *_FREETICKETS_RULES, f"sparse.update_every={freetickets_every}", best,
+        "optimizer.schedule='step'", "optimizer.milestones=(0.5, 0.75)", "optimizer.gamma=0.1",
+        "sparse.drop_fraction=0.5", "sparse.decay='constant'", "sparse.end_fraction=1.0",
+    )  # fmt: skip
+    cells += [
+        Cell(f"dst_ft_members_{first}", "configs/fashion_mnist_rigl.py", dst_ft, "dst_ft_member", first, replicas=num_members),
+        Cell(f"dst_ft_{first}", family="dst_ft", sparsity=first, composed_of=f"dst_ft_members_{first}", members=num_members),
+    ]
+    return cells
+
+
 def cigl_halving_every(epochs=EPOCHS, train_examples=TRAIN_EXAMPLES):
     """Steps between CigL's learning-rate halvings: its 30,000 of 88,000 steps, as a fraction of this run."""
     return max(1, round(epochs * steps_per_epoch(train_examples) * 30000 / 88000))
@@ -183,11 +276,19 @@ def cigl_averaging_learning_rates(epochs=EPOCHS, learning_rate=LEARNING_RATE, tr
 def _edst(base, sparsity, members, update_every, exploration_epochs, refinement_epochs):
     """EDST overrides: FreeTickets' CIFAR update rules (gradient growth of the step's batch, grown weights at 0)."""
     return (
-        *base, sparsity, members, "sparse.method='rigl'", "sparse.growth_gradient='step_batch'",
-        "sparse.reinit_when_same=True", "sparse.dense_gradient_momentum=True",
-        f"sparse.update_every={update_every}", f"ensemble.exploration_epochs={exploration_epochs}",
-        f"ensemble.refinement_epochs={refinement_epochs}",
+        *base, sparsity, members, *_FREETICKETS_RULES, f"sparse.update_every={update_every}",
+        f"ensemble.exploration_epochs={exploration_epochs}", f"ensemble.refinement_epochs={refinement_epochs}",
     )  # fmt: skip
+
+
+# FreeTickets' CIFAR update rules: RigL growth from the step's batch, grown weights at 0, dense momentum.
+_FREETICKETS_RULES = (
+    "sparse.method='rigl'", "sparse.growth_gradient='step_batch'", "sparse.reinit_when_same=True",
+    "sparse.dense_gradient_momentum=True",
+)  # fmt: skip
+
+
+
 
 
 _BETTER_THAN_DENSE = (

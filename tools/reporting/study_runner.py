@@ -21,6 +21,7 @@ import numpy as np
 
 from reporting.results_page import UNRECORDED_CPU
 from reporting.study import cell_config, rerun_command
+from tf_freetickets.metrics.summary import record_metrics
 
 _SUMMARY_KEYS = (
     "accuracy", "nll", "ece", "brier", "disagreement", "kl", "sparsity", "members", "member_accuracy_mean",
@@ -54,6 +55,9 @@ def flatten_results(results, evaluation, corrupted):
             by_severity.setdefault(severity, []).append(cell["accuracy"])
     for severity, accuracies in by_severity.items():
         record[f"corruption_s{severity}"] = sum(accuracies) / len(accuracies)
+    # FPR@95, Gibbs NLL, adaptive and 10-bin ECE, the Brier decomposition, corruption ECE and, where a
+    # validation split was given, temperature scaling (`metrics.summary.record_metrics`).
+    record.update(record_metrics(evaluation, corrupted))
     return record
 
 
@@ -392,7 +396,7 @@ class StudyRunner:
 
         x_test, y_test, ood, corruptions = self._test
         members = EnsembleModel.from_saved_models(paths).members
-        evaluation = evaluate_members(members, x_test, y_test, ood_sets=ood)
+        evaluation = evaluate_members(members, x_test, y_test, ood_sets=ood, validation=_validation_split(config))
         n = self.corruption_examples
         corrupted = evaluate_members(members, x_test[:n], y_test[:n], corruptions=corruptions)
         metrics = flatten_results({**evaluation, **results}, evaluation, corrupted)  # composed rows: figures of the evaluation
@@ -404,6 +408,16 @@ class StudyRunner:
             "ood": evaluation["ood"],
             "corruption": corrupted["corruption"],
         }
+
+
+def _validation_split(config):
+    """The (images, labels) the run held out (config.validation_examples), or None: temperature scaling fits on it."""
+    if not config.validation_examples:
+        return None
+    from tf_freetickets.experiments.data_sources import data_source
+
+    source = data_source(config)
+    return source.x_val, source.y_val
 
 
 def _composed_results(parts, paths):
