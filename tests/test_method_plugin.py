@@ -21,7 +21,7 @@ import pytest
 from keras import ops
 
 from tf_freetickets.data import DEFAULT_DIR
-from tf_freetickets.sparse import ConfigField, MaskedLayerSet, RigL, get_method, register_method
+from tf_freetickets.sparse import ConfigField, MaskedLayerSet, RigL, get_method, register_method, unregister_method
 from tf_freetickets.sparse.drop_grow import drop_and_grow_indices
 from tf_freetickets.sparse.methods.common import dst_updater_kwargs, gradient_growth_costs
 from tf_freetickets.sparse.updater import masks_from_indices
@@ -60,17 +60,23 @@ def _register():
         config_fields=(ConfigField("drop_gradient_weight", 0.1, "gradient_drop: lambda of the drop score", _check_weight),),
         updater_class=GradientAwareDrop,
         dynamic=True,
-        replace=True,  # this file is imported by pytest and again as a config file
+        replace=True,
     )
 
 
-_register()
+@pytest.fixture(autouse=True)
+def registered():
+    """The method is registered for each test here and removed after, so other tests see the built-in registry."""
+    _register()
+    yield
+    unregister_method(NAME)
 
 
 def get_config():
     """The binary's config: the Fashion-MNIST defaults on a small, deterministic run of this method."""
     from tf_freetickets.experiments.config import fashion_mnist_defaults
 
+    _register()  # in the binary's process, loading this file as the config registers the method
     config = fashion_mnist_defaults()  # after registration: it carries sparse.drop_gradient_weight
     config.sparse.method = NAME
     config.sparse.sparsity = 0.8
@@ -102,6 +108,18 @@ def test_the_registry_drives_config_validation_and_help():
     config.sparse.method = "no_such_method"
     with pytest.raises(ConfigError, match=f"registered methods: dense, static, set, rigl, snfs, cigl, gmp.*{NAME}"):
         validate(config)
+
+
+def test_a_removed_method_leaves_the_registry_and_the_defaults():
+    from tf_freetickets.experiments.config import fashion_mnist_defaults
+
+    unregister_method(NAME)
+    assert "drop_gradient_weight" not in fashion_mnist_defaults().sparse
+    with pytest.raises(ValueError, match=f"Unknown sparse method '{NAME}'"):
+        get_method(NAME)
+    with pytest.raises(ValueError, match="'rigl' is built in"):
+        unregister_method("rigl")
+    _register()  # the fixture removes it again
 
 
 def test_a_method_without_cost_facts_is_refused_at_registration():

@@ -34,6 +34,7 @@ from tf_freetickets.sparse.registry import (
     method_for_updater,
     method_names,
     register_method,
+    unregister_method,
 )
 from tf_freetickets.sparse.report import LayerSparsity, global_sparsity, sparsity_rows, sparsity_table
 from tf_freetickets.sparse.schedules import MaskSchedule, UpdateSchedule
@@ -53,6 +54,7 @@ __all__ = [
     "method_for_updater",
     "method_names",
     "register_method",
+    "unregister_method",
     "ConstantSparsity",
     "GradualMagnitudePruning",
     "PolynomialDecay",

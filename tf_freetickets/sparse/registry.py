@@ -148,6 +148,20 @@ def register_method(
     return entry
 
 
+def unregister_method(name):
+    """Removes the method registered as `name` (a user's or a test's; built-in methods cannot be removed).
+
+    Raises:
+      ValueError: `name` is not registered, or is a built-in method.
+    """
+    _load_builtins()
+    if name not in _METHODS:
+        raise ValueError(f"Method {name!r} is not registered; registered methods: {', '.join(_METHODS)}.")
+    if _METHODS[name].make_updater.__module__.startswith("tf_freetickets.sparse.methods"):
+        raise ValueError(f"Method {name!r} is built in; it cannot be removed.")
+    del _METHODS[name]
+
+
 def method_names():
     """The registered method names, in registration order."""
     _load_builtins()
