@@ -233,6 +233,31 @@ def test_initial_masks_are_constant_fan_in_seeded_and_drawn_only_at_step_0():
     assert [plan.budget for plan in updater.plans] == [int(old.sum()) for old in before]
 
 
+def test_a_run_restored_from_its_checkpoint_continues_with_the_same_masks(tmp_path):
+    from tf_freetickets.experiments.checkpointing import EpochCheckpoint, restore_latest
+
+    x, y = _data()
+
+    def train(directory, epochs):
+        model = _model(sparsity=0.9)
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        start = restore_latest(model, str(directory))
+        updater = tft.SRigL(update_every=1, drop_fraction=0.5, decay="constant", end_step=8, seed=3, gamma_sal=0.9)
+        update = tft.MaskUpdate(updater, gradient_data=(x, y), gradient_batch_size=32)
+        model.fit(
+            x, y, batch_size=32, epochs=epochs, initial_epoch=start, shuffle=False, verbose=0,
+            callbacks=[update, EpochCheckpoint(str(directory))],
+        )  # fmt: skip
+        return model
+
+    straight = train(tmp_path / "straight", 4)
+    train(tmp_path / "resumed", 2)
+    resumed = train(tmp_path / "resumed", 4)  # restored at step 4: attach must not redraw the masks
+    for a, b in zip(masking.masked_layers(straight), masking.masked_layers(resumed)):
+        np.testing.assert_array_equal(_numpy(a.kernel_mask), _numpy(b.kernel_mask))
+        np.testing.assert_allclose(_numpy(a.kernel_variable), _numpy(b.kernel_variable), rtol=1e-5, atol=1e-6)
+
+
 def test_unit_layouts_of_keras_kernels():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((6, 6, 4))
