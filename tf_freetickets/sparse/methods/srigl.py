@@ -1,6 +1,6 @@
 """SRigL: Structured RigL, dynamic sparse training with a constant fan-in (Lasby et al., ICLR 2024).
 
-"Dynamic Sparse Training with Structured Sparsity" (arXiv 2305.02299, Sec. 4)
+"Dynamic Sparse Training with Structured Sparsity" (arXiv 2305.02299, the SRigL method section)
 and the authors' code (calgaryml/condensed-sparsity,
 `src/rigl_torch/rigl_constant_fan.py`: `RigLConstFanScheduler`;
 `src/rigl_torch/utils/rigl_utils.py`: `get_fan_in_after_ablation`). RigL's
@@ -15,7 +15,7 @@ One update of a layer with n active weights and drop fraction f
 
 1. Kept set, RigL's: the n - floor(f n) active weights of largest |w|, chosen
    over the whole layer (`_get_drop_mask` of the code).
-2. Neuron ablation (paper Sec. 4, "neuron ablation"; the code's
+2. Neuron ablation (the paper's neuron ablation; the code's
    `_get_neurons_to_ablate`): a weight is salient if it is kept, or among
    the floor(f n) positions of the whole layer with the largest |dense
    gradient| (the union of RigL's two criteria). A unit with fewer than
