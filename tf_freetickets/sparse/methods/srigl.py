@@ -303,7 +303,9 @@ class SRigL(RigL):
         layer's fan-in without ablation). 0.3 in the paper and code (ViT: 0.95).
       ablation: False keeps every unit (the paper's "SRigL w/o ablation").
       no_ablation_layers: names of masked layers never ablated besides the
-        last one (the code's `no_ablation_module_names`, e.g. extra heads).
+        last one (the code's `no_ablation_module_names`, e.g. extra heads;
+        the code stops exempting the last layer when names are given, here
+        it stays exempt).
       *args, **kwargs: `RigL`'s arguments.
 
     After `attach`, `plans[i]` is layer i's `LayerPlan`.
