@@ -24,6 +24,7 @@ from tf_freetickets.sparse.methods.gmp import GradualMagnitudePruning
 from tf_freetickets.sparse.methods.rigl import RigL, freetickets_official
 from tf_freetickets.sparse.methods.set import SET
 from tf_freetickets.sparse.methods.snfs import SNFS
+from tf_freetickets.sparse.methods.srigl import SRigL, unit_fan_ins
 from tf_freetickets.sparse.methods.static import Static
 from tf_freetickets.sparse.pruning_schedules import ConstantSparsity, PolynomialDecay, PruningSchedule, PruningSteps
 from tf_freetickets.sparse.registry import (
@@ -65,6 +66,8 @@ __all__ = [
     "random_keep_mask",
     "SET",
     "SNFS",
+    "SRigL",
+    "unit_fan_ins",
     "LayerSparsity",
     "MaskEngine",
     "MaskUpdate",

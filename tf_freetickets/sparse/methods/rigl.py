@@ -152,7 +152,7 @@ def check_growth_gradient(value, sparse):
 
 #: `config.sparse.growth_gradient`, read by RigL and the methods built on it (CigL).
 GROWTH_GRADIENT_FIELD = ConfigField(
-    "growth_gradient", "extra_batch", "rigl/cigl: extra_batch | step_batch | step_batch_skip_update", check_growth_gradient
+    "growth_gradient", "extra_batch", "rigl/cigl/srigl: extra_batch | step_batch | step_batch_skip_update", check_growth_gradient
 )
 
 
