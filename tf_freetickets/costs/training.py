@@ -55,7 +55,7 @@ class TrainingFlops:
     """FLOPs of a training run (or the sum of several runs / members).
 
     Attributes:
-      method: "dense", "static", "set", "rigl", "snfs", "cigl", or a label for a
+      method: a registered method name ("dense", "rigl", ...; `tft.sparse.method_names()`), or a label for a
         sum ("dst_ensemble:rigl", "edst:set", "dnc:dense").
       total_flops: step_flops + gradient_flops.
       step_flops: FLOPs of the training steps (forward + backward).
@@ -179,7 +179,7 @@ def training_flops(
     """FLOPs of one training run, by RigL's accounting (see the module docstring for the formulas).
 
     Args:
-      method: "dense", "static", "set", "rigl", "snfs", "cigl", or a
+      method: a registered method name (`tft.sparse.method_names()`), or a
         `MaskUpdater` (Static, SET, RigL, SNFS, CigL), whose schedule and
         `gradient_batches` fill the arguments left None.
       model: a built model to read f_D and f_S from (`forward_flops`); or give
