@@ -129,17 +129,7 @@ def fashion_mnist_long_study(
     halving_every = cigl_halving_every(epochs, train_examples)
     cigl_lr = ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5")
     members = f"ensemble.num_members={num_members}"
-    cells = [
-        Cell("dense", "configs/fashion_mnist_dense.py", base, "dense", replicas=num_members),
-        Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=num_members),
-        Cell(
-            "dnc_s2",
-            "configs/fashion_mnist_dnc.py",
-            (*base, "ensemble.num_members=2", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
-             "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005"),
-            "dnc",
-        ),
-    ]  # fmt: skip
+    cells = _dense_cells(base, epochs, num_members)
     for sparsity in sparsities:
         s = f"sparse.sparsity={sparsity}"
         rigl = (*base, s, f"sparse.update_every={rigl_every}")
@@ -211,17 +201,7 @@ def fashion_mnist_decided_study(
     cigl_lr = ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5")
     members = f"ensemble.num_members={num_members}"
     best = "keep_best_validation=True"
-    cells = [
-        Cell("dense", "configs/fashion_mnist_dense.py", base, "dense", replicas=num_members),
-        Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=num_members),
-        Cell(
-            "dnc_s2",
-            "configs/fashion_mnist_dnc.py",
-            (*base, "ensemble.num_members=2", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
-             "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005"),
-            "dnc",
-        ),
-    ]  # fmt: skip
+    cells = _dense_cells(base, epochs, num_members)
     for sparsity in sparsities:
         s = f"sparse.sparsity={sparsity}"
         rigl = (*base, s, f"sparse.update_every={rigl_every}")
@@ -253,6 +233,24 @@ def fashion_mnist_decided_study(
         Cell(f"dst_ft_{first}", family="dst_ft", sparsity=first, composed_of=f"dst_ft_members_{first}", members=num_members),
     ]
     return cells
+
+
+def _dense_cells(base, epochs, num_members):
+    """The dense rows both studies share: the dense model (M runs per seed), their deep ensemble and DNC (S = 2).
+
+    DNC's JS weight ramps per epoch over 40/300 of training from 0.005, as the official code.
+    """
+    return [
+        Cell("dense", "configs/fashion_mnist_dense.py", base, "dense", replicas=num_members),
+        Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=num_members),
+        Cell(
+            "dnc_s2",
+            "configs/fashion_mnist_dnc.py",
+            (*base, "ensemble.num_members=2", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
+             "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005"),
+            "dnc",
+        ),
+    ]  # fmt: skip
 
 
 def cigl_halving_every(epochs=EPOCHS, train_examples=TRAIN_EXAMPLES):
