@@ -77,8 +77,9 @@ def welch_contrast(groups, confidence=CONFIDENCE):
         if values.size == 0:
             raise ValueError("welch_contrast needs at least one value per group.")
         estimate += coefficient * float(values.mean())
-        if values.size > 1:
-            terms.append((coefficient**2 * float(values.var(ddof=1)) / values.size, values.size - 1))
+        if values.size > 1:  # identical values have no spread (np.var may leave rounding noise)
+            variance = float(values.var(ddof=1)) if np.ptp(values) > 0 else 0.0
+            terms.append((coefficient**2 * variance / values.size, values.size - 1))
     nan = math.nan
     if len(terms) < len(groups):
         return Welch(estimate, nan, nan, nan, nan, (nan, nan))
