@@ -3,8 +3,11 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 from reporting.decided_page import (
     DECIDED_BEGIN_MARKER,
@@ -143,3 +146,25 @@ def test_ood_sets_come_from_the_records_when_the_study_does_not_name_them():
     for name in OOD_SETS:
         assert f"AUROC {name.replace('_', ' ')}" in text and f"lower FPR at 95% TPR on {name.replace('_', ' ')}" in text
     assert "OoD sets digits, gaussian_noise, natural_patches, uniform_noise of 1000 images" in text
+
+
+@pytest.mark.slow
+def test_reproduce_long_v2_report_only_builds_the_section_or_says_the_json_is_missing(tmp_path):
+    def reproduce(json_path):
+        cmd = [sys.executable, "tools/reproduce.py", "--study=long_v2", "--report_only", f"--json={json_path}",
+               f"--results_md={tmp_path / 'RESULTS.md'}", f"--figures_dir={tmp_path / 'figures'}"]  # fmt: skip
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+    missing = reproduce(tmp_path / "missing.json")
+    assert missing.returncode == 2 and not (tmp_path / "RESULTS.md").exists()
+    assert missing.stderr.strip().splitlines() == [
+        f"error: no results JSON at {tmp_path / 'missing.json'}; run without --report_only first."
+    ]
+    shutil.copy(SMOKE, tmp_path / "records.json")
+    built = reproduce(tmp_path / "records.json")
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert f"5 records in {tmp_path / 'records.json'}: dense 3, dense_ensemble 1, cigl_0.8 1" in built.stdout
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert DECIDED_BEGIN_MARKER in text and "incomplete (1 runs of 5)" in text
+    assert (tmp_path / "figures" / FOREST_FIGURE).exists()

@@ -37,6 +37,7 @@ _BOLD = ("holds", "does not hold", "inconclusive")
 
 
 def _fmt_stats(stats):
+    """"mean ± std (n=N)" of a (mean, std, n) triple."""
     mean, std, n = stats
     return f"{mean:.4f} ± {std:.4f} (n={n})"
 
@@ -72,6 +73,7 @@ def _claim_cells(result):
 
 
 def _claim_text(result):
+    """The claim in words, with its note (the row's mean filled in) once the row has records."""
     claim = result["claim"]
     if not claim.note or "stats" not in result:  # the note quotes the row's mean
         return claim.text
@@ -202,6 +204,7 @@ def progress_lines(payload, planned_seeds=DECIDED_SEEDS):
 
 
 def _study_line(payload, sets):
+    """The study's settings and environment, from the JSON."""
     s, env = payload["study"], payload.get("environment", {})
     return (
         f"Study: {s['dataset']}, the first {s.get('train_examples', '?')} training images (the last 5,000 held out for "
@@ -214,6 +217,7 @@ def _study_line(payload, sets):
 
 
 def _claims_lines(results, ood_results, figures_relpath):
+    """The claims table, its verdict counts and rule, the forest plot and the OoD table set by set."""
     return [
         "### Claims",
         "",
@@ -278,6 +282,7 @@ def generated_decided_markdown(payload, figures_relpath="results"):
 
 
 def _page(existing, block):
+    """`existing` with the block between the markers replaced, or appended when the page has no markers."""
     page = replace_block(existing, DECIDED_BEGIN_MARKER, DECIDED_END_MARKER, block)
     if page is not None:
         return page

@@ -166,6 +166,7 @@ def verdict(kind, favourable, p_holm, ci, margin=0.0, runs=MIN_RUNS, min_runs=MI
 
 
 def _values(rows, row, metric):
+    """The values of `metric` over the runs of `row` that have it."""
     return [r[metric] for r in rows.get(row, []) if r.get(metric) is not None]
 
 
