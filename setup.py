@@ -23,7 +23,8 @@ setup(
         "scikit-learn",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow", "pdoc>=15"],
+        # scipy (also a scikit-learn dependency): Welch's t quantiles of tools/reporting/significance.py
+        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow", "pdoc>=15", "scipy"],
         "docs": ["pdoc>=15"],  # tools/build_api_docs.py
         "plots": ["matplotlib"],
         "datasets": ["tensorflow-datasets"],

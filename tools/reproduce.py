@@ -5,6 +5,7 @@
   python tools/reproduce.py --study=long             # the long-training study (about 2.5 h on 2 cores)
   python tools/reproduce.py --study=long --report_only   # rebuild its section of docs/RESULTS.md from the JSON
   python tools/reproduce.py --study=long_v2          # the long study rerun to decide its claims (5 seed groups)
+  python tools/reproduce.py --study=long_v2 --report_only   # its section: claims tested (Welch, Holm), forest plot
 
 Studies (cells in tools/reporting/study.py and long_study.py):
 - short: dense single model, dense ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL,
@@ -15,6 +16,9 @@ Studies (cells in tools/reporting/study.py and long_study.py):
   composed from single runs, an EDST exploration-length ablation, and the claims table.
 - long_pilot: the dense runs that chose the long study's regime and base learning rate on a
   held-out validation split.
+- long_v2: the long study rerun over 5 seed groups with a validation split (temperature scaling),
+  the unconfounded FreeTickets-recipe DST row and more measures; its section of the page tests
+  each claim (Welch's CI and p, Holm-adjusted over the table) and draws a forest plot.
 
 Each (cell, seed) trains with `tf_freetickets.experiments.runner.run` in WORKDIR/<cell>/seed_<s>/ and
 is evaluated on the test set (accuracy, NLL, ECE, Brier, member diversity, reliability bins), on
@@ -52,7 +56,7 @@ _DEFAULTS = {
         "seeds": [str(s) for s in long_study.DECIDED_SEEDS],
     },
 }
-_STUDY = flags.DEFINE_enum("study", "short", list(_DEFAULTS), "Which study: short (4 epochs), long, long_pilot.")
+_STUDY = flags.DEFINE_enum("study", "short", list(_DEFAULTS), "Which study: short (4 epochs), long, long_pilot, long_v2.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the runs (default: out/reproduce, out/long_study, out/long_pilot).")
 _SEEDS = flags.DEFINE_list("seeds", [], "Seeds (default 0,10,20; pilot 0); ensemble members of seed s use s, s+1, s+2.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs of every single-model run (default: short 4, long E of the study).")
@@ -161,13 +165,14 @@ def main(argv):
     with open(json_path) as f:
         payload = json.load(f)
     if _STUDY.value == "long_v2":
-        # Its page (Holm-adjusted verdicts, forest plot) is built once its rows have their runs.
+        from reporting.decided_page import write_decided_report
+
         counts = {}
         for record in payload["records"]:
             counts[record["cell"]] = counts.get(record["cell"], 0) + 1
         print(f"{len(payload['records'])} records in {json_path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        return 0
-    if _STUDY.value == "short":
+        written = write_decided_report(payload, _RESULTS_MD.value, _FIGURES_DIR.value)
+    elif _STUDY.value == "short":
         written = write_report(payload, _RESULTS_MD.value, _FIGURES_DIR.value)
     else:
         pilot_path = os.path.join(ROOT, _DEFAULTS["long_pilot"]["json"])

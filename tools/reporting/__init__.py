@@ -6,6 +6,8 @@
 - study_runner: runs a study's cells for every seed, resumably, into one JSON of records.
 - results_page, long_page: the generated sections of docs/RESULTS.md (short and long study).
 - long_study, claims: the long-training study's cells and the papers' claims judged on its records.
+- significance, decided_page: the decided study (long_v2): claims tested (Welch's CI and p, Holm's
+  adjustment, the verdict rule) and its section of the page (forest plot, OoD per set, temperature scaling).
 
 Not part of the installed library: it lives in tools/, whose scripts import it as `reporting`
 (a script's folder is on sys.path); tests/conftest.py puts tools/ on sys.path for the tests.

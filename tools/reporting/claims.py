@@ -50,6 +50,12 @@ class Claim:
       kind: "better", "no_worse", "at_most" or "closes_gap".
       target: for "closes_gap": the row whose value `row` should approach.
       paper_value: the paper's own figure, as text (with its setting).
+      baseline_metric: the baseline's record key when it is not `metric`
+        (the decided study: "ts_nll" for the dense model + temperature scaling).
+      margin: for "no_worse" / "at_most" claims of the decided study: the
+        loss the claim tolerates, in the metric's units.
+      note: text shown after the claim; "{row:.2f}" in it is replaced by the
+        row's mean (the decided study's page).
     """
 
     paper: str
@@ -60,6 +66,9 @@ class Claim:
     kind: str = "better"
     target: str = ""
     paper_value: str = ""
+    baseline_metric: str = ""
+    margin: float = 0.0
+    note: str = ""
 
 
 def welch_t(a, b, higher_is_better=True):

@@ -156,3 +156,62 @@ def exploration_ablation_figure(points, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+VERDICT_COLOURS = {"holds": "tab:green", "does not hold": "tab:red", "inconclusive": "tab:gray"}
+
+
+def matplotlib_formatter(function):
+    """A matplotlib tick formatter calling `function(value, position)`."""
+    from matplotlib import ticker
+
+    return ticker.FuncFormatter(function)
+
+
+def forest_figure(groups, path, xlabel="difference in the claimed direction (% of the baseline's mean)"):
+    """Saves a forest plot: one row per claim, its effect and 95% CI, the claims grouped in panels by paper.
+
+    Args:
+      groups: {paper: [(label, effect, low, high, verdict)]}, the effect and its
+        CI signed so that positive favours the claim (NaN low / high: no CI);
+        holds / does not hold / inconclusive are green / red / gray, any other
+        verdict (incomplete) an open gray marker.
+      path: output .png path.
+      xlabel: the x axis title (symmetric-log axis, linear within +-1).
+    """
+    plt = _pyplot()
+    papers = [p for p, rows in groups.items() if rows]
+    heights = [max(len(groups[p]), 1) + 1 for p in papers] or [1]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(10.0, 0.28 * sum(heights) + 1.2), sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": heights})  # fmt: skip
+    for ax, paper in zip(axes[:, 0], papers):
+        rows = groups[paper]
+        for y, (_, effect, low, high, verdict) in enumerate(rows):
+            colour = VERDICT_COLOURS.get(verdict, "0.6")
+            if not (np.isnan(low) or np.isnan(high)):
+                ax.plot([low, high], [y, y], color=colour, linewidth=1.6)
+            filled = verdict in VERDICT_COLOURS
+            ax.plot([effect], [y], "o", color=colour, markerfacecolor=colour if filled else "white", markersize=5)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([row[0] for row in rows], fontsize=7)
+        ax.set_ylim(len(rows) - 0.5, -0.7)
+        ax.set_title(paper, fontsize=9, loc="left")
+        ax.grid(True, axis="x", alpha=0.3)
+    bottom = axes[-1, 0]
+    bottom.set_xscale("symlog", linthresh=1.0)
+    values = [abs(v) for rows in groups.values() for row in rows for v in row[1:4] if np.isfinite(v)]
+    reach = 10.0 ** np.ceil(np.log10(max([1.0, *values]) * 1.05))  # the next power of ten past every point
+    bottom.set_xlim(-reach, reach)
+    ticks = [0.0] + [s * 10.0**k for k in range(int(np.log10(reach)) + 1) for s in (-1.0, 1.0)]
+    bottom.set_xticks(sorted(ticks))
+    bottom.xaxis.set_major_formatter(matplotlib_formatter(lambda x, _: f"{x:+g}%" if x else "0"))
+    bottom.set_xlabel(xlabel)
+    if not papers:
+        bottom.text(0.5, 0.5, "no claim measured yet", ha="center", va="center", transform=bottom.transAxes)
+    handles = [plt.Line2D([], [], marker="o", color=c, label=v) for v, c in VERDICT_COLOURS.items()]
+    handles.append(plt.Line2D([], [], marker="o", color="0.6", markerfacecolor="white", label="incomplete"))
+    axes[0, 0].legend(handles=handles, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=4, fontsize=7, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -54,20 +54,21 @@ def aggregate(records, keys):
     return summary
 
 
-def markdown_table(rows, columns, first_header="run"):
+def markdown_table(rows, columns, first_header="run", count_header="seeds"):
     """A markdown table with one row per run and mean ± std cells.
 
     Args:
       rows: {run name: list of per-seed records (dicts)}, in display order.
       columns: list of `Column`.
       first_header: title of the run-name column.
+      count_header: title of the column of record counts.
 
     Returns:
       str; a cell no record of the run has prints "–", and a "seeds" column
-      gives the number of records per run.
+      (`count_header`) gives the number of records per run.
     """
     lines = [
-        f"| {first_header} | seeds | " + " | ".join(c.header for c in columns) + " |",
+        f"| {first_header} | {count_header} | " + " | ".join(c.header for c in columns) + " |",
         "|---|---|" + "---|" * len(columns),
     ]
     for name, records in rows.items():

@@ -1,0 +1,219 @@
+"""Deciding claims: Welch's t-test with a confidence interval, Holm's step-down adjustment and the verdicts.
+
+The first study judged each claim by Welch's t against a fixed |t| >= 2
+(`claims.judge`). The decided study (`long_v2`) replaces that with tests:
+
+- `welch_contrast`: a difference of means (or any linear contrast of the
+  means of independent groups, e.g. a row against the midpoint of two
+  others) with Welch's standard error, Welch–Satterthwaite degrees of
+  freedom, the two-sided p from Student's t and a 95% confidence interval
+  from its quantile (scipy.stats.t);
+- `holm`: Holm's (1979) step-down adjustment of the p values of a family
+  (the claims of one table);
+- `verdict`: holds / does not hold / inconclusive / incomplete, by the rule
+  of `VERDICT_RULE`, printed under each table;
+- `decide`: every claim of a table, from the per-run records.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from scipy import stats
+
+from reporting.claims import HIGHER_IS_BETTER
+from reporting.tables import mean_std
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+MIN_RUNS = 5  # runs each row of a claim needs before it gets a verdict (the study's 5 seed groups)
+
+
+@dataclasses.dataclass(frozen=True)
+class Welch:
+    """Welch's test of a contrast sum_i c_i mean_i of independent groups against 0.
+
+    Attributes:
+      estimate: the contrast, e.g. mean(a) - mean(b).
+      se: its standard error sqrt(sum_i c_i^2 s_i^2 / n_i).
+      df: Welch–Satterthwaite degrees of freedom (inf when se is 0).
+      t: estimate / se (0 or +-inf when se is 0).
+      p: two-sided p value (NaN when a group has fewer than 2 values).
+      ci: (low, high) confidence interval of the estimate (NaN as p).
+    """
+
+    estimate: float
+    se: float
+    df: float
+    t: float
+    p: float
+    ci: tuple
+
+    def one_sided_p(self, sign):
+        """p of H0 "sign * contrast <= 0" against H1 "sign * contrast > 0" (sign +1 or -1)."""
+        if math.isnan(self.p):
+            return math.nan
+        if self.se == 0.0:
+            return 0.0 if sign * self.estimate > 0 else 1.0
+        return float(stats.t.sf(sign * self.t, self.df))
+
+
+def welch_contrast(groups, confidence=CONFIDENCE):
+    """Welch's test of sum_i c_i mean(values_i) against 0.
+
+    Args:
+      groups: sequence of (coefficient c_i, values of group i); [(1, a), (-1, b)]
+        is the two-sample test of mean(a) - mean(b).
+      confidence: level of the confidence interval.
+
+    Returns:
+      `Welch`. With no spread in any group (se 0) the p value is 0 when the
+      estimate differs from 0 and 1 otherwise, and the interval has width 0;
+      with a group of one value only the estimate is given.
+    """
+    estimate, terms = 0.0, []
+    for coefficient, values in groups:
+        values = np.asarray(values, dtype=np.float64)
+        if values.size == 0:
+            raise ValueError("welch_contrast needs at least one value per group.")
+        estimate += coefficient * float(values.mean())
+        if values.size > 1:  # identical values have no spread (np.var may leave rounding noise)
+            variance = float(values.var(ddof=1)) if np.ptp(values) > 0 else 0.0
+            terms.append((coefficient**2 * variance / values.size, values.size - 1))
+    nan = math.nan
+    if len(terms) < len(groups):
+        return Welch(estimate, nan, nan, nan, nan, (nan, nan))
+    variance = sum(term for term, _ in terms)
+    if variance == 0.0:
+        t = 0.0 if estimate == 0.0 else math.copysign(math.inf, estimate)
+        return Welch(estimate, 0.0, math.inf, t, 1.0 if estimate == 0.0 else 0.0, (estimate, estimate))
+    df = variance**2 / sum(term**2 / dof for term, dof in terms if term > 0.0)
+    se = math.sqrt(variance)
+    t = estimate / se
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return Welch(estimate, se, df, t, float(2.0 * stats.t.sf(abs(t), df)), (estimate - half, estimate + half))
+
+
+def holm(pvalues):
+    """Holm's step-down adjusted p values, in the order given.
+
+    With the m p values that are not NaN sorted p_(1) <= ... <= p_(m), the
+    adjusted p_(k) is max over j <= k of min(1, (m - j + 1) p_(j)); a claim
+    is rejected at level alpha when its adjusted p < alpha. NaN stays NaN and
+    does not count in m.
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    adjusted = np.full(p.shape, np.nan)
+    present = np.flatnonzero(~np.isnan(p))
+    order = present[np.argsort(p[present], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def higher_is_better(metric):
+    """Whether a larger value of a record key is better: `claims.HIGHER_IS_BETTER`, then by the key's prefix."""
+    if metric in HIGHER_IS_BETTER:
+        return HIGHER_IS_BETTER[metric]
+    if metric.startswith(("ood_auroc", "ood_aupr", "accuracy", "corruption_accuracy", "val_accuracy")):
+        return True
+    if metric.startswith(("ts_", "nll", "ece", "adaptive_ece", "brier", "gibbs_nll", "ood_fpr95", "corruption_ece")):
+        return False
+    raise KeyError(f"No direction known for the metric {metric!r}.")
+
+
+MARGIN_KINDS = ("no_worse", "at_most")
+VERDICT_RULE = (
+    "**Verdicts.** Each claim compares its row with its baseline over their runs: the difference of means (row minus "
+    "baseline), its 95% confidence interval (Welch's t, Welch–Satterthwaite degrees of freedom), Welch's two-sided "
+    "p, the one-sided p of the claimed direction (H1: the difference lies in the direction the claim states) and "
+    f"the two-sided p Holm-adjusted over all the claims of the table that have one. A claim **holds** when its "
+    f"Holm-adjusted p < {ALPHA:g} and the difference lies in the claimed direction; it **does not hold** when its "
+    f"Holm-adjusted p < {ALPHA:g} and the difference lies the other way, or, for a no-worse or at-most claim, when the "
+    "whole 95% CI lies beyond the claim's margin; a no-worse or at-most claim also **holds** when its whole 95% CI "
+    "lies within its margin (non-inferiority, with no significant difference the other way); every other claim is "
+    f"**inconclusive**. A claim whose rows have fewer than {MIN_RUNS} runs is **incomplete (n runs of {MIN_RUNS})**, "
+    "n the fewest runs of its rows, and gets no verdict. \"Approaches the deep ensemble\" is tested as the row "
+    "against the midpoint of the dense model and the dense deep ensemble (a Welch contrast of the three rows, "
+    "which treats the deep ensemble and the dense runs it is composed of as independent). A cost that does not "
+    "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ."
+)
+
+
+def verdict(kind, favourable, p_holm, ci, margin=0.0, runs=MIN_RUNS, min_runs=MIN_RUNS):
+    """The verdict of one claim by `VERDICT_RULE`.
+
+    Args:
+      kind: "better", "closes_gap", "no_worse" or "at_most".
+      favourable: the difference signed so that positive lies in the claimed direction.
+      p_holm: the claim's Holm-adjusted two-sided p (NaN when it has none).
+      ci: (low, high) of the difference in the same sign as `favourable`.
+      margin: for "no_worse" / "at_most": the loss the claim tolerates (>= 0).
+      runs: the fewest runs of the claim's rows.
+      min_runs: runs each row needs for a verdict.
+    """
+    if runs < min_runs:
+        return f"incomplete ({runs} runs of {min_runs})"
+    significant = not math.isnan(p_holm) and p_holm < ALPHA
+    bounded = kind in MARGIN_KINDS and not math.isnan(ci[0])
+    if (significant and favourable < 0) or (bounded and ci[1] < -margin):
+        return "does not hold"
+    if (significant and favourable > 0) or (bounded and ci[0] >= -margin):
+        return "holds"
+    return "inconclusive"
+
+
+def _values(rows, row, metric):
+    """The values of `metric` over the runs of `row` that have it."""
+    return [r[metric] for r in rows.get(row, []) if r.get(metric) is not None]
+
+
+def _test(claim, rows):
+    """(Welch test, reference value, group stats) of one claim, or None when a row has no value."""
+    baseline_metric = claim.baseline_metric or claim.metric
+    groups = [(claim.row, claim.metric, 1.0), (claim.baseline, baseline_metric, -1.0)]
+    if claim.kind == "closes_gap":  # the row against the midpoint of the baseline and the target
+        groups = [(claim.row, claim.metric, 1.0), (claim.baseline, claim.metric, -0.5), (claim.target, claim.metric, -0.5)]
+    values = [_values(rows, row, metric) for row, metric, _ in groups]
+    if any(not v for v in values):
+        return None
+    test = welch_contrast([(c, v) for (_, _, c), v in zip(groups, values)])
+    reference = float(np.mean(values[1])) if claim.kind != "closes_gap" else float(np.mean(values[1]) + np.mean(values[2])) / 2
+    return test, reference, [(*mean_std(v), len(v)) for v in values]
+
+
+def decide(claims, rows, min_runs=MIN_RUNS):
+    """Every claim of one table tested, Holm-adjusted over the table and given its verdict.
+
+    Args:
+      claims: list of `claims.Claim` (one table, one Holm family).
+      rows: {row name: per-run metric dicts} (`results_page.records_by_cell`).
+      min_runs: runs each row of a claim needs for a verdict.
+
+    Returns:
+      one dict per claim: "claim"; "verdict" ("not measured" when a row has
+      no value); else also "stats" ((mean, std, n) of row, baseline[, target]),
+      "test" (`Welch` of row minus baseline, or row minus the midpoint for
+      "closes_gap"), "sign" (+1 when higher is better), "reference" (the
+      baseline's mean, or the midpoint), "p_one_sided" and "p_holm".
+    """
+    results = []
+    for claim in claims:
+        tested = _test(claim, rows)
+        if tested is None:
+            results.append({"claim": claim, "verdict": "not measured"})
+            continue
+        test, reference, group_stats = tested
+        sign = 1.0 if higher_is_better(claim.metric) else -1.0
+        results.append({"claim": claim, "stats": group_stats, "test": test, "sign": sign, "reference": reference,
+                        "p_one_sided": test.one_sided_p(sign)})  # fmt: skip
+    measured = [r for r in results if "test" in r]
+    for result, p_holm in zip(measured, holm([r["test"].p for r in measured])):
+        test, sign, claim = result["test"], result["sign"], result["claim"]
+        low, high = sorted((sign * test.ci[0], sign * test.ci[1]))
+        runs = min(n for _, _, n in result["stats"])
+        result["p_holm"] = p_holm
+        result["verdict"] = verdict(claim.kind, sign * test.estimate, p_holm, (low, high), claim.margin, runs, min_runs)
+    return results
