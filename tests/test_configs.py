@@ -162,6 +162,10 @@ def test_dnc_config_matches_the_official_schedule_and_views(dataset):
     np.testing.assert_allclose(rates, [5e-3, 5e-3 + 0.5 * (0.1 - 5e-3), 0.1, 1e-4], rtol=1e-5)
     assert config.input_normalization and config.kernel_initializer == "he_normal_fan_out"
     assert (config.batchnorm_momentum, config.batchnorm_epsilon) == (0.9, 1e-5)
+    # Weight decay divided by exp(1/S - 1) on CIFAR-10 only (paper Tables II and III).
+    assert ensemble.divide_weight_decay is (dataset == "cifar10")
+    assert load(f"{dataset}_wrn28_10_dnc_s4").ensemble.divide_weight_decay is (dataset == "cifar10")
+    assert fashion_mnist_defaults().ensemble.divide_weight_decay is True
 
 
 def test_freetickets_port_details():

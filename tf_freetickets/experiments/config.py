@@ -89,6 +89,7 @@ def fashion_mnist_defaults():
     config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
     config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
     config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
+    config.ensemble.divide_weight_decay = True  # DNC: members decay with wd * exp(1/S - 1) (paper: CIFAR-10 only)
 
     # Fidelity switches of the DST schedule (docs/METHODS.md).
     config.sparse.min_drop_fraction = 0.0  # where the cosine drop fraction ends (FreeTickets' code: 0.005)
@@ -301,6 +302,8 @@ def _validate_ensemble(config, method):
     _positive_int(ensemble.num_members, "ensemble.num_members")
     if ensemble.kind == "dnc" and ensemble.cotraining_weight < 0:
         raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
+    if not isinstance(ensemble.get("divide_weight_decay", True), bool):
+        raise ConfigError(f"config.ensemble.divide_weight_decay={ensemble.divide_weight_decay!r} must be True or False.")
     if ensemble.kind != "edst":
         return
     if not method.dynamic:

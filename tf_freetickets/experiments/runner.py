@@ -219,16 +219,27 @@ def _train_edst(run):
     return EnsembleModel.from_saved_models(paths).members, {"ticket_mask_overlap": overlaps.tolist(), "member_files": paths}
 
 
+def dnc_members(config, build):
+    """The S narrow members of a Divide-and-Co-training run (width, weight decay and dropout divided).
+
+    Args:
+      config: the run's config (`ensemble.num_members` = S, `width`,
+        `optimizer.weight_decay`, `dropout`, `ensemble.divide_weight_decay`).
+      build: the run's model builder, fn(width=, weight_decay=, dropout=, name=).
+    """
+    width_fn = divided_widen_factor if config.model == "wide_resnet" else divided_width
+    return build_divided_members(
+        build, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay,
+        dropout=config.dropout, width_fn=width_fn, divide_weight_decay=config.ensemble.get("divide_weight_decay", True),
+    )  # fmt: skip
+
+
 def _train_dnc(run):
     """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
     config, sparsity = run.config, run.plan.sparsity
     keras.utils.set_random_seed(config.seed)
-    width_fn = divided_widen_factor if config.model == "wide_resnet" else divided_width
     with run.scope():
-        members = build_divided_members(
-            run.build, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay,
-            dropout=config.dropout, width_fn=width_fn,
-        )  # fmt: skip
+        members = dnc_members(config, run.build)
         if not sparsity.is_dense:
             members = [
                 sparsify(m, sparsity.initial, sparsity.distribution, seed=config.seed + i)
