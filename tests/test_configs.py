@@ -68,6 +68,10 @@ def test_freetickets_imagenet_edst_config():
     assert (config.sparse.growth_gradient, config.sparse.reinit_when_same, config.sparse.dense_gradient_momentum) == (
         "step_batch", False, False
     )
+    # ImageNet/resnet.py with `-c fanin` and PyTorch's BatchNorm defaults.
+    assert (config.kernel_initializer, config.batchnorm_momentum, config.batchnorm_epsilon) == ("he_normal_fan_in", 0.9, 1e-5)
+    assert not config.input_normalization
+    validate(config)
     config.sparse.end_fraction = 0.5
     with pytest.raises(ConfigError, match="restart_schedule_after_exploration"):
         validate(config)

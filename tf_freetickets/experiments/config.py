@@ -43,7 +43,7 @@ def fashion_mnist_defaults():
     # Port details of the papers' PyTorch code (paper configs turn them on; docs/METHODS.md, fidelity table).
     config.input_normalization = False  # CIFAR: the model starts with (x - mean) / std of the official code
     config.crop_padding = "constant"  # constant | reflect: border of the pad-and-crop augmentation
-    config.kernel_initializer = "keras"  # keras | he_normal_fan_out (official WRN init)
+    config.kernel_initializer = "keras"  # keras | he_normal_fan_out (official WRN init) | he_normal_fan_in (FT ImageNet)
     config.batchnorm_momentum = 0.99  # PyTorch's BatchNorm default is Keras' 0.9
     config.batchnorm_epsilon = 1e-3  # PyTorch's: 1e-5
     config.validation_examples = 0  # hold out the last N training examples (official CIFAR scripts: 5000)

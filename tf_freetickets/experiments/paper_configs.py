@@ -11,7 +11,8 @@ configs/ call them. Sources:
   150 exploration + M=3 x 100 refinement epochs, global exploration q=0.8.
 - FreeTickets on ImageNet (its ImageNet/ code): ResNet-50, 224x224 crops, global
   batch 128 (64 on each of 2 GPUs), SGD 0.1 / momentum 0.9 / wd 1e-4 (not on
-  BatchNorm), label smoothing 0.1, 5 warm-up epochs, ERK, gradient growth every
+  BatchNorm), label smoothing 0.1, 5 warm-up epochs, He-normal fan-in
+  convolutions (`-c fanin`), PyTorch's BatchNorm, ERK, gradient growth every
   4000 steps for the whole run with drop fraction 0.5 cosine-decayed to 0.005:
   one cosine over epochs 0-100, then a fresh one over each later 70-epoch phase.
   EDST: 30 exploration epochs at 0.1, then 4 refinement phases of 70 epochs at
@@ -188,6 +189,11 @@ def freetickets_imagenet(sparsity=0.8, num_members=4):
     config.optimizer.weight_decay = 1e-4
     config.optimizer.weight_decay_scope = "kernels"
     config.optimizer.warmup_epochs = 5
+    # ImageNet/resnet.py run with `-c fanin` (ImageNet/imagenet_script): kaiming_normal_(mode='fan_in') convolutions,
+    # nn.Linear's default classifier; nn.BatchNorm2d's momentum 0.1 (Keras 0.9) and epsilon 1e-5.
+    config.kernel_initializer = "he_normal_fan_in"
+    config.batchnorm_momentum = 0.9
+    config.batchnorm_epsilon = 1e-5
     config.sparse.method = "rigl"
     config.sparse.sparsity = sparsity
     config.sparse.distribution = "erk"
