@@ -75,6 +75,7 @@ def fashion_mnist_defaults():
     config.weight_averaging = ml_collections.ConfigDict()
     config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
     config.weight_averaging.start_fraction = 0.8  # fraction of training after which snapshots are averaged
+    config.weight_averaging.random_mask_snapshots = True  # cigl: snapshots carry the next step's random mask (the code)
 
     config.ensemble = ml_collections.ConfigDict()
     config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst | dnc (Divide-and-Co-training)
@@ -97,6 +98,8 @@ def fashion_mnist_defaults():
     # FreeTickets' update rules (sparse.updaters.freetickets_official sets all three); defaults are RigL's.
     config.sparse.reinit_when_same = False  # True: every grown weight restarts at 0
     config.sparse.dense_gradient_momentum = False  # True: momentum follows the dense gradient, never reset
+    # CigL's code (and FreeTickets' ImageNet code): nearly dense layers with many active weights drop less.
+    config.sparse.adjust_prune_rate = False  # True: a layer of sparsity s < 0.2 with above-mean active count drops min(s, f)
     add_method_fields(config.sparse)  # each method's own fields, from the registry (sparse.methods)
     return config
 

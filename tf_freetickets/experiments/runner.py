@@ -279,7 +279,12 @@ def _train_independent(run):
         callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(seed))] if updater else []
         if config.weight_averaging.enabled:
             batchnorm_data = run.stream(seed, 0).take(run.steps_per_epoch)
-            callbacks.append(WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=batchnorm_data))
+            # CigL's code averages its parameter tensors, which hold the random mask between steps.
+            random_snapshots = config.weight_averaging.get("random_mask_snapshots", True)
+            snapshot = getattr(updater, "averaging_snapshot", None) if random_snapshots else None
+            callbacks.append(
+                WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=batchnorm_data, kernel_snapshot=snapshot)
+            )
         if config.keep_best_validation:
             callbacks.append(run.best_validation())  # the member ends with its best validation epoch
         return callbacks
