@@ -257,3 +257,20 @@ def test_a_run_continued_in_a_second_fit_equals_the_uninterrupted_run():
     assert [step for step, _, _ in update.history] == [9, 12]
     for a, b in zip(straight.get_weights(), continued.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_random_mask_switches_are_checked_config_fields():
+    from tf_freetickets.experiments.config import ConfigError, fashion_mnist_defaults, validate
+
+    config = fashion_mnist_defaults()
+    config.sparse.method = "cigl"
+    validate(config)
+    config.sparse.random_mask_growth_gradient = "through"
+    with pytest.raises(ConfigError, match="random_mask_growth_gradient='through' is unknown"):
+        validate(config)
+    config = fashion_mnist_defaults()
+    config.sparse.random_mask_rescale = True  # a CigL field, set under RigL
+    with pytest.raises(ConfigError, match="random_mask_rescale"):
+        validate(config)
+    with pytest.raises(ValueError, match="random_mask_growth_gradient must be one of"):
+        tft.CigL(random_mask_growth_gradient="through")

@@ -248,6 +248,10 @@ def validate(config):
     method = _validate_sparse(config.sparse)
     if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
         raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
+    for switch in ("sparse.adjust_prune_rate", "weight_averaging.random_mask_snapshots"):
+        group, name = switch.split(".")
+        if not isinstance(config[group].get(name, False), bool):
+            raise ConfigError(f"config.{switch}={config[group][name]!r} must be True or False.")
     _validate_ensemble(config, method)
     validate_run_fields(config)
     return config
