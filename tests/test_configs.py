@@ -68,6 +68,10 @@ def test_freetickets_imagenet_edst_config():
     assert (config.sparse.growth_gradient, config.sparse.reinit_when_same, config.sparse.dense_gradient_momentum) == (
         "step_batch", False, False
     )
+    # ImageNet/resnet.py with `-c fanin` and PyTorch's BatchNorm defaults.
+    assert (config.kernel_initializer, config.batchnorm_momentum, config.batchnorm_epsilon) == ("he_normal_fan_in", 0.9, 1e-5)
+    assert not config.input_normalization
+    validate(config)
     config.sparse.end_fraction = 0.5
     with pytest.raises(ConfigError, match="restart_schedule_after_exploration"):
         validate(config)
@@ -87,8 +91,17 @@ def test_bad_edst_learning_rate_steps_are_config_errors():
 def test_cigl_and_dnc_configs():
     cigl = load("cifar10_wrn22_2_cigl")
     assert (cigl.sparse.method, cigl.sparse.random_drop_rate, cigl.weight_averaging.start_fraction) == ("cigl", 0.01, 0.8)
-    assert load("cifar100_wrn22_2_cigl").sparse.random_drop_rate == 0.1
+    assert load("cifar100_wrn22_2_cigl").sparse.random_drop_rate == 0.01  # the code's dpnum=100 on CIFAR-100 too
     assert cigl.sparse.growth_gradient == "step_batch_skip_update"  # the authors' main.py
+    # grow.py zeroes every grown weight; core.py calls adjust_prune_rate; the random mask as Masking applies it.
+    assert cigl.sparse.reinit_when_same and cigl.sparse.adjust_prune_rate and not cigl.sparse.dense_gradient_momentum
+    assert (cigl.sparse.random_mask_rescale, cigl.sparse.random_mask_restore_dropped) == (False, True)
+    assert (cigl.sparse.random_mask_growth_gradient, cigl.sparse.random_mask_prune_dropped) == ("dense", True)
+    assert cigl.weight_averaging.random_mask_snapshots
+    small = load("fashion_mnist_cigl")  # the code's growth signal with the step's update kept; grown weights at 0
+    sparse = small.sparse
+    assert (sparse.growth_gradient, sparse.reinit_when_same, sparse.random_drop_rate) == ("step_batch", True, 0.01)
+    validate(small)
     dnc = load("cifar100_wrn28_10_dnc_s4")
     assert (dnc.ensemble.kind, dnc.ensemble.num_members, dnc.epochs, dnc.optimizer.warmup_epochs) == ("dnc", 4, 300, 20)
     assert dnc.ensemble.cotraining_weight == 0.5 and dnc.optimizer.nesterov
@@ -131,13 +144,13 @@ def _rates(config, train_examples, steps):
     return [float(schedule(step)) for step in steps]
 
 
-@pytest.mark.parametrize("dataset,random_rate", [("cifar10", 0.01), ("cifar100", 0.1)])
+@pytest.mark.parametrize("dataset,random_rate", [("cifar10", 0.01), ("cifar100", 0.01)])
 def test_cigl_config_matches_the_official_wrn_22_2_setup(dataset, random_rate):
     config = load(f"{dataset}_wrn22_2_cigl")
     assert (config.depth, config.width, config.epochs, config.batch_size) == (22, 2, 250, 128)
     assert config.optimizer.nesterov and config.optimizer.momentum == 0.9
     assert (config.optimizer.weight_decay, config.optimizer.weight_decay_scope) == (5e-4, "kernels")
-    assert config.sparse.random_drop_rate == random_rate  # 1 / DPNUM
+    assert config.sparse.random_drop_rate == random_rate  # 1 / dpnum with Masking's dpnum = 100
     assert (config.sparse.update_every, config.sparse.drop_fraction, config.sparse.end_fraction) == (100, 0.3, 0.75)
     assert config.validation_examples == 5000 and not config.keep_best_validation
     assert config.crop_padding == ("reflect" if dataset == "cifar10" else "constant")
@@ -162,6 +175,10 @@ def test_dnc_config_matches_the_official_schedule_and_views(dataset):
     np.testing.assert_allclose(rates, [5e-3, 5e-3 + 0.5 * (0.1 - 5e-3), 0.1, 1e-4], rtol=1e-5)
     assert config.input_normalization and config.kernel_initializer == "he_normal_fan_out"
     assert (config.batchnorm_momentum, config.batchnorm_epsilon) == (0.9, 1e-5)
+    # Weight decay divided by exp(1/S - 1) on CIFAR-10 only (paper Tables II and III).
+    assert ensemble.divide_weight_decay is (dataset == "cifar10")
+    assert load(f"{dataset}_wrn28_10_dnc_s4").ensemble.divide_weight_decay is (dataset == "cifar10")
+    assert fashion_mnist_defaults().ensemble.divide_weight_decay is True
 
 
 def test_freetickets_port_details():

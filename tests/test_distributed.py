@@ -97,3 +97,29 @@ def test_freetickets_official_rules_under_strategy_equal_single_device(mirrored)
         np.testing.assert_array_equal(single_mask, mirrored_mask)
         np.testing.assert_allclose(single_kernel, mirrored_kernel, rtol=1e-4, atol=1e-6)
         assert np.all(mirrored_kernel[mirrored_mask == 0] == 0)
+
+
+def test_cigl_random_mask_and_restored_weights_under_strategy_equal_single_device(mirrored):
+    # CigL as its code applies the random mask: unscaled, dropped weights restored after each update (a wrapper
+    # around the optimizer's apply that keeps no state), growth by the step's gradient at the masked kernel, the
+    # randomly dropped weights pruned first. Every replica draws the same masks, so the runs agree.
+    results = []
+    for strategy in (tf.distribute.get_strategy(), mirrored):
+        with strategy.scope():
+            model = _model()
+            model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        updater = tft.CigL(update_every=2, drop_fraction=0.5, end_step=4, random_drop_rate=0.2, seed=3,
+                           growth_gradient="step_batch")  # fmt: skip
+        update = tft.MaskUpdate(updater)
+        model.fit(_data().take(1).repeat(4), epochs=1, verbose=0, callbacks=[update])
+        assert [step for step, _, _ in update.history] == [2, 4]
+        results.append([(layer.kernel_mask.numpy(), layer.kernel_variable.numpy()) for layer in masking.masked_layers(model)])
+        if strategy is mirrored:
+            for layer in masking.masked_layers(model):
+                for variable in (layer.kernel_mask, layer.kernel_variable):
+                    copies = _replica_values(variable)
+                    np.testing.assert_array_equal(copies[0], copies[1])
+    for (single_mask, single_kernel), (mirrored_mask, mirrored_kernel) in zip(*results):
+        np.testing.assert_array_equal(single_mask, mirrored_mask)
+        np.testing.assert_allclose(single_kernel, mirrored_kernel, rtol=1e-4, atol=1e-6)
+        assert np.all(mirrored_kernel[mirrored_mask == 0] == 0)

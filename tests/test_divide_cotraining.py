@@ -1,5 +1,6 @@
 """Divide-and-Co-training: width/regularization division, views, JS term, sparse members, export."""
 
+import functools
 import math
 
 import keras
@@ -43,6 +44,26 @@ def test_regularization_division_follows_the_official_formulas():
     assert [m.name for m in members] == ["member_0", "member_1"]
     with pytest.raises(ValueError, match="num_splits"):
         divided_weight_decay(5e-4, 0)
+
+
+def test_undivided_weight_decay_keeps_the_wide_networks_decay():
+    # The paper's CIFAR-100 runs (Table II caption): members decay with the undivided 5e-4.
+    members = build_divided_members(tft.models.small_cnn, 4, 1.0, weight_decay=5e-4, divide_weight_decay=False)
+    for member in members:
+        assert member.get_layer("fc").kernel_regularizer.weight_decay == pytest.approx(5e-4)
+    assert members[0].get_layer("conv1_1").filters == round(32 / math.sqrt(4))  # the width is still divided
+
+
+@pytest.mark.parametrize("dataset, expected", [("cifar10", 5e-4 * math.exp(-0.5)), ("cifar100", 5e-4)])
+def test_the_runner_builds_paper_config_members_with_the_datasets_decay(dataset, expected):
+    from tf_freetickets.experiments.paper_configs import divide_and_cotrain
+    from tf_freetickets.experiments.runner import dnc_members
+
+    config = divide_and_cotrain(dataset, num_splits=2)
+    config.model, config.width = "small_cnn", 1.0  # a small network; the decay rule is the config's
+    build = functools.partial(tft.models.small_cnn, input_shape=(28, 28, 1), num_classes=10)
+    members = dnc_members(config, build)
+    assert [m.get_layer("fc").kernel_regularizer.weight_decay for m in members] == pytest.approx([expected] * 2)
 
 
 def test_js_divergence_zero_when_members_agree_positive_otherwise():

@@ -62,12 +62,37 @@ def test_bad_options_and_resnet50_are_refused():
         LayerOptions(batchnorm_momentum=1.0)
     with pytest.raises(ValueError, match="give both or neither"):
         LayerOptions(input_mean=MEAN)
-    with pytest.raises(ValueError, match="resnet50 .* keeps Keras' initialisers"):
-        build_model("resnet50", (32, 32, 3), 10, layer_options=LayerOptions.pytorch())
+    with pytest.raises(ValueError, match="resnet50 .* takes normalised inputs"):
+        build_model("resnet50", (32, 32, 3), 10, layer_options=LayerOptions.pytorch(MEAN, STD))
+
+
+def test_resnet50_takes_freetickets_imagenet_fan_in_init_and_pytorch_batchnorm():
+    # ImageNet/resnet.py with `-c fanin`: kaiming_normal_(mode='fan_in') convolutions, nn.Linear's default
+    # classifier (bias included), nn.BatchNorm2d's momentum 0.1 / epsilon 1e-5.
+    keras.utils.set_random_seed(0)
+    model = build_model("resnet50", (32, 32, 3), 10, weight_decay=1e-4,
+                        layer_options=LayerOptions("he_normal_fan_in", 0.9, 1e-5))  # fmt: skip
+    kernel = model.get_layer("conv5_block1_2_conv").kernel.numpy()
+    kh, kw, fan_in_channels, _ = kernel.shape
+    assert abs(kernel.std() / np.sqrt(2.0 / (kh * kw * fan_in_channels)) - 1.0) < 0.01  # 2.4M draws
+    assert np.abs(kernel).max() > 2.5 * kernel.std()  # not truncated
+    stem = model.get_layer("conv1_conv").kernel.numpy()  # 7x7x3 -> 64: fan-in 147, fan-out 3136
+    assert abs(stem.std() / np.sqrt(2.0 / 147) - 1.0) < 0.05
+    for bn in _layers(model, keras.layers.BatchNormalization):
+        assert (bn.momentum, bn.epsilon) == (0.9, 1e-5)
+    classifier = model.get_layer("predictions")
+    bound = 1.0 / np.sqrt(2048)
+    for values in (classifier.kernel.numpy(), classifier.bias.numpy()):
+        assert np.abs(values).max() <= bound and np.abs(values).max() > 0.5 * bound
+    assert model.get_layer("conv1_conv").kernel_regularizer.weight_decay == 1e-4  # decay still set
+    keras.utils.set_random_seed(0)
+    plain = build_model("resnet50", (32, 32, 3), 10)  # Keras' defaults when no options are given
+    assert {(bn.momentum, bn.epsilon) for bn in _layers(plain, keras.layers.BatchNormalization)} == {(0.99, 1.001e-5)}
 
 
 def test_paper_configs_build_with_the_official_options():
     config = paper_configs.freetickets("cifar100", kind="dst")
     options = layer_options(config)
     assert options == LayerOptions("he_normal_fan_out", 0.9, 1e-5, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+    assert layer_options(paper_configs.freetickets_imagenet()) == LayerOptions("he_normal_fan_in", 0.9, 1e-5)
     assert layer_options(paper_configs.fashion_mnist_defaults()) is None

@@ -175,10 +175,12 @@ def test_freetickets_official_preset_sets_the_three_switches():
     assert (random_growth.reinit_when_same, random_growth.dense_gradient_momentum) == (True, True)
 
 
-def test_cigl_step_batch_gradient_flows_through_that_steps_random_mask():
-    # CigL's code grows by the gradient of the update step's batch with the random mask applied, and
-    # skips that step's optimizer update. The random mask of step 0 is random_keep_mask(seed=5, layer 0,
-    # step 0) = [2, 0, 2, 2]: it zeroes the gradient at W01 (1.5 without it).
+@pytest.mark.parametrize("growth", ["dense", "masked"])
+def test_cigl_step_batch_gradient_is_taken_at_that_steps_random_mask(growth):
+    # CigL's code grows by weight.grad of the update step's batch and skips that step's optimizer update. The
+    # random mask is written into the weights, so weight.grad is the gradient at the masked kernel, dense: nonzero
+    # where the mask dropped ("dense"). "masked" zeroes it there (DropConnect's chain rule). The random mask of
+    # step 0 is random_keep_mask(seed=5, layer 0, step 0) = [1, 0, 1, 1]: it drops W01.
     from tf_freetickets.sparse.methods.cigl import random_keep_mask
 
     mask = np.array([1.0, 0.0, 0.0, 1.0])
@@ -188,14 +190,52 @@ def test_cigl_step_batch_gradient_flows_through_that_steps_random_mask():
     model, layer = _tiny(w0, mask, learning_rate=0.1, momentum=0.0)
     updater = tft.CigL(
         update_every=1, drop_fraction=0.5, decay="constant", end_step=1, random_drop_rate=0.5, seed=5,
-        growth_gradient="step_batch_skip_update",
+        growth_gradient="step_batch_skip_update", random_mask_growth_gradient=growth,
     )  # fmt: skip
     model.fit(x, t, batch_size=1, epochs=1, shuffle=False, verbose=0, callbacks=[tft.MaskUpdate(updater)])
     keep = random_keep_mask((2, 2), 5, 0, tf.constant(0, tf.int64), 0.5).numpy().ravel()
-    np.testing.assert_array_equal(keep, [2, 0, 2, 2])
-    g = keep * _dense_gradient(w0 * keep, x, t)  # chain rule through the random mask
-    np.testing.assert_allclose(g, [-3.2, 0.0, -1.6, 1.5], rtol=1e-6)
+    np.testing.assert_array_equal(keep, [1, 0, 1, 1])
+    g = _dense_gradient(w0 * keep, x, t)  # the gradient at the randomly masked kernel
+    np.testing.assert_allclose(g, [-1.8, 2.25, -0.9, 1.125], rtol=1e-6)
     np.testing.assert_allclose(updater.tap.gradients()[0].numpy().ravel(), g, rtol=1e-6)
-    new_mask = _hand_update(mask, w0, g)
+    scores = np.abs(g) * (keep if growth == "masked" else 1.0)
+    new_mask = _hand_update(mask, w0, scores)  # W00 dropped; grown: W01 (dense, |2.25|) or W00 again (masked, 1.8)
+    np.testing.assert_array_equal(new_mask, [0, 1, 0, 1] if growth == "dense" else [1, 0, 0, 1])
     np.testing.assert_array_equal(layer.kernel_mask.numpy().ravel(), new_mask)
     np.testing.assert_allclose(layer.kernel_variable.numpy().ravel(), w0 * new_mask, rtol=1e-6)  # no SGD step
+
+
+def test_adjust_prune_rate_caps_the_drop_of_nearly_dense_layers_with_many_active_weights():
+    # CigL's Masking.adjust_prune_rate (sparselearning/core.py; FreeTickets' ImageNet/core.py alike): a layer of
+    # sparsity s < 0.2 whose share of the active weights exceeds 1/L drops min(s, f).
+    # Active counts 90 (of 100, s = 0.1), 100 (of 1000) and 10 (of 10, s = 0): mean 66.7, so only the first is capped.
+    masks = [np.repeat([1.0, 0.0], [90, 10]), np.repeat([1.0, 0.0], [100, 900]), np.ones(10)]
+    masks = [tf.constant(m.astype("float32")) for m in masks]
+    f = tf.constant(0.3)
+    fractions = tft.RigL(adjust_prune_rate=True).layer_drop_fractions(f, masks)
+    np.testing.assert_allclose([float(x) for x in fractions], [0.1, 0.3, 0.3], rtol=1e-6)
+    np.testing.assert_allclose([float(x) for x in tft.RigL().layer_drop_fractions(f, masks)], [0.3, 0.3, 0.3])
+    small = tft.RigL(adjust_prune_rate=True).layer_drop_fractions(tf.constant(0.05), masks)
+    np.testing.assert_allclose([float(x) for x in small], [0.05, 0.05, 0.05], rtol=1e-6)  # min(0.1, 0.05)
+
+
+def test_the_engine_hands_each_layer_its_adjusted_drop_fraction():
+    seen = [tf.Variable(-1.0), tf.Variable(-1.0)]  # written inside the compiled update
+
+    class Recording(tft.RigL):
+        def new_mask(self, layer_index, old_mask, weights, scores, step, drop_fraction):
+            seen[layer_index].assign(drop_fraction)
+            return super().new_mask(layer_index, old_mask, weights, scores, step, drop_fraction)
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(40, name="wide")(inputs)  # 160 weights at density 0.9: 144 active, s = 0.1
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(hidden))  # 80 weights at density 0.5: 40 active
+    model = tft.sparsify(model, 0.5, layer_sparsity={"wide": 0.1, "out": 0.5}, seed=0)
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.optimizer.build(model.trainable_variables)
+    data = tf.data.Dataset.from_tensors((np.ones((4, 4), "float32"), np.zeros((4, 2), "float32"))).repeat()
+    for adjust, expected in ((True, [0.1, 0.3]), (False, [0.3, 0.3])):
+        updater = Recording(update_every=1, drop_fraction=0.3, decay="constant", end_step=10, adjust_prune_rate=adjust)
+        tft.sparse.MaskEngine(model, updater, gradient_data=data).update(1)
+        np.testing.assert_allclose([float(v.numpy()) for v in seen], expected, rtol=1e-6)

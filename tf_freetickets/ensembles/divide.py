@@ -4,7 +4,11 @@ Convolution parameters grow with the square of the width, so S networks of
 width w / sqrt(S) hold about as many parameters (and FLOPs) as one of width w.
 Regularization is divided too, because each small network has less capacity to
 overfit: the official code scales weight decay by exp(1/S - 1) and dropout by
-1/S.
+1/S. The paper divides weight decay on CIFAR-10 only (Table III; Table II's
+caption: not on CIFAR-100), while the official parser divides whenever
+`is_div_wd` is set (its CIFAR-100 exclusion, `dataset != 'cifar100'`, is
+commented out in `parser_params.py`): `divide_weight_decay=False` keeps the
+undivided decay.
 """
 
 import math
@@ -44,8 +48,9 @@ def _check_splits(num_splits):
 
 
 def build_divided_members(
-    build, num_splits, width, weight_decay=0.0, dropout=0.0, width_arg="width", width_fn=divided_width, **kwargs
-):
+    build, num_splits, width, weight_decay=0.0, dropout=0.0, width_arg="width", width_fn=divided_width,
+    divide_weight_decay=True, **kwargs
+):  # fmt: skip
     """Builds the S narrow members of a divided network.
 
     Args:
@@ -59,13 +64,17 @@ def build_divided_members(
       width_arg: the builder's width keyword.
       width_fn: `divided_width` (continuous multipliers) or
         `divided_widen_factor` (WRN's integer k).
+      divide_weight_decay: True (the official parser's `is_div_wd=1`, the
+        paper's CIFAR-10 runs): each member decays with wd * exp(1/S - 1);
+        False (the paper's CIFAR-100 runs): each member keeps `weight_decay`.
       **kwargs: passed to every `build` call (num_classes, input_shape, depth, ...).
 
     Returns:
       list of S Functional models named member_0 .. member_{S-1}.
     """
     member_width = width_fn(width, num_splits)
-    regularization = {"weight_decay": divided_weight_decay(weight_decay, num_splits)}
+    member_decay = divided_weight_decay(weight_decay, num_splits) if divide_weight_decay else weight_decay
+    regularization = {"weight_decay": member_decay}
     if dropout:
         regularization["dropout"] = divided_dropout(dropout, num_splits)
     return [build(**{width_arg: member_width}, name=f"member_{i}", **regularization, **kwargs) for i in range(num_splits)]

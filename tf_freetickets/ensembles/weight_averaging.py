@@ -6,7 +6,8 @@ taken at the end of every epoch from epoch 200 of 250 on, with BatchNorm
 statistics recomputed on the training data after averaging. The deterministic
 mask is fixed by then (RigL updates end at 75% of training), so the average
 keeps the model's exact sparsity; any entry outside the final mask is zeroed
-all the same.
+all the same. CigL's parameter tensors also hold its random mask between
+steps, so its snapshots do too (`kernel_snapshot`).
 """
 
 import math
@@ -62,25 +63,38 @@ def recompute_batchnorm_statistics(model, data, num_batches=None):
 class WeightAveraging(keras.callbacks.Callback):
     """Replaces the weights by the mean of end-of-epoch snapshots when training ends.
 
+    A snapshot of a masked kernel is its stored value, which is exact zeros
+    outside the deterministic mask, so averaging W and averaging W * mask are
+    the same (masks are fixed over CigL's window: updates end at 75% of
+    training, averaging starts at 80%); the result is multiplied by the final
+    masks all the same.
+
     Args:
       start_fraction: averaging starts at the end of epoch
         ceil(start_fraction * epochs) (CigL: 200 of 250 -> 0.8).
       batchnorm_data: batches to recompute BatchNorm statistics on after
         averaging (the training set); None keeps the last statistics.
       batchnorm_batches: cap on those batches.
+      kernel_snapshot: optional fn(layer_index, kernel array) -> array: what
+        a snapshot holds for the updatable masked layer `layer_index`
+        (`masked_layers` order without frozen layers, as `MaskedLayerSet`),
+        e.g. `CigL.averaging_snapshot`, the kernel times the next step's random
+        mask, as CigL's code averages its parameter tensors. None: the
+        stored kernel.
 
     Attributes:
       num_averaged: snapshots averaged so far.
       final_weights: the model's own last weights (`restore_final` puts them back).
     """
 
-    def __init__(self, start_fraction=0.8, batchnorm_data=None, batchnorm_batches=None):
+    def __init__(self, start_fraction=0.8, batchnorm_data=None, batchnorm_batches=None, kernel_snapshot=None):
         super().__init__()
         if not 0.0 <= start_fraction < 1.0:
             raise ValueError(f"start_fraction must be in [0, 1), got {start_fraction!r}.")
         self.start_fraction = start_fraction
         self.batchnorm_data = batchnorm_data
         self.batchnorm_batches = batchnorm_batches
+        self.kernel_snapshot = kernel_snapshot
         self.num_averaged = 0
         self.final_weights = None
         self._average = None
@@ -110,7 +124,7 @@ class WeightAveraging(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch < self.start_epoch:
             return
-        snapshot = [np.asarray(v.numpy(), np.float64) for v in self.model.trainable_variables]
+        snapshot = [np.asarray(value, np.float64) for value in self._snapshot_values()]
         self.num_averaged += 1
         if self._average is None:
             self._average = snapshot
@@ -118,6 +132,17 @@ class WeightAveraging(keras.callbacks.Callback):
             self._average = [a + (s - a) / self.num_averaged for a, s in zip(self._average, snapshot)]
         if logs is not None:
             logs["averaged_snapshots"] = self.num_averaged
+
+    def _snapshot_values(self):
+        values = [v.numpy() for v in self.model.trainable_variables]
+        if self.kernel_snapshot is None:
+            return values
+        index_of = {id(layer.kernel_variable): i for i, layer in enumerate(masking.updatable_masked_layers(self.model))}
+        for position, variable in enumerate(self.model.trainable_variables):
+            index = index_of.get(id(variable))
+            if index is not None:
+                values[position] = np.asarray(self.kernel_snapshot(index, values[position]))
+        return values
 
     def on_train_end(self, logs=None):
         if not self._average:

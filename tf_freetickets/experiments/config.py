@@ -43,7 +43,7 @@ def fashion_mnist_defaults():
     # Port details of the papers' PyTorch code (paper configs turn them on; docs/METHODS.md, fidelity table).
     config.input_normalization = False  # CIFAR: the model starts with (x - mean) / std of the official code
     config.crop_padding = "constant"  # constant | reflect: border of the pad-and-crop augmentation
-    config.kernel_initializer = "keras"  # keras | he_normal_fan_out (official WRN init)
+    config.kernel_initializer = "keras"  # keras | he_normal_fan_out (official WRN init) | he_normal_fan_in (FT ImageNet)
     config.batchnorm_momentum = 0.99  # PyTorch's BatchNorm default is Keras' 0.9
     config.batchnorm_epsilon = 1e-3  # PyTorch's: 1e-5
     config.validation_examples = 0  # hold out the last N training examples (official CIFAR scripts: 5000)
@@ -75,6 +75,7 @@ def fashion_mnist_defaults():
     config.weight_averaging = ml_collections.ConfigDict()
     config.weight_averaging.enabled = False  # CigL's evaluation model: mean of end-of-epoch snapshots
     config.weight_averaging.start_fraction = 0.8  # fraction of training after which snapshots are averaged
+    config.weight_averaging.random_mask_snapshots = True  # cigl: snapshots carry the next step's random mask (the code)
 
     config.ensemble = ml_collections.ConfigDict()
     config.ensemble.kind = "none"  # none | independent (DST / dense ensemble) | edst | dnc (Divide-and-Co-training)
@@ -89,6 +90,7 @@ def fashion_mnist_defaults():
     config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
     config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
     config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
+    config.ensemble.divide_weight_decay = True  # DNC: members decay with wd * exp(1/S - 1) (paper: CIFAR-10 only)
 
     # Fidelity switches of the DST schedule (docs/METHODS.md).
     config.sparse.min_drop_fraction = 0.0  # where the cosine drop fraction ends (FreeTickets' code: 0.005)
@@ -96,6 +98,8 @@ def fashion_mnist_defaults():
     # FreeTickets' update rules (sparse.updaters.freetickets_official sets all three); defaults are RigL's.
     config.sparse.reinit_when_same = False  # True: every grown weight restarts at 0
     config.sparse.dense_gradient_momentum = False  # True: momentum follows the dense gradient, never reset
+    # CigL's code (and FreeTickets' ImageNet code): nearly dense layers with many active weights drop less.
+    config.sparse.adjust_prune_rate = False  # True: a layer of sparsity s < 0.2 with above-mean active count drops min(s, f)
     add_method_fields(config.sparse)  # each method's own fields, from the registry (sparse.methods)
     return config
 
@@ -244,6 +248,10 @@ def validate(config):
     method = _validate_sparse(config.sparse)
     if not 0.0 <= config.weight_averaging.start_fraction < 1.0:
         raise ConfigError(f"config.weight_averaging.start_fraction={config.weight_averaging.start_fraction!r} must be in [0, 1).")
+    for switch in ("sparse.adjust_prune_rate", "weight_averaging.random_mask_snapshots"):
+        group, name = switch.split(".")
+        if not isinstance(config[group].get(name, False), bool):
+            raise ConfigError(f"config.{switch}={config[group][name]!r} must be True or False.")
     _validate_ensemble(config, method)
     validate_run_fields(config)
     return config
@@ -301,6 +309,8 @@ def _validate_ensemble(config, method):
     _positive_int(ensemble.num_members, "ensemble.num_members")
     if ensemble.kind == "dnc" and ensemble.cotraining_weight < 0:
         raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
+    if not isinstance(ensemble.get("divide_weight_decay", True), bool):
+        raise ConfigError(f"config.ensemble.divide_weight_decay={ensemble.divide_weight_decay!r} must be True or False.")
     if ensemble.kind != "edst":
         return
     if not method.dynamic:

@@ -219,16 +219,27 @@ def _train_edst(run):
     return EnsembleModel.from_saved_models(paths).members, {"ticket_mask_overlap": overlaps.tolist(), "member_files": paths}
 
 
+def dnc_members(config, build):
+    """The S narrow members of a Divide-and-Co-training run (width, weight decay and dropout divided).
+
+    Args:
+      config: the run's config (`ensemble.num_members` = S, `width`,
+        `optimizer.weight_decay`, `dropout`, `ensemble.divide_weight_decay`).
+      build: the run's model builder, fn(width=, weight_decay=, dropout=, name=).
+    """
+    width_fn = divided_widen_factor if config.model == "wide_resnet" else divided_width
+    return build_divided_members(
+        build, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay,
+        dropout=config.dropout, width_fn=width_fn, divide_weight_decay=config.ensemble.get("divide_weight_decay", True),
+    )  # fmt: skip
+
+
 def _train_dnc(run):
     """Divide-and-Co-training: S narrow members (width / sqrt(S)) co-trained on different views."""
     config, sparsity = run.config, run.plan.sparsity
     keras.utils.set_random_seed(config.seed)
-    width_fn = divided_widen_factor if config.model == "wide_resnet" else divided_width
     with run.scope():
-        members = build_divided_members(
-            run.build, config.ensemble.num_members, config.width, weight_decay=config.optimizer.weight_decay,
-            dropout=config.dropout, width_fn=width_fn,
-        )  # fmt: skip
+        members = dnc_members(config, run.build)
         if not sparsity.is_dense:
             members = [
                 sparsify(m, sparsity.initial, sparsity.distribution, seed=config.seed + i)
@@ -268,7 +279,12 @@ def _train_independent(run):
         callbacks = [MaskUpdate(updater, gradient_data=run.gradient_stream(seed))] if updater else []
         if config.weight_averaging.enabled:
             batchnorm_data = run.stream(seed, 0).take(run.steps_per_epoch)
-            callbacks.append(WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=batchnorm_data))
+            # CigL's code averages its parameter tensors, which hold the random mask between steps.
+            random_snapshots = config.weight_averaging.get("random_mask_snapshots", True)
+            snapshot = getattr(updater, "averaging_snapshot", None) if random_snapshots else None
+            callbacks.append(
+                WeightAveraging(config.weight_averaging.start_fraction, batchnorm_data=batchnorm_data, kernel_snapshot=snapshot)
+            )
         if config.keep_best_validation:
             callbacks.append(run.best_validation())  # the member ends with its best validation epoch
         return callbacks

@@ -11,6 +11,11 @@ The papers' CIFAR code (FreeTickets `sparselearning/models.py`, CigL
   0.1 (Keras momentum 0.9) and epsilon 1e-5, where Keras uses 0.99 and 1e-3;
 - inputs normalised per channel with the dataset's mean and std.
 
+FreeTickets' ImageNet ResNet-50 (`ImageNet/resnet.py`, run with `-c fanin`)
+draws its convolutions from N(0, 2 / (k * k * in_channels)) (He-normal on
+fan-in) and keeps PyTorch's `nn.Linear` default for the classifier, whose bias
+is U(+-1/sqrt(fan_in)) too (`"he_normal_fan_in"`).
+
 `LayerOptions()` keeps Keras' defaults (the Fashion-MNIST configs);
 `LayerOptions.pytorch(mean, std)` is what the paper configs use. The input
 normalisation is a `keras.layers.Normalization` layer inside the model, so
@@ -23,8 +28,10 @@ import dataclasses
 import keras
 
 #: "keras": Glorot-uniform kernels (Keras' default); "he_normal_fan_out": the
-#: official WRN's N(0, 2/fan_out) convolutions and PyTorch's Linear default.
-KERNEL_INITIALIZERS = ("keras", "he_normal_fan_out")
+#: official WRN's N(0, 2/fan_out) convolutions and PyTorch's Linear default
+#: with a zero bias; "he_normal_fan_in": FreeTickets' ImageNet ResNet-50
+#: (`-c fanin`), N(0, 2/fan_in) convolutions and PyTorch's Linear default.
+KERNEL_INITIALIZERS = ("keras", "he_normal_fan_out", "he_normal_fan_in")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,17 +80,29 @@ class LayerOptions:
         return self == LayerOptions()
 
     def conv(self):
-        """Keyword arguments for Conv2D layers."""
+        """Keyword arguments for Conv2D layers: He-normal (PyTorch's `kaiming_normal_`) on fan-out or fan-in."""
         if self.kernel_initializer == "keras":
             return {}
-        return {"kernel_initializer": keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal")}
+        mode = "fan_in" if self.kernel_initializer == "he_normal_fan_in" else "fan_out"
+        return {"kernel_initializer": keras.initializers.VarianceScaling(2.0, mode, "untruncated_normal")}
 
-    def dense(self):
-        """Keyword arguments for the classifier: PyTorch's Linear default is U(+-sqrt(1/fan_in)) = VarianceScaling(1/3)."""
+    def dense(self, fan_in=None):
+        """Keyword arguments for the classifier: PyTorch's Linear default is U(+-sqrt(1/fan_in)) = VarianceScaling(1/3).
+
+        Args:
+          fan_in: the classifier's input size. With "he_normal_fan_in" and a
+            known `fan_in` the bias is drawn from U(+-1/sqrt(fan_in)) as
+            PyTorch's default; otherwise it starts at zero (the official WRNs
+            zero it).
+        """
         if self.kernel_initializer == "keras":
             return {}
         uniform = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
-        return {"kernel_initializer": uniform, "bias_initializer": "zeros"}
+        bias = "zeros"
+        if self.kernel_initializer == "he_normal_fan_in" and fan_in:
+            bound = 1.0 / float(fan_in) ** 0.5
+            bias = keras.initializers.RandomUniform(-bound, bound)
+        return {"kernel_initializer": uniform, "bias_initializer": bias}
 
     def batchnorm(self):
         """Keyword arguments for BatchNormalization layers."""

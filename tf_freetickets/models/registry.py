@@ -20,21 +20,40 @@ def _resnet50(
 ):  # fmt: skip
     if width != 1.0 or dropout:
         raise ValueError("resnet50 (keras.applications) has no width multiplier or dropout; use width=1, dropout=0.")
-    if layer_options is not None and not layer_options.is_default:
+    if layer_options is not None and layer_options.input_mean is not None:
         raise ValueError(
-            "resnet50 (keras.applications) keeps Keras' initialisers and BatchNorm settings and takes normalised "
-            f"inputs (the ImageNet pipeline normalises); got layer_options={layer_options!r}."
+            "resnet50 (keras.applications) takes normalised inputs (the ImageNet pipeline normalises); "
+            f"got layer_options={layer_options!r} with an input mean/std."
         )
     model = keras.applications.ResNet50(weights=None, input_shape=input_shape, classes=num_classes, classifier_activation=None)
     decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
-    if not decay:
+    attributes = _resnet50_layer_attributes(model, layer_options)
+    if not decay and not attributes:
         return model
-    # keras.applications takes no regularizer: set it on every layer that has the attribute and rebuild from the config.
+    # keras.applications takes no regularizer or initializer: set them on every layer that has the attribute
+    # and rebuild from the config (clone_model builds fresh weights with them).
     for layer in model.layers:
-        for attribute, regularizer in {**decay, **bn_decay}.items():
+        for attribute, value in {**decay, **bn_decay}.items():
             if hasattr(layer, attribute):
-                setattr(layer, attribute, regularizer)
+                setattr(layer, attribute, value)
+        for attribute, value in attributes.get(layer.name, {}).items():
+            setattr(layer, attribute, value)
     return keras.models.clone_model(model)
+
+
+def _resnet50_layer_attributes(model, layer_options):
+    """{layer name: {attribute: value}}: the `LayerOptions` of the convolutions, the classifier and BatchNorm."""
+    if layer_options is None or layer_options.is_default:
+        return {}
+    attributes = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            attributes[layer.name] = layer_options.conv()
+        elif isinstance(layer, keras.layers.Dense):
+            attributes[layer.name] = layer_options.dense(fan_in=int(layer.kernel.shape[0]))
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            attributes[layer.name] = layer_options.batchnorm()
+    return attributes
 
 
 def build_model(
@@ -58,7 +77,9 @@ def build_model(
         biases and BatchNorm gamma/beta, as FreeTickets' CIFAR code) or
         "all_but_biases" (kernels and BatchNorm gamma, as Divide-and-Co-training's code).
       layer_options: `LayerOptions` (initialisers, BatchNorm momentum/epsilon,
-        input mean/std); None keeps Keras' defaults. resnet50 takes only the defaults.
+        input mean/std); None keeps Keras' defaults. resnet50 takes the
+        initialisers and BatchNorm settings (set on keras.applications' layers
+        before a rebuild), not an input mean/std.
       fused_batchnorm: BatchNorm layers run TensorFlow's fused kernel
         (`FusedBatchNormalization`: Keras' numbers up to float rounding, a
         faster training step on the TensorFlow backend; docs/BENCHMARKS.md).

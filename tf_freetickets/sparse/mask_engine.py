@@ -121,14 +121,16 @@ class MaskEngine:
         @tf.function
         def apply(drop_fraction, step, scores):
             changed = []
+            # Snapshot values: a Keras variable converts lazily, and would be
+            # read after the assignments below.
+            old_masks = [tf.identity(layer.kernel_mask.value) for layer in self.layers]
+            fractions = updater.layer_drop_fractions(drop_fraction, old_masks)
             for index, (layer, layer_slots, layer_scores) in enumerate(zip(self.layers, slots, scores)):
                 kernel = layer.kernel_variable
                 mask = layer.kernel_mask
-                # Snapshot values: a Keras variable converts lazily, and would
-                # be read after the assignments below.
-                old_mask = tf.identity(mask.value)
+                old_mask = old_masks[index]
                 weights = tf.identity(kernel.value)
-                new_mask, grown = updater.new_mask(index, old_mask, weights, layer_scores, step, drop_fraction)
+                new_mask, grown = updater.new_mask(index, old_mask, weights, layer_scores, step, fractions[index])
                 # Dropped weights and new connections, with their slots, are zero;
                 # a weight dropped and regrown in the same update keeps its value
                 # and slots (RigL's `reinit_when_same=False`) unless the updater

@@ -19,6 +19,12 @@ compiled Keras train step (installed by `MaskUpdater.attach`, removed by
   own batch (FreeTickets: `weight.grad` after `optimizer.step`; RigL's
   `SparseRigLOptimizer` and CigL: the same batch, with that step's optimizer
   update skipped: `skip_optimizer_update_on`).
+- `keep_values_through_update`: after each optimizer update, chosen entries of
+  chosen variables get their pre-update values back (CigL's `Masking.step`
+  restores the randomly dropped weights from `w_raw_dict`).
+
+The optimizer hooks wrap the optimizer's `apply` on the instance, one wrapper
+per kind, so they stack; `restore_optimizer` removes them all.
 """
 
 import functools
@@ -175,6 +181,64 @@ class StepGradientTap:
                 component.assign(value / len(components))
 
 
+def _wrapper_kinds(optimizer):
+    kinds, apply = [], vars(optimizer).get("apply")
+    while apply is not None:
+        kinds.append(getattr(apply, "tft_kind", None))
+        apply = getattr(apply, "tft_wrapped", None)
+    return kinds
+
+
+def _wrap_apply(optimizer, kind, make_apply):
+    """Installs `make_apply(previous_apply)` as `optimizer.apply` unless a wrapper of `kind` is there; True if new."""
+    if kind in _wrapper_kinds(optimizer):
+        return False
+    wrapped = vars(optimizer).get("apply")
+    apply = make_apply(optimizer.apply)
+    apply.tft_kind, apply.tft_wrapped = kind, wrapped
+    optimizer.apply = apply
+    return True
+
+
+def keep_values_through_update(optimizer, variables, keep_update):
+    """Makes each optimizer update leave chosen entries of `variables` at their pre-update values.
+
+    CigL's `Masking.step` (`sparselearning/core.py`) zeroes the weights its
+    next random mask drops before `optimizer.step()` and writes them back from
+    `w_raw_dict` at the following step, so those weights do not take that
+    update (their momentum does). Here the wrapper reads each variable before
+    the optimizer's `apply` and, after it, keeps the new value only where
+    `keep_update(index, step)` is nonzero. Nothing is stored between steps, so
+    replicas and resumed runs agree whenever `keep_update` is a pure function
+    of (index, step). Undo with `restore_optimizer`.
+
+    Args:
+      optimizer: a Keras optimizer.
+      variables: the variables to guard (e.g. masked kernels), in index order.
+      keep_update: fn(index, step) -> tensor of the variable's shape, 1 where
+        the update is kept; `step` is the int64 optimizer step being taken
+        (`iterations` before the update).
+
+    Returns:
+      True if the wrapper was installed now (False: it was there already).
+    """
+    variables = list(variables)
+
+    def make_apply(previous):
+        def apply(grads, trainable_variables=None):
+            step = ops.cast(ops.convert_to_tensor(optimizer.iterations), "int64")
+            before = [tf.identity(variable.value) for variable in variables]
+            with tf.control_dependencies(before):
+                previous(grads, trainable_variables)
+            for index, (variable, old) in enumerate(zip(variables, before)):
+                keep = ops.cast(keep_update(index, step), "bool")
+                variable.assign(ops.where(keep, variable.value, old))
+
+        return apply
+
+    return _wrap_apply(optimizer, "keep_values", make_apply)
+
+
 def skip_optimizer_update_on(optimizer, is_update_step):
     """Makes `optimizer` skip its update (not its step count) after which a mask update follows.
 
@@ -188,28 +252,28 @@ def skip_optimizer_update_on(optimizer, is_update_step):
       optimizer: a built Keras optimizer.
       is_update_step: fn(step tensor) -> bool tensor, the schedule's update steps.
     """
-    if "apply" in vars(optimizer):
-        return
-    original = optimizer.apply
 
-    def apply(grads, trainable_variables=None):
-        step = optimizer.iterations + 1
+    def make_apply(original):
+        def apply(grads, trainable_variables=None):
+            step = optimizer.iterations + 1
 
-        def skip():
-            optimizer.iterations.assign_add(1)
-            return tf.constant(True)
+            def skip():
+                optimizer.iterations.assign_add(1)
+                return tf.constant(True)
 
-        def run():
-            original(grads, trainable_variables)
-            return tf.constant(False)
+            def run():
+                original(grads, trainable_variables)
+                return tf.constant(False)
 
-        tf.cond(is_update_step(step), skip, run)
+            tf.cond(is_update_step(step), skip, run)
 
-    optimizer.apply = apply
+        return apply
+
+    _wrap_apply(optimizer, "skip_update", make_apply)
 
 
 def restore_optimizer(optimizer):
-    """Undoes `skip_optimizer_update_on`; True if it had been installed."""
+    """Removes every optimizer wrapper of this module (`skip_optimizer_update_on`, ...); True if any was there."""
     if "apply" in vars(optimizer):
         del optimizer.apply
         return True

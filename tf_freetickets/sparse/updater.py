@@ -19,6 +19,7 @@ A new method is one module: a subclass plus its `registry.register_method`
 entry (see docs/CONTRIBUTING.md).
 """
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -83,6 +84,11 @@ class MaskUpdater:
         gradient, and a grown weight starts at 0 with that momentum. This
         gives up the library's rule that slots of pruned weights are 0; the
         weights themselves, per-layer counts and replica-equal masks are kept.
+      adjust_prune_rate: False (default, RigL): every layer drops the same
+        fraction. True: `adjust_prune_rate` of CigL's `sparselearning/core.py`
+        (and FreeTickets' `ImageNet/core.py`): a layer with sparsity s < 0.2
+        whose active weights outnumber the mean layer's drops min(s, f)
+        instead of f (`layer_drop_fractions`).
 
     Subclasses set `score_source` (a class attribute or a property) and
     implement `grow_scores`, or override `new_mask`.
@@ -97,6 +103,7 @@ class MaskUpdater:
     #: that build their own schedule (gradual pruning) keep RigL's choices.
     reinit_when_same = False
     dense_gradient_momentum = False
+    adjust_prune_rate = False
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class MaskUpdater:
         min_drop_fraction=0.0,
         reinit_when_same=False,
         dense_gradient_momentum=False,
+        adjust_prune_rate=False,
     ):
         self.schedule = UpdateSchedule(
             update_every=update_every,
@@ -123,6 +131,7 @@ class MaskUpdater:
         self.seed = fresh_seed() if seed is None else int(seed)
         self.reinit_when_same = bool(reinit_when_same)
         self.dense_gradient_momentum = bool(dense_gradient_momentum)
+        self.adjust_prune_rate = bool(adjust_prune_rate)
 
     # -- declared facts ----------------------------------------------------
     @property
@@ -168,6 +177,33 @@ class MaskUpdater:
         return train_hooks.clear(masking.masked_layers(model))
 
     # -- the hook ------------------------------------------------------------
+    def layer_drop_fractions(self, drop_fraction, masks):
+        """The drop fraction of each layer at an update (called by `MaskEngine` before `new_mask`).
+
+        Every layer gets `drop_fraction` unless `adjust_prune_rate`: then, as
+        CigL's `Masking.adjust_prune_rate`, a layer with sparsity s < 0.2 whose
+        share of the active weights exceeds 1/L (L layers; the code's
+        "variance" share of its `nonzero` redistribution statistic, which with
+        exact masks is the active count) drops min(s, drop_fraction).
+
+        Args:
+          drop_fraction: float32 scalar tensor, the schedule's (or EDST's) fraction.
+          masks: the layers' masks before the update, in index order.
+
+        Returns:
+          list of float32 scalar tensors, one per layer.
+        """
+        if not self.adjust_prune_rate:
+            return [drop_fraction] * len(masks)
+        active = [ops.sum(ops.cast(mask, "float32")) for mask in masks]
+        mean_active = ops.sum(ops.stack(active)) / len(masks)
+        fractions = []
+        for mask, count in zip(masks, active):
+            sparsity = 1.0 - count / float(np.prod(mask.shape))
+            capped = ops.logical_and(sparsity < 0.2, count > mean_active)
+            fractions.append(ops.where(capped, ops.minimum(sparsity, drop_fraction), drop_fraction))
+        return fractions
+
     def new_mask(self, layer_index, old_mask, weights, scores, step, drop_fraction):
         """The layer's mask after the update at `step`: the one hook a method decides.
 

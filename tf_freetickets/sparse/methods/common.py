@@ -14,6 +14,7 @@ def dst_updater_kwargs(sparse, seed):
         "min_drop_fraction": float(sparse.get("min_drop_fraction", 0.0)),
         "reinit_when_same": bool(sparse.get("reinit_when_same", False)),
         "dense_gradient_momentum": bool(sparse.get("dense_gradient_momentum", False)),
+        "adjust_prune_rate": bool(sparse.get("adjust_prune_rate", False)),
     }
 
 

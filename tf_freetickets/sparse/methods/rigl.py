@@ -63,10 +63,20 @@ class RigL(MaskUpdater):
         return score_sources.StepGradient(tap_owner=self)
 
     def kernel_transforms(self, model, layer_index):
-        transforms = super().kernel_transforms(model, layer_index)
+        """The base transforms, then `transforms_before_tap`, then the step-gradient tap (step-batch modes)."""
+        transforms = super().kernel_transforms(model, layer_index) + self.transforms_before_tap(model, layer_index)
         if self.tap is not None:
             transforms.append(self.tap.transform(layer_index))
         return transforms
+
+    def transforms_before_tap(self, model, layer_index):
+        """Training-only kernel transforms applied before the tap, so the step gradient is taken at their output.
+
+        None for RigL; CigL's random mask goes here, so its growth reads the
+        gradient with respect to the randomly masked kernel, as its code's
+        `weight.grad`.
+        """
+        return []
 
     def attach(self, model, layers=None):
         """RigL's hooks: the step-gradient tap and, for "step_batch_skip_update", the skipped optimizer update."""
