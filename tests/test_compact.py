@@ -245,6 +245,19 @@ def test_bias_free_consumer_folds_into_the_next_batchnorm():
     assert "moving mean absorbs" in report.row("bn1").note
 
 
+def test_a_1x1_same_padded_conv_takes_a_constant():
+    keras.utils.set_random_seed(10)
+    x = inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(4, 3, padding="same", name="c0")(x))
+    x = keras.layers.Conv2D(3, 1, strides=2, padding="same", name="pw")(x)  # a 1x1 window never reaches the padding
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3, padding="same", name="c2")(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    _zero_out(model.get_layer("c0"), [1], bias={1: 0.8})
+    small, report = compact(model)
+    assert small.count_params() == conv(3, 2, 3, bias=True) + conv(1, 3, 3, bias=True) + conv(3, 3, 2, bias=True) + dense(2, 2)
+    assert _max_diff(model, small, (6, 6, 2)) <= 1e-5 and report.row("c0").folded == 1
+
+
 @pytest.mark.parametrize("pool", [keras.layers.MaxPooling2D, keras.layers.AveragePooling2D])
 def test_same_padded_pooling_keeps_a_constant_constant(pool):
     keras.utils.set_random_seed(9)

@@ -1,24 +1,41 @@
 """The analysis behind `compact`: channel spaces of a Keras graph, constant channels, what may be removed.
 
 A *space* is a set of tensors that share one channel indexing (their last axis): the output of a
-Dense or Conv2D layer (a *producer*) and every tensor that channel-wise layers make from it
-(BatchNormalization, activations, Dropout, pooling, DepthwiseConv2D, Flatten); an Add joins the
-spaces of its inputs into one. A tensor after Flatten holds `reps` copies of the space's channels
-(feature f is channel f % C, Keras' channels-last order).
+Dense or Conv2D layer (a *producer*) and every tensor that channel-wise layers make from it; an Add
+joins the spaces of its inputs into one. A tensor after Flatten holds `reps` copies of the space's
+channels (feature f is channel f % C, Keras' channels-last order), so removing channel c removes
+the features c, C + c, 2C + c, ... of the flattened tensor.
+
+Supported layers (`layer_kind`), exact classes only (a subclass may compute something else):
+- producers: Dense (any input rank), Conv2D (groups=1, channels_last); their output units go;
+- channel-wise, sliced with the channels: BatchNormalization (also the library's
+  FusedBatchNormalization, written out as Keras' class), DepthwiseConv2D (depth_multiplier=1);
+- channel-wise, unchanged: ReLU, LeakyReLU, ELU, Activation with an element-wise function,
+  Rescaling with scalar scale and offset, Dropout and the other inference-time identities,
+  Max/AveragePooling2D and GlobalAverage/GlobalMaxPooling2D (channels_last), Flatten, Add;
+- channel-mixing (Softmax, LayerNormalization, UnitNormalization, Activation("softmax"), a
+  producer with such an activation): the space they read keeps every channel.
+Any other layer (Normalization and other preprocessing at the model's input included) is copied
+unchanged and treated as reading every channel of what it reads: nothing there can go. Where that
+blocks a channel that would otherwise go (a dead unit behind it), `decide` refuses in one line
+naming the layer, or with `unsupported="keep"` keeps the channel and says why.
 
 Each tensor carries, per feature, the constant it holds for every input (NaN: not constant). A
 producer's output channel whose kernel slice is all zero holds activation(bias) everywhere; the
-channel-wise layers map such constants on, an Add sums them.
+channel-wise layers map such constants on (TensorFlow's pools leave the padding out, so a constant
+stays constant under "same" pooling), an Add sums them; a DepthwiseConv2D keeps a constant only where
+its windows lie inside the input, and a zero depthwise filter makes its channel constant.
 
-A channel may be removed from its whole space when every *exit* of the space (a Dense or Conv2D
-that reads one of its tensors) can do without it: its weights on the channel are all zero
-(*unread*), or the channel is constant there and the exit can take the constant into its bias
-(a Dense always; a Conv2D with "valid" padding, where every window lies inside the input; a
-"same"-padded Conv2D only for the constant 0, since at the borders the padding cuts the window and
-the contribution would depend on the position). A space that reaches a model output, or is read by
-a layer that mixes channels (Softmax, LayerNormalization), keeps every channel. A layer this
-module does not know that reads a space with removable channels is refused, or with
-`unsupported="keep"` keeps that space whole.
+A channel is removed from its whole space when every *exit* of the space (a Dense or Conv2D that
+reads one of its tensors) can do without it: its weights on the channel are all zero (*unread*), or
+the channel is constant there and the exit can take the constant into its bias exactly. A Dense
+always can (bias += sum over the channel's features of constant x weight row). A Conv2D can when
+every window lies inside its input ("valid" padding, or a 1x1 kernel): bias += constant x the sum
+of its kernel over the window. A Conv2D with "same" padding and a larger kernel can only for the
+constant 0: at the borders the padding cuts the window, so the contribution depends on the position
+and no bias holds it; such a channel is kept and reported ("constant into 'same'-padded Conv2D").
+A space that reaches a model output keeps every channel; so does one channel per space when all
+would go (a layer keeps at least one unit).
 """
 
 import dataclasses
@@ -60,6 +77,13 @@ def activation_name(function):
 def elementwise(function):
     """True when the activation `function` acts on each value alone."""
     return activation_name(function) in ELEMENTWISE_ACTIVATIONS
+
+
+def windows_inside(layer):
+    """True when every window of a convolution lies inside its input: "valid" padding, or a 1x1 kernel
+    (TensorFlow's "same" padding adds nothing then), so a constant input channel adds the same to
+    every output position."""
+    return layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
 
 
 def _channels_last(layer):
@@ -257,8 +281,8 @@ class Graph:
         kernel = keras.ops.convert_to_numpy(op.kernel)[:, :, :, 0].astype(np.float64)
         bias = keras.ops.convert_to_numpy(op.bias).astype(np.float64) if op.use_bias else 0.0
         dead = ~np.any(kernel.reshape(-1, kernel.shape[-1]) != 0, axis=0)
-        # A constant input stays constant only where every window lies inside the input ("valid").
-        x = self.info(inputs[0]).const if op.padding == "valid" else np.full(kernel.shape[-1], np.nan)
+        # A constant input stays constant only where every window lies inside the input.
+        x = self.info(inputs[0]).const if windows_inside(op) else np.full(kernel.shape[-1], np.nan)
         pre = np.where(dead, 0.0, x * kernel.sum(axis=(0, 1))) + bias
         y = np.where(np.isnan(pre), np.nan, _activate(op.activation, np.nan_to_num(pre)))
         self._same_space(inputs[0], outputs[0], y)
@@ -325,7 +349,7 @@ def _exit_checks(consumer, info, channels):
     else:  # Conv2D: (kh, kw, channels, filters)
         kernel = kernel.reshape(-1, channels, kernel.shape[-1])
         contribution = values[0][:, None] * kernel.sum(axis=0)
-        exact = constant & ((consumer.padding == "valid") | np.all(values == 0, axis=0))
+        exact = constant & (windows_inside(consumer) | np.all(values == 0, axis=0))
     unread = ~np.any(kernel != 0, axis=(0, 2))
     return unread, constant, unread | exact, np.where(unread[:, None], 0.0, contribution)
 
