@@ -37,11 +37,13 @@ import bench_common as common  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "small_cnn", "Model (see bench_common.MODELS).")
 _SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Global sparsity of the tickets (ERK).")
-_FRACTIONS = flags.DEFINE_list("fractions", ["0", "0.5", "0.75"], "Fractions of output channels zeroed per layer.")
+_FRACTIONS = flags.DEFINE_list("fractions", ["0", "0.5", "0.75"], "Fractions of output channels zeroed per layer "
+                               "(empty: no latency, only the real-ticket counts).")
 _BATCHES = flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
 _CALLS = flags.DEFINE_integer("calls", 20, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed windows per variant and batch size (interleaved).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "RigL / SRigL steps for the real-ticket counts (0: sparsify only).")
+_METHODS = flags.DEFINE_list("methods", ["rigl", "srigl"], "Methods trained for the real-ticket counts (rigl, srigl).")
 _OUTPUT = flags.DEFINE_string("output", "out/bench_compact", "Output folder.")
 
 
@@ -149,14 +151,13 @@ def trained_ticket(method, steps, sparsity, seed=0):
     return model
 
 
-def real_tickets(steps, sparsity):
+def real_tickets(steps, sparsity, methods):
     """Zero-kernel units of real small_cnn tickets and what `compact` removes (module doc)."""
     import tf_freetickets as tft
 
     rows = []
-    for label, method, n in (("sparsify only", "rigl", 0), ("RigL", "rigl", steps), ("SRigL", "srigl", steps)):
-        if n == 0 and label != "sparsify only":
-            continue
+    runs = [("sparsify only", "rigl", 0)] + [({"rigl": "RigL", "srigl": "SRigL"}[m], m, steps) for m in methods if steps]
+    for label, method, n in runs:
         started = time.perf_counter()
         ticket = trained_ticket(method, n, sparsity)
         small, report = tft.compact(ticket)
@@ -189,7 +190,7 @@ def markdown(result):
                 row += [f"{m['ms'][key]:.2f}", common.fmt_ratio(m["ratio_to_dense"][key])]
                 diff = max(diff, m["max_abs_diff"][key])
         rows.append(row + [f"{diff:.1e}"])
-    lines = [common.markdown_table(header, rows)]
+    lines = [common.markdown_table(header, rows)] if cfg["fractions"] else []
     if result["real_tickets"]:
         lines += ["", common.markdown_table(
             ["small_cnn ticket", "steps", "units (Conv2D + Dense)", "zero-kernel units", "removed by compact",
@@ -211,12 +212,12 @@ def main(argv):
     result = {"config": config, "machine": common.machine_info(), "latency": {}}
     with tempfile.TemporaryDirectory(prefix="bench_compact_") as folder:
         functions, models, result["facts"] = variants(_MODEL.value, _SPARSITY.value, fractions, folder)
-        for batch in batches:
+        for batch in batches if fractions else []:
             result["latency"][str(batch)] = measure(functions, models, batch, _CALLS.value, _REPEATS.value,
                                                     common.input_shape(_MODEL.value))  # fmt: skip
             ratios = result["latency"][str(batch)]["ratio_to_dense"]
             print(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    result["real_tickets"] = real_tickets(_TRAIN_STEPS.value, _SPARSITY.value)
+    result["real_tickets"] = real_tickets(_TRAIN_STEPS.value, _SPARSITY.value, _METHODS.value)
     result["seconds"] = time.perf_counter() - started
     table = markdown(result)
     json_path, _ = common.write_outputs(_OUTPUT.value, "compact", result, table)
