@@ -180,7 +180,7 @@ def markdown(result):
         header += [f"b={batch} keras ms", "vs dense", f"b={batch} SavedModel ms", "vs dense"]
     header.append("max abs diff")
     rows = []
-    for name, facts in result["facts"].items():
+    for name, facts in result["facts"].items() if cfg["fractions"] else []:
         row = [name, "-" if facts["fraction"] is None else f"{facts['fraction']:.0%}", facts["params"]]
         diff = 0.0
         for batch in cfg["batches"]:
