@@ -123,9 +123,9 @@ def _small_cnn_params():
             + dense(7 * 7 * 14, 31) + dense(31, 10))  # fmt: skip
 
 
-def _small_cnn():
+def _small_cnn(layer_options=None):
     keras.utils.set_random_seed(2)
-    return tft.models.small_cnn(width=0.25)
+    return tft.models.small_cnn(width=0.25, layer_options=layer_options)
 
 
 def test_small_cnn_with_batchnorm_and_flatten():
@@ -310,7 +310,7 @@ def test_refuses_subclassed_models_and_unknown_modes():
 def test_verbose_prints_the_table(capsys):
     model = mlp()
     _zero_out(model.get_layer("d1"), [1])
-    compact(model, verbose=True)
+    tft.compact(model, verbose=True)
     out = capsys.readouterr().out
     assert "units before -> after" in out and "d1 | Dense | 16 -> 15" in out
 
@@ -319,10 +319,15 @@ def test_verbose_prints_the_table(capsys):
 
 
 def test_keras_file_loads_without_the_library(tmp_path):
-    model = tft.models.with_fused_batchnorm(_small_cnn())  # its BatchNormalization class is the library's
+    options = tft.models.LayerOptions(input_mean=(0.3,), input_std=(0.2,))  # a Normalization layer on the input
+    model = tft.models.with_fused_batchnorm(_small_cnn(options))  # its BatchNormalization class is the library's
     _randomize_batchnorm(model)
     _small_cnn_ticket(model)
-    small, _ = compact(tft.sparsify(model, 0.5, seed=0))
+    ticket = tft.sparsify(model, 0.5, seed=0)
+    small, _ = compact(ticket)
+    normalization = sum(int(np.prod(w.shape)) for w in small.get_layer("input_normalization").weights)
+    assert small.count_params() == _small_cnn_params() + normalization
+    assert _max_diff(ticket, small, (28, 28, 1)) <= 1e-5
     path, probe = str(tmp_path / "compact.keras"), tmp_path / "probe.npz"
     small.save(path)
     x = RNG.standard_normal((4, 28, 28, 1)).astype("float32")
