@@ -13,6 +13,7 @@ so `tf.keras` keeps resolving to whatever it resolved to before.
 
 import tf_freetickets.tensorflow_startup  # noqa: F401  (first: imports TensorFlow without its start-up noise)
 from tf_freetickets import data, ensembles, metrics, models, sparse
+from tf_freetickets.deploy.compact import compact
 from tf_freetickets.ensembles import EDST, CoTrainingModel, EnsembleModel, WeightAveraging, train_independent_ensemble
 from tf_freetickets.multi_worker import enable_multi_worker_fit
 from tf_freetickets.sparse import (
@@ -46,6 +47,7 @@ __all__ = [
     "PolynomialDecay",
     "PruningSchedule",
     "CigL",
+    "compact",
     "EDST",
     "CoTrainingModel",
     "EnsembleModel",

@@ -137,3 +137,39 @@ def loss_tracker(model):
     public accessor. Checked on Keras 3.15.1 (`keras/src/trainers/trainer.py`).
     """
     return model._loss_tracker
+
+
+def graph_nodes(model):
+    """The graph of a Functional or (built) Sequential model: (inputs, outputs, nodes), nodes inputs first.
+
+    `inputs` and `outputs` are the model's flat lists of KerasTensors. Each node is
+    `(operation, input_tensors, output_tensors, call)`, in an order where every
+    node comes after the nodes that produce its inputs; input nodes are left
+    out. `call(operation, new_tensors)` calls `operation` (the node's own or
+    a replacement) with the node's arguments, each KerasTensor replaced by
+    `new_tensors[id(tensor)]`, so a rebuilt graph keeps keyword arguments
+    and list inputs (Add) as the original call had them.
+
+    Why private: Keras keeps a model's call graph in `Function._nodes_by_depth`
+    (a Sequential model in the Functional `_functional` it builds), and a
+    node's call arguments in `Node.arguments` (`SymbolicArguments.fill_in`);
+    `clone_model`'s `call_function` is public but refused for Sequential
+    models and gives no view of the original graph. Checked on Keras 3.15.1
+    (`keras/src/ops/function.py` `_run_through_graph`, `keras/src/ops/node.py`,
+    `keras/src/models/sequential.py` `build`).
+    """
+    functional = model._functional if isinstance(model, keras.Sequential) else model
+    if functional is None:
+        raise ValueError(f"Sequential model {model.name!r} is not built; call it on data or build it first.")
+    nodes = []
+    for depth in sorted(functional._nodes_by_depth, reverse=True):
+        for node in functional._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+
+            def call(operation, new_tensors, node=node):
+                args, kwargs = node.arguments.fill_in(new_tensors)
+                return operation(*args, **kwargs)
+
+            nodes.append((node.operation, list(node.input_tensors), list(node.output_tensors), call))
+    return list(functional.inputs), list(functional.outputs), nodes

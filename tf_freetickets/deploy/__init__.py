@@ -5,8 +5,12 @@
 - tflite: TFLite flatbuffers with sparse weight encoding, and their interpreter helpers
   (`export_tflite`, `tflite_predict`, `sparse_tensors`, `tflite_latency`).
 - csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
+- compact, compact_graph: a ticket as a physically smaller plain Keras model, its dead and unread
+  units and channels removed and their constants folded into the next biases (`compact`, also
+  `tft.compact`; `compact_graph` holds the analysis and the supported-layer rules).
 - run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
   reload checked).
 
-The submodules are imported on demand: importing this package imports none of them (csr needs scipy).
+The submodules are imported on demand: importing this package imports none of them (csr needs scipy);
+`import tf_freetickets` imports `compact` (Keras and numpy only) for `tft.compact`.
 """
