@@ -26,7 +26,9 @@ class MaskUpdate(keras.callbacks.Callback):
     schedule needs an absolute `end_step`, else training stops with an error
     saying what to pass. With `steps_per_execution` > 1 the callback sees the
     step count once per execution: an update due inside it runs at its end, and
-    a warning says how many due updates that merges or delays.
+    a warning says how many due updates that merges or delays. An optimizer
+    with `gradient_accumulation_steps` is refused: it steps once every n
+    batches, and the schedule counts batches.
 
     Logs (History, TensorBoard, progress bar): at every batch end after an
     update, `drop_fraction` and `mask_changes` (weights newly activated by that
@@ -65,6 +67,7 @@ class MaskUpdate(keras.callbacks.Callback):
         self.history = []  # (step, drop_fraction, changed per layer)
 
     def on_train_begin(self, logs=None):
+        self._refuse_gradient_accumulation()
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         total = steps * epochs if steps and epochs else None
@@ -80,6 +83,18 @@ class MaskUpdate(keras.callbacks.Callback):
             # `fit` has built its train function already; retrace it with the change.
             self.model.make_train_function(force=True)
         self._epoch_changes = 0
+
+    def _refuse_gradient_accumulation(self):
+        # Keras applies accumulated gradients every n-th batch and counts `iterations` in those
+        # applications; the schedule counts batches, so updates would repeat steps. Refused
+        # rather than rescheduled: the step-gradient tap and the resume counts read single batches.
+        accumulation = getattr(self.model.optimizer, "gradient_accumulation_steps", None)
+        if accumulation:
+            raise ValueError(
+                f"MaskUpdate: the optimizer has gradient_accumulation_steps={accumulation}, which mask schedules do not "
+                "support (they count every batch as an optimizer step); compile without it, with a "
+                f"{accumulation}x larger batch_size instead."
+            )
 
     def _start(self, epoch):
         """First epoch of a fit: read the optimizer step, check it against fit's epoch, build the engine."""
