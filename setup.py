@@ -30,5 +30,11 @@ setup(
         "datasets": ["tensorflow-datasets"],
         "tfmot": ["tensorflow-model-optimization", "tf-keras"],
     },
-    entry_points={},
+    entry_points={
+        "console_scripts": [
+            "tft-train = tf_freetickets.train:console_main",
+            "tft-evaluate = tf_freetickets.evaluate:console_main",
+            "tft-export = tf_freetickets.export_main:console_main",
+        ]
+    },
 )

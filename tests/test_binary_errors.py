@@ -92,6 +92,15 @@ def test_negative_seed_is_a_config_error():
         validate(config)
 
 
+def test_an_independent_ensemble_needs_every_member_seed_in_numpys_range():
+    config = fashion_mnist_defaults()
+    config.ensemble.kind, config.ensemble.num_members, config.seed = "independent", 3, 2**32 - 3
+    validate(config)
+    config.seed = 2**32 - 2
+    with pytest.raises(ConfigError, match=r"^config.seed=4294967294 must be an integer in \[0, 4294967293\] \(its 3 "):
+        validate(config)
+
+
 def _binary(*args, module="tf_freetickets.train"):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
@@ -121,8 +130,14 @@ RIGL = "--config=configs/fashion_mnist_rigl.py"
         ),
         ([RIGL, "--wrkdir=x"], "error: unknown flag --wrkdir; did you mean --workdir?"),
         ([RIGL, "--config.seed=-3"], "error: config.seed=-3 must be an integer >= 0."),
+        ([RIGL, "--config.seed=4294967296"], "error: config.seed=4294967296 must be an integer in [0, 4294967295]."),
+        ([RIGL, "--config.optimizer.momentum=-5"], "error: config.optimizer.momentum=-5.0 must be a number in [0, 1)."),
+        (
+            [RIGL, "--config.optimizer.learning_rate=nan"],
+            "error: config.optimizer.learning_rate=nan must be a finite number > 0.",
+        ),
     ],
-    ids=["unknown-field", "missing-config-file", "unknown-flag", "negative-seed"],
+    ids=["unknown-field", "missing-config-file", "unknown-flag", "negative-seed", "seed-2**32", "momentum", "nan-rate"],
 )
 def test_bad_command_lines(tmp_path, args, expected):
     line = _one_error_line(_binary(*args, f"--workdir={tmp_path / 'run'}"))

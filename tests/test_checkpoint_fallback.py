@@ -1,6 +1,7 @@
 """A damaged newest checkpoint falls back to the newest intact one; kills' temp folders are removed."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -92,6 +93,23 @@ def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
     import tensorflow as tf
 
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")  # the state file agrees
+
+
+def test_a_copy_made_after_a_fallback_never_touches_the_original(tmp_path, capsys):
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    _train(str(original))
+    DAMAGES["empty index"](original)
+    restore_latest(_model(), str(original), [Counter()])  # sets ckpt-3 aside, rewrites the state file
+    assert "ckpt-3" in capsys.readouterr().err
+    shutil.copytree(original, copy)
+    before = sorted(p.name for p in original.iterdir())
+    model, counter = _model(), Counter()
+    initial_epoch = restore_latest(model, str(copy), [counter])
+    x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+    callbacks = [counter, EpochCheckpoint(str(copy), [counter], max_to_keep=2)]
+    model.fit(x, y, epochs=5, initial_epoch=initial_epoch, verbose=0, callbacks=callbacks)
+    assert sorted(p.name for p in original.iterdir()) == before  # the copy's sweep deleted only its own files
+    assert sorted(p.name for p in copy.glob("ckpt-*.index")) == ["ckpt-4.index", "ckpt-5.index"]
 
 
 def test_no_intact_checkpoint_is_one_error(tmp_path, capsys):

@@ -187,3 +187,51 @@ def test_a_field_added_after_the_record_resumes_only_at_its_default(tmp_path):
     config.fused_batchnorm = True
     with pytest.raises(workdirs.WorkdirError, match=r"fused_batchnorm '<absent>' -> True"):
         workdirs.check_record(tmp_path, config)
+
+
+def _small_ensemble_config():
+    config = fashion_mnist_defaults()
+    config.train_examples, config.batch_size, config.width, config.epochs, config.verbose = 256, 64, 0.25, 1, 0
+    config.sparse.update_every = 2
+    config.ensemble.kind, config.ensemble.num_members = "independent", 2
+    return config
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_finished_run_stays_finished_until_a_rerun_has_written_all_its_members(tmp_path, monkeypatch):
+    from tf_freetickets.deploy import saved_model
+    from tf_freetickets.experiments import runner
+
+    runner.run(_small_ensemble_config(), str(tmp_path))
+    manifest = (tmp_path / "members" / workdirs.MANIFEST_NAME).read_text()
+
+    def damaged_checkpoint(*args):
+        raise workdirs.WorkdirError("injected failure before any member is written")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "restore_latest", damaged_checkpoint)
+        with pytest.raises(workdirs.WorkdirError, match="injected"):
+            runner.run(_small_ensemble_config(), str(tmp_path))
+    assert len(workdirs.manifest_members(tmp_path)) == 2  # still finished, its files as listed
+
+    real, calls = saved_model.export_member, []
+
+    def fail_on_the_second_member(model, path, input_range=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError("disk full (injected)")
+        return real(model, path, input_range)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(saved_model, "export_member", fail_on_the_second_member)
+        with pytest.raises(OSError, match="injected"):
+            runner.run(_small_ensemble_config(), str(tmp_path))
+    assert (tmp_path / "members" / workdirs.MANIFEST_NAME).read_text() == manifest
+    assert len(workdirs.manifest_members(tmp_path)) == 2  # the half-written rerun touched none of them
+
+    runner.run(_small_ensemble_config(), str(tmp_path))  # a complete rerun replaces the members and the manifest
+    assert [os.path.basename(p) for p in workdirs.manifest_members(tmp_path)] == ["member_0.keras", "member_1.keras"]
+    assert sorted(os.listdir(tmp_path / "members")) == [
+        "manifest.json", "member_0", "member_0.keras", "member_1", "member_1.keras"
+    ]  # fmt: skip

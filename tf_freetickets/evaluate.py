@@ -128,5 +128,10 @@ def main(argv):
     print(f"wrote {output}")
 
 
-if __name__ == "__main__":
+def console_main():
+    """Entry point of the `tft-evaluate` console script (and of `python -m tf_freetickets.evaluate`): absl runs `main`."""
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    console_main()

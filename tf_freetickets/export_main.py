@@ -62,5 +62,10 @@ def main(argv):
         sys.exit(1)
 
 
-if __name__ == "__main__":
+def console_main():
+    """Entry point of the `tft-export` console script (and of `python -m tf_freetickets.export_main`): absl runs `main`."""
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    console_main()

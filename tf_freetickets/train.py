@@ -80,5 +80,10 @@ def main(argv):
         fail(error)
 
 
-if __name__ == "__main__":
+def console_main():
+    """Entry point of the `tft-train` console script (and of `python -m tf_freetickets.train`): absl runs `main`."""
     app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -15,16 +15,18 @@ three endpoints over a batch of inputs:
   - `uncertainty`: dict of `mean_probabilities` (N, C), `predictive_entropy`
     (N,) and `mutual_information` (N,).
 
-Input contract of every endpoint: float32 images as the model was trained on
-(the library's image models: pixels scaled to [0, 1]). NaN/Inf inputs are
-rejected (`InvalidArgumentError` naming the contract) rather than answered
-with NaN; with `input_range=(0.0, 1.0)` inputs outside it are rejected too,
-so raw 0..255 pixels (uint8 or int arrays are converted to float32 by the
-signature) fail loudly instead of being answered confidently wrong. An empty
-batch gives an empty answer.
+Input contract of every endpoint: the model's input dtype, float32 images as
+the model was trained on (the library's image models: pixels scaled to
+[0, 1]) or integer ids (token ids: an Embedding model). NaN/Inf float inputs
+are rejected (`InvalidArgumentError` naming the contract) rather than
+answered with NaN; with `input_range=(0.0, 1.0)` inputs outside it are
+rejected too, so raw 0..255 pixels (uint8 or int arrays are converted to
+float32 by a float signature) fail loudly instead of being answered
+confidently wrong. An empty batch gives an empty answer.
 """
 
 import contextlib
+import math
 import os
 
 import keras
@@ -47,20 +49,29 @@ def check_pruned_weights_are_zero(model):
 
 
 def checked_inputs(x, input_range=None):
-    """`x` after in-graph checks: every value finite and, with `input_range`, inside it.
+    """`x` after in-graph checks: float values finite and, with `input_range`, every value inside it.
 
     Args:
-      x: a float tensor (a batch of inputs).
+      x: a tensor (a batch of inputs): float images, or integer ids (token ids,
+        class indices), which cannot hold NaN/Inf and skip that check.
       input_range: optional (low, high) inclusive bounds, e.g. (0.0, 1.0) for
-        images scaled as the library's pipelines scale them.
+        images scaled as the library's pipelines scale them; integer inputs are
+        checked against [ceil(low), floor(high)], exactly.
 
     Returns:
       `x`, once the checks pass; otherwise the call raises InvalidArgumentError.
     """
-    checks = [tf.debugging.assert_all_finite(x, "inputs hold NaN or Inf; the model takes finite values")]
-    if input_range is not None:
+    dtype = tf.as_dtype(x.dtype)
+    checks = []
+    if dtype.is_floating:  # assert_all_finite takes float tensors only
+        checks.append(tf.debugging.assert_all_finite(x, "inputs hold NaN or Inf; the model takes finite values"))
+    if input_range is not None and (dtype.is_floating or dtype.is_integer):
         low, high = (float(v) for v in input_range)
-        contract = f"inputs must be float32 values in [{low:g}, {high:g}] (raw 0..255 pixels: divide by 255 first)"
+        if dtype.is_floating:
+            contract = f"inputs must be float32 values in [{low:g}, {high:g}] (raw 0..255 pixels: divide by 255 first)"
+        else:
+            low, high = math.ceil(low), math.floor(high)
+            contract = f"inputs must be integers in [{low}, {high}]"
         checks.append(tf.debugging.assert_greater_equal(x, tf.cast(low, x.dtype), message=contract))
         checks.append(tf.debugging.assert_less_equal(x, tf.cast(high, x.dtype), message=contract))
     with tf.control_dependencies(checks):

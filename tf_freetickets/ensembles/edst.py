@@ -264,11 +264,17 @@ class EDST(MaskUpdate):
         return super().updates_before(step) + explorations
 
     def get_state(self):
-        """The saved tickets and the base learning rate, as arrays (for `experiments.checkpointing.EpochCheckpoint`)."""
+        """The saved tickets and the base learning rate, as arrays (for `experiments.checkpointing.EpochCheckpoint`).
+
+        Ticket files are stored by name, not by path: `set_state` finds them in
+        the restoring callback's `export_dir`, so a workdir moved or copied
+        between a checkpoint and its resume reads its own tickets.
+        """
         state = {"count": np.asarray(len(self.tickets)), "base_lr": np.asarray(self._base_lr or np.nan)}
         for k, ticket in enumerate(self.tickets):
             state[f"{k}/meta"] = np.asarray([ticket.index, ticket.epoch, ticket.step])
-            state[f"{k}/paths"] = np.asarray([ticket.keras_path or "", ticket.saved_model_path or ""])
+            # File names only: the tickets lie in export_dir, which a moved or copied run gives anew.
+            state[f"{k}/paths"] = np.asarray([os.path.basename(p or "") for p in (ticket.keras_path, ticket.saved_model_path)])
             for name, mask in ticket.masks.items():
                 state[f"{k}/mask/{name}"] = mask
         if getattr(self.updater, "tap", None) is not None:
@@ -285,10 +291,16 @@ class EDST(MaskUpdate):
         self.tickets = []
         for k in range(int(state["count"])):
             index, epoch, step = (int(v) for v in state[f"{k}/meta"])
-            keras_path, saved_model_path = (str(p) or None for p in state[f"{k}/paths"])
+            keras_path, saved_model_path = (self._in_export_dir(str(p)) for p in state[f"{k}/paths"])
             prefix = f"{k}/mask/"
             masks = {key[len(prefix) :]: value.astype(bool) for key, value in state.items() if key.startswith(prefix)}
             self.tickets.append(Ticket(index, epoch, step, keras_path, saved_model_path, masks))
+
+    def _in_export_dir(self, stored):
+        """A restored ticket path: its file name (older states hold the path as typed) in this export_dir."""
+        if not stored or not self.export_dir:
+            return None
+        return os.path.join(self.export_dir, os.path.basename(os.path.normpath(stored)))
 
     def _say(self, message):
         if self.phase_verbose:

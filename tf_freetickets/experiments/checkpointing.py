@@ -107,13 +107,27 @@ def _set_aside(directory, number):
     for path in glob.glob(os.path.join(directory, f"ckpt-{number}.*")) + [os.path.join(directory, _STATE_PATTERN.format(number))]:
         if os.path.exists(path):
             os.replace(path, os.path.join(aside, os.path.basename(path)))
-    # CheckpointManager reads the `checkpoint` state file; rewrite it from what is left.
-    kept = [os.path.join(directory, f"ckpt-{n}") for n in sorted(checkpoint_numbers(directory))]
+    _rewrite_state_file(directory)
+
+
+def _rewrite_state_file(directory):
+    """Rewrites CheckpointManager's `checkpoint` state file from the checkpoints left in `directory`.
+
+    Names relative to `directory`, as the manager writes them (absolute paths
+    would make a copied workdir's manager track the original's files), with
+    their times, so that its max_to_keep sweep still removes the old ones.
+    """
+    numbers = sorted(checkpoint_numbers(directory))
     state = os.path.join(directory, "checkpoint")
     if os.path.exists(state):
         os.remove(state)
-    if kept:
-        tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+    if numbers:
+        names = [f"ckpt-{n}" for n in numbers]
+        times = [os.path.getmtime(os.path.join(directory, f"{name}.index")) for name in names]
+        tf.compat.v1.train.update_checkpoint_state(
+            directory, names[-1], all_model_checkpoint_paths=names, all_model_checkpoint_timestamps=times,
+            last_preserved_timestamp=min(times) - 1.0,
+        )  # fmt: skip
 
 
 def _restore(model, directory, number, stateful_callbacks):
@@ -149,10 +163,7 @@ def restore_latest(model, directory, stateful_callbacks=()):
     try:
         tf.train.get_checkpoint_state(directory)
     except Exception:  # a damaged `checkpoint` state file: rebuild it from the index files
-        os.remove(os.path.join(directory, "checkpoint"))
-        if numbers:
-            kept = [os.path.join(directory, f"ckpt-{n}") for n in sorted(numbers)]
-            tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+        _rewrite_state_file(directory)
     for number in numbers:
         try:
             _restore(model, directory, number, stateful_callbacks)

@@ -6,6 +6,7 @@ that names the field, the value and what is allowed.
 """
 
 import inspect
+import math
 import re
 
 import ml_collections
@@ -125,6 +126,13 @@ def _choice(value, allowed, field):
 def _positive_int(value, field, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(f"config.{field}={value!r} must be an integer >= {minimum}.")
+
+
+def _number(value, field, allowed, ok):
+    """Refuses a non-number, NaN/Inf or a value outside `ok` in one line saying what is `allowed`."""
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and ok(value)
+    if not valid:
+        raise ConfigError(f"config.{field}={value!r} must be {allowed}.")
 
 
 def _fraction(value, field, low_open=False):
@@ -261,6 +269,10 @@ def _validate_optimizer(config):
     from tf_freetickets.models.weight_decay import WEIGHT_DECAY_SCOPES
 
     optimizer = config.optimizer
+    # The rate first: the warm-up and floor checks below compare against it (NaN would be blamed on them).
+    _number(optimizer.learning_rate, "optimizer.learning_rate", "a finite number > 0", lambda v: v > 0)
+    _number(optimizer.momentum, "optimizer.momentum", "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+    _number(optimizer.gamma, "optimizer.gamma", "a finite number > 0", lambda v: v > 0)
     _choice(optimizer.schedule, LR_SCHEDULES, "optimizer.schedule")
     if any(not 0.0 < m < 1.0 for m in optimizer.milestones) or list(optimizer.milestones) != sorted(optimizer.milestones):
         raise ConfigError(
@@ -273,10 +285,7 @@ def _validate_optimizer(config):
     if not 0.0 <= optimizer.min_learning_rate <= optimizer.learning_rate:
         raise ConfigError(f"config.optimizer.min_learning_rate={optimizer.min_learning_rate!r} must be in [0, learning_rate].")
     _validate_port_details(config)
-    if not optimizer.weight_decay >= 0:
-        raise ConfigError(f"config.optimizer.weight_decay={optimizer.weight_decay!r} must be >= 0.")
-    if not optimizer.learning_rate > 0:
-        raise ConfigError(f"config.optimizer.learning_rate={optimizer.learning_rate!r} must be positive.")
+    _number(optimizer.weight_decay, "optimizer.weight_decay", "a finite number >= 0", lambda v: v >= 0)
 
 
 def _validate_sparse(sparse):
@@ -331,9 +340,21 @@ def _validate_ensemble(config, method):
         )
 
 
+# NumPy seeds (keras.utils.set_random_seed) are 32-bit.
+MAX_SEED = 2**32 - 1
+
+
 def validate_run_fields(config):
-    """Checks the fields that decide a run's reproducibility rather than its method (seed)."""
+    """Checks the fields that decide a run's reproducibility rather than its method (seed).
+
+    The seed is a NumPy seed, in [0, 2**32 - 1]; an independent ensemble seeds
+    member k with seed + k, so each of those must be one too.
+    """
     _positive_int(config.seed, "seed", minimum=0)
+    members = int(config.ensemble.num_members) if config.ensemble.kind == "independent" else 1
+    if config.seed + members - 1 > MAX_SEED:
+        seeds = f" (its {members} members are seeded seed + k, k < {members})" if members > 1 else ""
+        raise ConfigError(f"config.seed={config.seed!r} must be an integer in [0, {MAX_SEED - members + 1}]{seeds}.")
 
 
 _FIELD_LINE = re.compile(r"^\s*config\.([\w.]+)\s*=\s*[^#]+?(?:#\s*(.*))?$")

@@ -149,13 +149,51 @@ class _Run:
         model.compile(self.optimizer(), self.loss(), metrics=["accuracy"])
         return model
 
-    def fit(self, model, seed, callbacks, checkpoint_name):
-        """`model.fit` from the last checkpoint of this run (or from scratch)."""
+    def write_members(self, models, names, saved_models=True, extra=()):
+        """Writes members/<name>.keras (and SavedModel members/<name>/) for each model; returns the .keras paths.
+
+        Everything is written to `members/.staging/` first and moved into place
+        only once complete, so a rerun of a finished workdir that fails here
+        leaves the finished run (its members and manifest) as it was.
+
+        Args:
+          models, names: the members and their file names (without extension).
+          saved_models: also export each member as a SavedModel folder.
+          extra: (write function of a path, final path) pairs written the same
+            way (DNC's ensemble SavedModel).
+        """
+        from tf_freetickets.deploy import saved_model
+
+        os.makedirs(self.members_dir, exist_ok=True)
+        staging = workdirs.staging_dir(self.members_dir)
+        moves, paths = [], []
+        for model, name in zip(models, names):
+            paths.append(os.path.join(self.members_dir, f"{name}.keras"))
+            model.save(os.path.join(staging, f"{name}.keras"))
+            moves.append((os.path.join(staging, f"{name}.keras"), paths[-1]))
+            if saved_models:
+                saved_model.export_member(model, os.path.join(staging, name))
+                moves.append((os.path.join(staging, name), os.path.join(self.members_dir, name)))
+        for index, (write, final) in enumerate(extra):
+            write(os.path.join(staging, f"extra_{index}"))
+            moves.append((os.path.join(staging, f"extra_{index}"), final))
+        workdirs.replace_outputs(self.members_dir, moves)
+        return paths
+
+    def fit(self, model, seed, callbacks, checkpoint_name, writes_members=False):
+        """`model.fit` from the last checkpoint of this run (or from scratch).
+
+        `writes_members`: the callbacks write member files while training
+        (EDST's tickets), so a finished run's manifest is cleared before
+        epochs that would overwrite them.
+        """
         stateful = [c for c in callbacks if hasattr(c, "get_state")]
         directory = os.path.join(self.workdir, "checkpoints", checkpoint_name)
         initial_epoch = restore_latest(model, directory, stateful)
         if initial_epoch:
             print(f"Resuming {checkpoint_name} after epoch {initial_epoch} from {directory}", flush=True)
+        if writes_members and initial_epoch < self.epochs:
+            workdirs.clear_manifest(self.members_dir)
         log_dir = os.path.join(self.workdir, "tensorboard", checkpoint_name)
         logging = [keras.callbacks.TensorBoard(log_dir)]
         if masked_layers(model):
@@ -208,7 +246,7 @@ def _train_edst(run):
         phase_starts = [schedule.exploration_epochs + k * schedule.refinement_epochs for k in range(schedule.num_tickets)]
         tracker = run.best_validation(reset_epochs=phase_starts, restore_at_end=False)
         callbacks = tracker.around(edst, schedule.ticket_epochs)
-    run.fit(model, config.seed, callbacks, "edst")
+    run.fit(model, config.seed, callbacks, "edst", writes_members=True)
     if len(edst.tickets) != edst.schedule.num_tickets:
         raise RuntimeError(f"EDST ended with {len(edst.tickets)} of {edst.schedule.num_tickets} tickets saved.")
     overlaps = edst.ticket_overlaps()
@@ -262,11 +300,10 @@ def _train_dnc(run):
     if config.keep_best_validation:
         callbacks.append(run.best_validation())
     run.fit(model, config.seed, callbacks, "dnc")
-    os.makedirs(run.members_dir, exist_ok=True)
-    paths = [os.path.join(run.members_dir, f"member_{index}.keras") for index in range(len(model.members))]
-    for member, path in zip(model.members, paths):
-        member.save(path)
-    model.export(os.path.join(run.workdir, "ensemble"))
+    names = [f"member_{index}" for index in range(len(model.members))]
+    paths = run.write_members(
+        model.members, names, saved_models=False, extra=[(model.export, os.path.join(run.workdir, "ensemble"))]
+    )
     return model.members, {"member_files": paths}
 
 
@@ -292,9 +329,10 @@ def _train_independent(run):
     members = train_independent_ensemble(
         run.make_model, None, run.epochs, num_members=num_members,
         seeds=[config.seed + i for i in range(num_members)], make_callbacks=make_callbacks,
-        export_dir=run.members_dir, strategy=run.strategy, verbose=config.verbose, fit_fn=run.fit,
+        strategy=run.strategy, verbose=config.verbose, fit_fn=run.fit,
     )  # fmt: skip
-    return members, {"member_files": [os.path.join(run.members_dir, f"member_{k}.keras") for k in range(num_members)]}
+    # Written once all are trained: a finished run stays whole until its replacement is.
+    return members, {"member_files": run.write_members(members, [f"member_{k}" for k in range(num_members)])}
 
 
 _TRAINERS = {"none": _train_independent, "independent": _train_independent, "edst": _train_edst, "dnc": _train_dnc}
@@ -310,9 +348,10 @@ def run(config, workdir, strategy=None):
 
     Writes WORKDIR/run_record.json (the config, before training),
     WORKDIR/members/ (each member as .keras and SavedModel, and
-    manifest.json listing them once all are written), WORKDIR/results.json
-    (metrics and the config) and prints the evaluation table. Returns the
-    results dict.
+    manifest.json listing them once all are written; a finished run's
+    manifest stays until its replacement members are complete),
+    WORKDIR/results.json (metrics and the config) and prints the evaluation
+    table. Returns the results dict.
 
     Raises:
       ConfigError: a bad config value, or data that does not fit it.
@@ -334,7 +373,7 @@ def run(config, workdir, strategy=None):
         check_data_fits(config, source, training.steps_per_epoch)
         if not resuming:
             workdirs.write_record(workdir, config)
-        workdirs.clear_manifest(training.members_dir)
+        # The manifest of a finished run stays until new members replace it (`write_members`).
         return _train_and_report(plan, workdir, source, training)
 
 

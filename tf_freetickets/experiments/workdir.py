@@ -12,6 +12,8 @@ Three files guard a workdir (WORKDIR below):
   and SHA-256, written when every member is saved. `evaluate` and
   `export_main` read exactly these (never a glob of `members/`), and refuse
   a run without a manifest (unfinished) or with a changed or damaged file.
+  A rerun of a finished workdir keeps its manifest until the new members are
+  fully written (in `members/.staging/`, then moved into place).
 """
 
 import contextlib
@@ -19,10 +21,12 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 
 RECORD_NAME = "run_record.json"
 LOCK_NAME = "run.lock"
 MANIFEST_NAME = "manifest.json"
+STAGING_NAME = ".staging"  # inside members/: outputs being written, moved into place once complete
 # Config fields that change only what is printed, never what is computed.
 UNCOMPARED_FIELDS = ("verbose",)
 # Files a run writes; a workdir holding one of them but no record came from elsewhere.
@@ -215,6 +219,34 @@ def clear_manifest(members_dir):
     """Removes the manifest: the members are about to be (re)written."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(os.path.join(members_dir, MANIFEST_NAME))
+
+
+def staging_dir(members_dir):
+    """An empty folder inside `members_dir` where a run writes its outputs before `replace_outputs` moves them in."""
+    path = os.path.join(members_dir, STAGING_NAME)
+    shutil.rmtree(path, ignore_errors=True)  # left by a run that failed mid-write
+    os.makedirs(path)
+    return path
+
+
+def replace_outputs(members_dir, moves):
+    """Moves fully written outputs into place; a finished run's manifest goes only now.
+
+    Until this call the run's previous members and manifest are untouched, so a
+    rerun of a finished workdir that fails before it leaves the run finished.
+    After it, the caller writes the new manifest.
+
+    Args:
+      members_dir: the run's members folder (its manifest is removed first:
+        the files it lists are being replaced).
+      moves: (staged path, final path) pairs, files or folders.
+    """
+    clear_manifest(members_dir)
+    for staged, final in moves:
+        if os.path.isdir(final) and not os.path.islink(final):
+            shutil.rmtree(final)
+        os.replace(staged, final)
+    shutil.rmtree(os.path.join(members_dir, STAGING_NAME), ignore_errors=True)
 
 
 def write_manifest(members_dir, paths):

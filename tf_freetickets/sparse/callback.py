@@ -3,10 +3,13 @@
 import warnings
 
 import keras
+import numpy as np
 
+from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse import report
 from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
+from tf_freetickets.sparse.pruning_schedules import PruningSteps
 from tf_freetickets.sparse.updater import MaskUpdater
 
 
@@ -26,7 +29,9 @@ class MaskUpdate(keras.callbacks.Callback):
     schedule needs an absolute `end_step`, else training stops with an error
     saying what to pass. With `steps_per_execution` > 1 the callback sees the
     step count once per execution: an update due inside it runs at its end, and
-    a warning says how many due updates that merges or delays.
+    a warning says how many due updates that merges or delays. An optimizer
+    with `gradient_accumulation_steps` is refused: it steps once every n
+    batches, and the schedule counts batches.
 
     Logs (History, TensorBoard, progress bar): at every batch end after an
     update, `drop_fraction` and `mask_changes` (weights newly activated by that
@@ -65,6 +70,7 @@ class MaskUpdate(keras.callbacks.Callback):
         self.history = []  # (step, drop_fraction, changed per layer)
 
     def on_train_begin(self, logs=None):
+        self._refuse_gradient_accumulation()
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         total = steps * epochs if steps and epochs else None
@@ -74,12 +80,69 @@ class MaskUpdate(keras.callbacks.Callback):
         if self.updater.schedule is not self._resolved_schedule:
             self._requested_schedule = self.updater.schedule
         self._resolved_schedule = self.updater.schedule = self._requested_schedule.resolved(total)
+        self._refuse_uninitialised_masks()
+        self._warn_unreachable_target(total)
         self.engine = None  # made at the first epoch start, once the step is valid
         self.layers = MaskedLayerSet(self.model)  # one list and one index per layer for the whole run
         if self.updater.attach(self.model, self.layers):
             # `fit` has built its train function already; retrace it with the change.
             self.model.make_train_function(force=True)
         self._epoch_changes = 0
+
+    def _refuse_gradient_accumulation(self):
+        # Keras applies accumulated gradients every n-th batch and counts `iterations` in those
+        # applications; the schedule counts batches, so updates would repeat steps. Refused
+        # rather than rescheduled: the step-gradient tap and the resume counts read single batches.
+        accumulation = getattr(self.model.optimizer, "gradient_accumulation_steps", None)
+        if accumulation:
+            raise ValueError(
+                f"MaskUpdate: the optimizer has gradient_accumulation_steps={accumulation}, which mask schedules do not "
+                "support (they count every batch as an optimizer step); compile without it, with a "
+                f"{accumulation}x larger batch_size instead."
+            )
+
+    def _refuse_uninitialised_masks(self):
+        """A model whose masked layers were built but never given masks (no `init_masks`) would train dense."""
+        layers = masking.masked_layers(self.model)
+        if isinstance(self.updater.schedule, PruningSteps) or not layers:
+            return  # gradual pruning starts from dense masks by design
+        if any(layer.target_density is not None for layer in layers):
+            return  # sparsify / init_masks / a loaded config set the masks
+        if all(np.all(np.asarray(layer.kernel_mask.numpy()) == 1) for layer in layers):
+            raise ValueError(
+                f"MaskUpdate: the masks of model {self.model.name!r} were never initialised (all ones), so it would "
+                "train dense; call tft.init_masks(model, sparsity) once the model is built, before fit."
+            )
+
+    def _warn_unreachable_target(self, total):
+        """Warns when the run's `total` steps (None: unknown) end before the schedule reaches its target."""
+        schedule = self.updater.schedule
+        if total is None or not self.updater.updates_masks:
+            return
+        if isinstance(schedule, PruningSteps):
+            pruning = schedule.pruning_schedule
+            last = schedule.last_update_step(total)
+            reached = None if last is None else pruning.sparsity(last)
+            if reached is None or reached < pruning.final_sparsity - 1e-9:
+                outcome = "it never prunes" if reached is None else f"it ends at sparsity {reached:.4g}"
+                warnings.warn(
+                    f"MaskUpdate: the pruning schedule runs from step {pruning.begin_step} to {pruning.end_step} but "
+                    f"the run has {total} steps: {outcome}, below its final sparsity {pruning.final_sparsity:.4g}; "
+                    "end the schedule within the run.",
+                    stacklevel=3,
+                )
+        elif schedule.updates_through(total) == 0:
+            last = min(total, schedule.end_step)
+            if last <= schedule.begin_step:
+                advice = "end the updates later (end_fraction, end_step) or begin them earlier (begin_step)"
+            else:
+                advice = f"use update_every <= {last - schedule.begin_step}"
+            warnings.warn(
+                f"MaskUpdate: no mask update falls within the run's {total} steps (update_every="
+                f"{schedule.update_every}, updates from step {schedule.begin_step} to {schedule.end_step}), so the "
+                f"masks stay as they start; {advice}.",
+                stacklevel=3,
+            )
 
     def _start(self, epoch):
         """First epoch of a fit: read the optimizer step, check it against fit's epoch, build the engine."""
