@@ -304,7 +304,11 @@ def test_masks_identical_on_both_replicas():
     devices = tf.config.list_logical_devices("CPU")
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices (configured in conftest.py before TF starts)")
-    strategy = tf.distribute.MirroredStrategy([d.name for d in devices[:2]])
+    # Reduced through one device, not collectives: a second MirroredStrategy in a process whose
+    # earlier strategy ran collectives can reuse their instance keys with other shapes (TF aborts).
+    strategy = tf.distribute.MirroredStrategy(
+        [d.name for d in devices[:2]], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     with strategy.scope():
         model = _model()
         model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
