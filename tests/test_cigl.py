@@ -71,6 +71,7 @@ def _linear(learning_rate=0.1, momentum=0.9):
     inputs = keras.Input((2,))
     layer = masking.MaskedDense(2, use_bias=False, name="w")
     model = keras.Model(inputs, layer(inputs))
+    layer.target_density = 1.0  # a dense mask on purpose: declared, so MaskUpdate does not refuse it as never set
     layer.kernel_variable.assign(W0.reshape(2, 2).astype("float32"))
     model.compile(keras.optimizers.SGD(learning_rate, momentum=momentum), "mse")
     return model, layer
