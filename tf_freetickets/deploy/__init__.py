@@ -5,8 +5,10 @@
 - tflite: TFLite flatbuffers with sparse weight encoding, and their interpreter helpers
   (`export_tflite`, `tflite_predict`, `sparse_tensors`, `tflite_latency`).
 - csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
+- fused: an ensemble of M MLP tickets served as one computation over the union of their supports,
+  M values per index, numba kernels for one example and for batches (`FusedMLPEnsemble`; fused_kernels).
 - run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
   reload checked).
 
-The submodules are imported on demand: importing this package imports none of them (csr needs scipy).
+The submodules are imported on demand: importing this package imports none of them (csr needs scipy, fused numba).
 """
