@@ -11,8 +11,8 @@ the later layers read the members' own activations side by side, still over the 
 
 Per layer: the M members' products, their biases and ReLU; at the end the softmax of each member's
 outputs, and the mean of the M members' probabilities (what `EnsembleModel` outputs). `predict` takes
-one example through the vector kernel, a batch through the block kernel (16 examples per block in
-registers; the union is read from memory once per layer for the whole batch).
+up to 3 examples one by one through the vector kernel, larger batches through the block kernel (32
+examples per block in registers; the union is read from memory once per layer for the whole batch).
 
 Scope: Functional or Sequential chains of Dense layers (masked tickets or `tft.strip`ped ones) with
 ReLU or no activation inside and a linear or softmax output, after optional Flatten and Rescaling
@@ -32,7 +32,7 @@ SUPPORTED_LAYERS = ("InputLayer", "Flatten", "Rescaling", "Dense", "ReLU", "Acti
 #: predict paths: "vector" (one example at a time), "block" (the batch kernel), "auto" (vector below
 #: VECTOR_MAX_BATCH examples, block from there).
 PATHS = ("auto", "vector", "block")
-VECTOR_MAX_BATCH = 2
+VECTOR_MAX_BATCH = 4  # measured crossover: at 4 examples the block kernel is as fast or faster
 _SCOPE = "FusedMLPEnsemble serves Dense layers with ReLU/softmax after optional Flatten/Rescaling input layers"
 
 
@@ -230,6 +230,7 @@ class FusedMLPEnsemble:
         self.member_nonzeros = int(member_nonzeros)
         self.nonzeros = sum(layer.nonzeros for layer in self.layers)
         self.dense_size = sum(layer.num_inputs * layer.num_outputs for layer in self.layers)
+        self._compiled = {}  # kind -> the kernel of each layer (compiled on first use)
 
     @classmethod
     def from_models(cls, models, check=True):
@@ -272,15 +273,16 @@ class FusedMLPEnsemble:
     def _inputs(self, x):
         """x as float32 (N, features) after the input steps; ValueError for a wrong shape or non-finite values."""
         x = np.asarray(x)
-        if x.dtype.kind not in "biuf":
-            raise ValueError(f"FusedMLPEnsemble takes numeric inputs; got dtype {x.dtype}.")
-        x = x.astype(np.float32, copy=False)
+        if x.dtype != np.float32:
+            if x.dtype.kind not in "biuf":
+                raise ValueError(f"FusedMLPEnsemble takes numeric inputs; got dtype {x.dtype}.")
+            x = x.astype(np.float32)
         if x.ndim >= 2 and x.shape[1:] == (self.num_features,) and self.input_shape != (self.num_features,):
             x = x.reshape((x.shape[0], *self.input_shape))
         if x.ndim < 2 or x.shape[1:] != self.input_shape:
             raise ValueError(f"FusedMLPEnsemble expects inputs (N, {', '.join(map(str, self.input_shape))}) or "
                              f"(N, {self.num_features}); got {x.shape}.")  # fmt: skip
-        if not np.all(np.isfinite(x)):
+        if not np.isfinite(x).all():
             raise ValueError("FusedMLPEnsemble's inputs hold NaN or Inf values; the ensemble's outputs would be undefined.")
         for step in self.input_steps:  # Flatten, or Rescaling broadcast as Keras does
             x = x.reshape(x.shape[0], int(np.prod(x.shape[1:]))) if step[0] == "flatten" else x * step[1] + step[2]
@@ -292,7 +294,7 @@ class FusedMLPEnsemble:
         Args:
           x: array (N, *input_shape) or (N, features), any real dtype (computed in float32); N may be 0.
           path: "auto", "vector" (one example at a time through the vector kernel) or "block" (the batch
-            kernel, 16 examples per register block); all give the same outputs up to float32 rounding.
+            kernel, 32 examples per register block); all give the same outputs up to float32 rounding.
 
         Returns:
           (mean, members): float32 arrays (N, C), the mean of the members' softmax probabilities (the
@@ -308,18 +310,27 @@ class FusedMLPEnsemble:
             empty = np.zeros((self.num_members, 0, self.num_classes), np.float32)
             return empty[0], empty
         if path == "vector" or (path == "auto" and x.shape[0] < VECTOR_MAX_BATCH):
-            logits = np.stack([self._vector_logits(example) for example in x], axis=1)
+            kernels = self._kernels("vector")
+            logits = np.stack([self._vector_logits(example, kernels) for example in x], axis=1)
         else:
             logits = self._block_logits(x)
-        members = _softmax(logits)
-        return members.mean(axis=0), members
+        members = np.empty(logits.shape, np.float32)
+        mean = np.empty(logits.shape[1:], np.float32)
+        fused_kernels.probabilities()(logits, members, mean)
+        return mean, members
 
-    def _vector_logits(self, x):
+    def _kernels(self, kind):
+        """The compiled kernel of each layer for `kind` ("vector" or "block")."""
+        if kind not in self._compiled:
+            self._compiled[kind] = [fused_kernels.kernel(kind, self.num_members, index == 0, layer.cols.dtype)
+                                    for index, layer in enumerate(self.layers)]  # fmt: skip
+        return self._compiled[kind]
+
+    def _vector_logits(self, x, kernels):
         """(M, C) logits of one example (features,): the vector kernel layer by layer."""
         M = self.num_members
-        for index, layer in enumerate(self.layers):
+        for kernel, layer in zip(kernels, self.layers):
             out = np.empty(layer.num_outputs * M, np.float32)
-            kernel = fused_kernels.kernel("vector", M, index == 0, layer.cols.dtype)
             kernel(layer.indptr, layer.cols, layer.values, layer.bias, layer.relu, x, out)
             x = out
         return x.reshape(self.num_classes, M).T
@@ -331,9 +342,8 @@ class FusedMLPEnsemble:
         state = np.zeros((x.shape[1], nblk * block), np.float32)
         state[:, :n] = x.T  # (in, nblk, block)
         state = state.reshape(-1)
-        for index, layer in enumerate(self.layers):
+        for kernel, layer in zip(self._kernels("block"), self.layers):
             out = np.empty(layer.num_outputs * nblk * M * block, np.float32)  # (out, nblk, M, block)
-            kernel = fused_kernels.kernel("block", M, index == 0, layer.cols.dtype)
             kernel(layer.indptr, layer.cols, layer.values, layer.bias, layer.relu, state, out, nblk)
             state = out
         logits = state.reshape(self.num_classes, nblk, M, block).transpose(2, 1, 3, 0)
