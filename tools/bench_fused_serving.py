@@ -51,7 +51,11 @@ VARIANTS = ("numpy_dense", "keras_dense", "fused", "fused_per_example", "csr_sep
 
 
 def _share_supports(tickets, bases, shared, seed=0):
-    """Gives tickets 1.. a common core: `shared` of ticket 0's support per layer, the rest drawn outside it."""
+    """Gives tickets 1.. a common core: `shared` of ticket 0's support per layer, the rest drawn outside it.
+
+    Each ticket keeps its layer's count; where too few positions lie outside ticket 0's support (a dense
+    layer), the rest comes from ticket 0's support outside the core.
+    """
     import keras
     import numpy as np
 
@@ -65,6 +69,8 @@ def _share_supports(tickets, bases, shared, seed=0):
         core = rng.choice(active, int(round(shared * active.size)), replace=False)
         for member in range(1, len(tickets)):
             own = rng.choice(inactive, min(active.size - core.size, inactive.size), replace=False)
+            rest = np.setdiff1d(active, core)  # a layer too dense to draw outside (ERK's dense last layer)
+            own = np.concatenate([own, rng.choice(rest, active.size - core.size - own.size, replace=False)])
             mask = np.zeros(mask0.size, np.float32)
             mask[np.concatenate([core, own])] = 1.0
             mask = mask.reshape(tuple(first.kernel_mask.shape))

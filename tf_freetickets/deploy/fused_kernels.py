@@ -21,6 +21,14 @@ accumulators of a member into one vector register. The loop indices are unsigned
 no negative-index wraparound in the inner loops (with signed ones the loads are not vectorised: 3-4x
 slower, measured).
 
+Measured and not kept (784-W-W-10 unions, M = 3, this repository's development machine): planar
+member activations (M, in) for the later layers (the same time: the kernel is bound by one gathered
+element per member and entry, not by the gather instructions); 4-lane SIMD over the members with M
+padded to 4 and the row unrolled 4 or 8 times (0.8-1.1 ns per union entry against 0.75-0.85); 8- and
+16-example blocks (30 % and 5 % slower at batch 32 than 32-example blocks); the vector kernel example by
+example for a batch (`predict(path="vector")`: each example reads the unions again, 5-9x the block
+kernel at batch 32; a prange over examples would spread that over threads, not remove it).
+
 numba is an optional dependency: `pip install numba` (or `pip install 'tf_freetickets[serving]'`).
 This module imports without it; `require_numba` says how to install it.
 """
