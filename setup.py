@@ -24,7 +24,11 @@ setup(
     ],
     extras_require={
         # scipy (also a scikit-learn dependency): Welch's t quantiles of tools/reporting/significance.py
-        "test": ["pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow", "pdoc>=15", "scipy"],
+        # numba: the compiled kernels of tf_freetickets.deploy.fused (FusedMLPEnsemble), tested in CI
+        "test": [
+            "pytest", "pytest-xdist", "ruff", "tensorflow-datasets", "matplotlib", "pillow", "pdoc>=15", "scipy", "numba",
+        ],  # fmt: skip
+        "serving": ["numba", "scipy"],  # deploy.fused (numba) and deploy.csr (scipy) serving outside TensorFlow
         "docs": ["pdoc>=15"],  # tools/build_api_docs.py
         "plots": ["matplotlib"],
         "datasets": ["tensorflow-datasets"],

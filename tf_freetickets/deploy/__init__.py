@@ -8,9 +8,11 @@
 - compact, compact_graph: a ticket as a physically smaller plain Keras model, its dead and unread
   units and channels removed and their constants folded into the next biases (`compact`, also
   `tft.compact`; `compact_graph` holds the analysis and the supported-layer rules).
+- fused: an ensemble of M MLP tickets served as one computation over the union of their supports,
+  M values per index, numba kernels for one example and for batches (`FusedMLPEnsemble`; fused_kernels).
 - run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
   reload checked).
 
-The submodules are imported on demand: importing this package imports none of them (csr needs scipy);
-`import tf_freetickets` imports `compact` (Keras and numpy only) for `tft.compact`.
+The submodules are imported on demand: importing this package imports none of them (csr needs scipy,
+fused numba); `import tf_freetickets` imports `compact` (Keras and numpy only) for `tft.compact`.
 """
