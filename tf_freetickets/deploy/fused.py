@@ -175,7 +175,7 @@ class FusedMLPEnsemble:
       num_members: M. num_classes: C. input_shape: one example's shape.
       layers: the `FusedLayer`s, first to last.
       nonzeros: stored positions over all layers (the unions' sizes; shared ones hold M values, own ones one).
-      member_nonzeros: the members' own nonzero weights, summed (what M separate CSR tickets store).
+      member_nonzeros: the members' nonzero weights, summed (what M separate CSR tickets store).
       dense_size: the weights of one dense member.
     """
 
@@ -201,6 +201,9 @@ class FusedMLPEnsemble:
           check: compare with the Keras members on a random probe and raise RuntimeError if they differ.
           split: store a position only one member uses with that member's value alone (default), not
             with M - 1 zeros in the shared part (`FusedLayer`); False: every union position has M values.
+
+        The kernels are compiled for M on first use in the process (a few seconds; `check` uses both the
+        one-example and the batch kernel, so it compiles them here).
 
         Raises:
           ImportError: numba is missing (the message says how to install it).
