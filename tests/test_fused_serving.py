@@ -9,7 +9,7 @@ import pytest
 
 import tf_freetickets as tft
 from tf_freetickets.deploy import fused_kernels
-from tf_freetickets.deploy.fused import FusedMLPEnsemble, _column_indices
+from tf_freetickets.deploy.fused import FusedMLPEnsemble
 
 ATOL = 1e-5
 
@@ -58,14 +58,20 @@ def _keras_probabilities(models, x, softmax=False):
     return np.stack([o if softmax else keras.ops.convert_to_numpy(keras.ops.softmax(o, axis=-1)) for o in outputs])
 
 
+def _columns(layer):
+    return np.concatenate([layer.cols, layer.own_cols])
+
+
 def _assert_serves(models, x, softmax=False):
-    fused = FusedMLPEnsemble.from_models(models)
+    """Both layouts (own parts split off, and every position in the shared part) and every path match Keras."""
+    fused, unsplit = FusedMLPEnsemble.from_models(models), FusedMLPEnsemble.from_models(models, split=False)
     expected = _keras_probabilities(models, x, softmax)
-    for path in ("auto", "vector", "block"):
-        mean, members = fused.predict(x, path=path)
+    for served, path in [(f, p) for f in (fused, unsplit) for p in ("auto", "vector", "block")]:
+        mean, members = served.predict(x, path=path)
         assert mean.shape == (x.shape[0], expected.shape[-1]) and members.shape == expected.shape
         np.testing.assert_allclose(members, expected, atol=ATOL, err_msg=path)
         np.testing.assert_allclose(mean, expected.mean(axis=0), atol=ATOL, err_msg=path)
+    assert unsplit.nonzeros == fused.nonzeros and all(layer.own_cols.size == 0 for layer in unsplit.layers)
     return fused
 
 
@@ -107,8 +113,9 @@ def test_empty_rows_and_columns_and_a_unit_dead_in_every_ticket():
         _set_masks(model, masks, seed)
     fused = _assert_serves(models, _inputs(21))
     first, second, last = fused.layers
-    assert first.indptr[4] == first.indptr[3] and second.indptr[8] == second.indptr[7] and last.indptr[3] == last.indptr[2]
-    assert 0 not in first.cols and 3 not in second.cols
+    assert first.row_nonzeros()[3] == 0 and second.row_nonzeros()[7] == 0 and last.row_nonzeros()[2] == 0
+    assert 0 not in _columns(first) and 3 not in _columns(second)
+    assert sum(int(layer.row_nonzeros().sum()) for layer in fused.layers) == fused.nonzeros
 
 
 def test_disjoint_supports_store_every_ticket_and_identical_supports_store_one():
@@ -122,8 +129,10 @@ def test_disjoint_supports_store_every_ticket_and_identical_supports_store_one()
         _set_masks(model, shared, index)
     apart = _assert_serves(disjoint, _inputs(18))
     assert apart.nonzeros == apart.member_nonzeros  # no index shared: the union holds every ticket's positions
+    assert all(layer.cols.size == 0 for layer in apart.layers)  # ... each in its ticket's own part
     together = _assert_serves(identical, _inputs(18))
     assert together.nonzeros * 3 == together.member_nonzeros  # one index for the three tickets
+    assert all(layer.own_cols.size == 0 for layer in together.layers)
 
 
 def test_one_member_is_the_model_itself():
@@ -152,11 +161,12 @@ def test_index_dtype_is_int16_where_it_fits_and_int32_past_it():
     models = _tickets(2, sparsity=0.9, input_shape=(32769,), widths=(8,), classes=3)
     fused = _assert_serves(models, np.random.default_rng(0).standard_normal((3, 32769)).astype(np.float32))
     assert fused.index_dtypes == [np.int32, np.int16]
-    assert int(fused.layers[0].cols.max()) > 32767  # indices past int16 are served, not wrapped
+    assert int(_columns(fused.layers[0]).max()) > 32767  # indices past int16 are served, not wrapped
     edge = FusedMLPEnsemble.from_models(_tickets(2, sparsity=0.5, input_shape=(32768,), widths=(), classes=2))
-    assert edge.index_dtypes == [np.int16] and int(edge.layers[0].cols.max()) == 32767
+    assert edge.index_dtypes == [np.int16] and int(_columns(edge.layers[0]).max()) == 32767
     # The cast is checked: indices that would wrap fall back to int32 whatever the declared width.
-    assert _column_indices(np.array([5, 40000]), num_inputs=10).dtype == np.int32
+    narrow = fused_kernels.column_indices([np.array([5, 7]), np.array([5, 40000])], num_inputs=10)
+    assert [a.dtype for a in narrow] == [np.int32, np.int32] and narrow[1][1] == 40000
 
 
 @pytest.mark.parametrize(

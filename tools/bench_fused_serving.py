@@ -15,8 +15,10 @@ Variants, each timed at every batch size of --batches:
 - `keras_dense`: the dense twin in a `tf.function` with a fixed signature (what a SavedModel's serve
   runs), TensorFlow's intra-op threads set by --tf_threads (1: the same thread count).
 - `fused`: `FusedMLPEnsemble.predict` (path auto: the vector kernel at batch 1, the block kernel at
-  batch 32); `fused_per_example` (batches > 1): the vector kernel example by example, the one-thread
-  form of a prange over examples (each example reads the unions again).
+  batch 32), positions of one ticket in its own part; `fused_union`: the same with `split=False`, every
+  union position stored with M values (zeros included); `fused_per_example` (batches > 1): the vector
+  kernel example by example, the one-thread form of a prange over examples (each example reads the
+  unions again).
 - `csr_separate`: M `CSRPredictor`s, one per stripped ticket, called one after the other, then the mean
   of their softmax; `csr_stacked`: `CSRPredictor.from_ensemble`, the M tickets stacked into one scipy
   product per layer (section 6c of BENCHMARKS.md).
@@ -47,7 +49,8 @@ _WINDOW_MS = flags.DEFINE_float("window_ms", 60.0, "Target length of one timed w
 _TF_THREADS = flags.DEFINE_integer("tf_threads", 1, "TensorFlow intra-op threads (0: TensorFlow's default).")
 _OUTPUT = flags.DEFINE_string("output", "out/bench_fused", "Output folder.")
 
-VARIANTS = ("numpy_dense", "keras_dense", "fused", "fused_per_example", "csr_separate", "csr_stacked", "keras_ensemble")
+VARIANTS = ("numpy_dense", "keras_dense", "fused", "fused_union", "fused_per_example", "csr_separate", "csr_stacked",
+            "keras_ensemble")  # fmt: skip
 
 
 def _share_supports(tickets, bases, shared, seed=0):
@@ -136,17 +139,24 @@ def _functions(dense, masked, stripped):
 
     ensemble = tft.EnsembleModel(stripped)
     fused = FusedMLPEnsemble.from_models(masked)
+    union = FusedMLPEnsemble.from_models(masked, split=False)
     separate = [CSRPredictor.from_model(t) for t in stripped]
     functions = {
         "numpy_dense": CSRPredictor.from_model(dense, matrix_format="dense").predict,
         "keras_dense": served(dense),
         "fused": lambda x: fused.predict(x)[0],
+        "fused_union": lambda x: union.predict(x)[0],
         "fused_per_example": lambda x: fused.predict(x, path="vector")[0],
         "csr_separate": lambda x: np.mean([softmax(p.predict(x)) for p in separate], axis=0),
         "csr_stacked": CSRPredictor.from_ensemble(ensemble).predict,
         "keras_ensemble": served(ensemble),
     }
-    return functions, ensemble, fused, separate
+    return functions, ensemble, (fused, union), separate
+
+
+def _stored_bytes(fused):
+    """Bytes of a FusedMLPEnsemble's layer arrays (biases aside)."""
+    return sum(a.nbytes for layer in fused.layers for a in layer.arrays()[:6])
 
 
 def _time_windows(functions, x, repeats, window_ms):
@@ -175,12 +185,12 @@ def measure(width, sparsity, members, shared, batches, repeats, window_ms):
     import numpy as np
 
     dense, masked, stripped = _models(width, sparsity, members, shared)
-    functions, ensemble, fused, separate = _functions(dense, masked, stripped)
+    functions, ensemble, (fused, union), separate = _functions(dense, masked, stripped)
     M = members
     counts = {"dense_weights": fused.dense_size, "member_nonzeros": fused.member_nonzeros, "union_nonzeros": fused.nonzeros,
               "support_overlap": _support_overlap(masked),
               "bytes": {"numpy_dense": 4 * fused.dense_size,
-                        "fused": sum(layer.cols.nbytes + layer.values.nbytes + layer.indptr.nbytes for layer in fused.layers),
+                        "fused": _stored_bytes(fused), "fused_union": _stored_bytes(union),
                         "csr_separate": sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for p in separate
                                             for m in (s[1] for s in p._chain if s[0] == "dense"))}}  # fmt: skip
     per_batch = {}
@@ -210,8 +220,8 @@ def markdown(rows):
     for r in rows:
         mb = {k: f"{v / 1e6:.1f} MB" for k, v in r["bytes"].items()}
         label = (f"W = {r['width']}, shared {r['shared']:.0%} (overlap {r['support_overlap']:.0%}): union "
-                 f"{r['union_nonzeros']:,} of {r['member_nonzeros']:,} ticket nonzeros; {mb['fused']} fused vs "
-                 f"{mb['csr_separate']} CSR vs {mb['numpy_dense']} dense")  # fmt: skip
+                 f"{r['union_nonzeros']:,} of {r['member_nonzeros']:,} ticket nonzeros; {mb['fused']} fused "
+                 f"({mb['fused_union']} union) vs {mb['csr_separate']} CSR vs {mb['numpy_dense']} dense")  # fmt: skip
         for batch, b in r["batches"].items():
             for i, v in enumerate(n for n in VARIANTS if n in b["us"]):
                 table.append([label if i == 0 else "", batch if i == 0 else "", v, f"{b['us'][v]:.0f}",

@@ -3,15 +3,17 @@
 `CSRPredictor` (deploy/csr.py) serves M tickets as stacked scipy CSR products: each ticket's indices
 are stored and read on their own, although the tickets of one EDST run share about half their weights,
 and scipy's CSR kernel is one scalar loop. `FusedMLPEnsemble` stores each Dense layer once for the M
-members: the union of the M supports with M values per stored index (0 for a member that does not use
-the position), int16 column indices where the layer's input width allows (else int32). A compiled
-numba kernel (deploy/fused_kernels.py) walks the union once per layer and updates the M members'
-accumulators from each index: the first layer reads the shared input `x[col]` once for all members;
-the later layers read the members' own activations side by side, still over the one union.
+members, over the union of the M supports: a position two or more members use is stored once with M
+values (0 for a member that does not use it), a position only one member uses is stored once with
+that member's value (its own part; `split=False` puts it with the others, M values); int16 column
+indices where the layer's input width allows (else int32). A compiled numba kernel
+(deploy/fused_kernels.py) walks the union once per layer and updates the M members' accumulators from
+each index: the first layer reads the shared input `x[col]` once for all members; the later layers
+read the members' own activations side by side, still over the one union.
 
 Per layer: the M members' products, their biases and ReLU; at the end the softmax of each member's
 outputs, and the mean of the M members' probabilities (what `EnsembleModel` outputs). `predict` takes
-up to 3 examples one by one through the vector kernel, larger batches through the block kernel (32
+up to 5 examples one by one through the vector kernel, larger batches through the block kernel (32
 examples per block in registers; the union is read from memory once per layer for the whole batch).
 
 Scope: Functional or Sequential chains of Dense layers (masked tickets or `tft.strip`ped ones) with
@@ -26,58 +28,15 @@ import numpy as np
 
 from tf_freetickets import keras_compat
 from tf_freetickets.deploy import fused_kernels
+from tf_freetickets.deploy.fused_kernels import FusedLayer
 
 #: The layers a member may hold (Dropout: identity at inference).
 SUPPORTED_LAYERS = ("InputLayer", "Flatten", "Rescaling", "Dense", "ReLU", "Activation", "Softmax", "Dropout")
 #: predict paths: "vector" (one example at a time), "block" (the batch kernel), "auto" (vector below
 #: VECTOR_MAX_BATCH examples, block from there).
 PATHS = ("auto", "vector", "block")
-VECTOR_MAX_BATCH = 4  # measured crossover: at 4 examples the block kernel is as fast or faster
+VECTOR_MAX_BATCH = 6  # measured (W = 1024, 2048): one 32-example block costs 4.7-5.5 one-example calls
 _SCOPE = "FusedMLPEnsemble serves Dense layers with ReLU/softmax after optional Flatten/Rescaling input layers"
-
-
-class FusedLayer:
-    """One Dense layer of the M members over the union of their supports (CSR rows = output units).
-
-    Attributes:
-      indptr: int64 (outputs + 1,), the union's row pointers.
-      cols: int16 or int32 (nnz,), the input index of each stored position.
-      values: float32 (M, nnz), each member's weight at each stored position (0 where it has none).
-      bias: float32 (M, outputs). relu: whether ReLU follows.
-      num_inputs, num_outputs: the layer's widths.
-    """
-
-    def __init__(self, indptr, cols, values, bias, relu, num_inputs):
-        self.indptr, self.cols, self.values, self.bias = indptr, cols, values, bias
-        self.relu = bool(relu)
-        self.num_inputs = int(num_inputs)
-        self.num_outputs = int(bias.shape[1])
-
-    @classmethod
-    def from_kernels(cls, kernels, biases, relu):
-        """The union layer of M kernels (in, out) and biases (out,) (None: zero)."""
-        stacked = np.stack([np.asarray(k, np.float32).T for k in kernels])  # (M, out, in)
-        num_outputs, num_inputs = stacked.shape[1:]
-        rows, cols = np.nonzero(np.any(stacked != 0, axis=0))  # row-major: CSR order
-        values = np.ascontiguousarray(stacked[:, rows, cols], dtype=np.float32)
-        indptr = np.zeros(num_outputs + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=num_outputs), out=indptr[1:])
-        bias = np.stack([np.zeros(num_outputs, np.float32) if b is None else np.asarray(b, np.float32) for b in biases])
-        return cls(indptr, _column_indices(cols, num_inputs), values, np.ascontiguousarray(bias), relu, num_inputs)
-
-    @property
-    def nonzeros(self):
-        """Stored positions: the size of the union of the members' supports."""
-        return int(self.cols.shape[0])
-
-
-def _column_indices(cols, num_inputs):
-    """cols as int16 when the layer's width lets every index fit (checked after the cast), else int32."""
-    dtype = fused_kernels.index_dtype(num_inputs)
-    narrow = cols.astype(dtype)
-    if not np.array_equal(narrow, cols):  # cannot happen when index_dtype is right; never serve wrapped indices
-        narrow = cols.astype(np.int32)
-    return np.ascontiguousarray(narrow)
 
 
 def _refuse(model, layer, problem):
@@ -215,8 +174,8 @@ class FusedMLPEnsemble:
     Attributes:
       num_members: M. num_classes: C. input_shape: one example's shape.
       layers: the `FusedLayer`s, first to last.
-      nonzeros: stored positions over all layers (the unions' sizes; each holds M values).
-      member_nonzeros: the members' own nonzero weights, summed (what M separate CSR tickets store).
+      nonzeros: stored positions over all layers (the unions' sizes; shared ones hold M values, own ones one).
+      member_nonzeros: the members' nonzero weights, summed (what M separate CSR tickets store).
       dense_size: the weights of one dense member.
     """
 
@@ -233,13 +192,18 @@ class FusedMLPEnsemble:
         self._compiled = {}  # kind -> the kernel of each layer (compiled on first use)
 
     @classmethod
-    def from_models(cls, models, check=True):
+    def from_models(cls, models, check=True, split=True):
         """The fused ensemble of M Keras MLP tickets of one architecture (masked or stripped).
 
         Args:
           models: a list of built models (or an object with `.members`, such as `EnsembleModel`), each
             a chain of SUPPORTED_LAYERS ending in logits or a softmax.
           check: compare with the Keras members on a random probe and raise RuntimeError if they differ.
+          split: store a position only one member uses with that member's value alone (default), not
+            with M - 1 zeros in the shared part (`FusedLayer`); False: every union position has M values.
+
+        The kernels are compiled for M on first use in the process (a few seconds; `check` uses both the
+        one-example and the batch kernel, so it compiles them here).
 
         Raises:
           ImportError: numba is missing (the message says how to install it).
@@ -259,7 +223,7 @@ class FusedMLPEnsemble:
         for position, first in enumerate(chains[0][1]):
             kernels, biases = zip(*(_weights(chain[1][position]["layer"]) for chain in chains))
             nonzeros += sum(int(np.count_nonzero(k)) for k in kernels)
-            layers.append(FusedLayer.from_kernels(kernels, biases, first["relu"]))
+            layers.append(FusedLayer.from_kernels(kernels, biases, first["relu"], split=split))
         fused = cls(chains[0][0], layers, signatures[0][0], nonzeros)
         if check:
             fused.check_against(members)
@@ -331,7 +295,7 @@ class FusedMLPEnsemble:
         M = self.num_members
         for kernel, layer in zip(kernels, self.layers):
             out = np.empty(layer.num_outputs * M, np.float32)
-            kernel(layer.indptr, layer.cols, layer.values, layer.bias, layer.relu, x, out)
+            kernel(*layer.arrays(), x, out)
             x = out
         return x.reshape(self.num_classes, M).T
 
@@ -344,7 +308,7 @@ class FusedMLPEnsemble:
         state = state.reshape(-1)
         for kernel, layer in zip(self._kernels("block"), self.layers):
             out = np.empty(layer.num_outputs * nblk * M * block, np.float32)  # (out, nblk, M, block)
-            kernel(layer.indptr, layer.cols, layer.values, layer.bias, layer.relu, state, out, nblk)
+            kernel(*layer.arrays(), state, out, nblk)
             state = out
         logits = state.reshape(self.num_classes, nblk, M, block).transpose(2, 1, 3, 0)
         return logits.reshape(M, nblk * block, self.num_classes)[:, :n]
