@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from reporting.decided_claims import decided_claims
 from reporting.decided_page import (
     DECIDED_BEGIN_MARKER,
     DECIDED_END_MARKER,
@@ -16,7 +17,7 @@ from reporting.decided_page import (
     generated_decided_markdown,
     write_decided_report,
 )
-from reporting.long_study import DECIDED_SEEDS, decided_claims, fashion_mnist_decided_study
+from reporting.long_study import DECIDED_SEEDS, fashion_mnist_decided_study
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "tests", "data", "long_v2_smoke_records.json")  # 1 epoch: dense x3, dense_ensemble, cigl_0.8

@@ -9,7 +9,8 @@ the statistics are `significance.decide`'s (Welch, Holm, the verdict rule).
 import math
 import os
 
-from reporting.long_study import DECIDED_SEEDS, decided_claims, decided_ood_claims, fashion_mnist_decided_study
+from reporting.decided_claims import decided_claims, decided_ood_claims
+from reporting.long_study import DECIDED_SEEDS, fashion_mnist_decided_study
 from reporting.plots import forest_figure
 from reporting.results_page import command_lines, records_by_cell, replace_block
 from reporting.significance import MIN_RUNS, VERDICT_RULE, decide
