@@ -8,6 +8,7 @@ import os
 import pytest
 
 from reporting.claims import Claim, claims_table, judge, welch_t
+from reporting.environment import vector_isa
 from reporting.long_page import (
     LONG_BEGIN_MARKER,
     LONG_END_MARKER,
@@ -24,7 +25,7 @@ from reporting.long_study import (
 )
 from reporting.results_page import BEGIN_MARKER, END_MARKER
 from reporting.study import Cell, cell_config
-from reporting.study_runner import StudyRunner, vector_isa
+from reporting.study_runner import StudyRunner
 from tf_freetickets.experiments.config import edst_schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

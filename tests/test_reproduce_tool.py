@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from reporting.study_runner import cpu_model
+from reporting.environment import cpu_model
 from tf_freetickets.data import DEFAULT_DIR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

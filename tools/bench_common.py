@@ -26,7 +26,7 @@ def cpu_model_name():
                 return line.split(":", 1)[1].strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    from reporting.study_runner import cpu_model  # late: imports TensorFlow (see the module doc)
+    from reporting.environment import cpu_model  # late: imports TensorFlow (see the module doc)
 
     return cpu_model()
 

@@ -2,8 +2,7 @@
 
 import keras
 
-from tf_freetickets.models.layer_options import LayerOptions
-from tf_freetickets.models.weight_decay import decay_arguments
+from tf_freetickets.models.layer_options import builder_arguments
 
 
 def _block(x, filters, stride, decay, bn_decay, name):
@@ -45,10 +44,7 @@ def cifar_resnet(
     if width <= 0:
         raise ValueError(f"width must be positive, got {width!r}.")
     blocks = (depth - 2) // 6
-    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
-    options = layer_options or LayerOptions()
-    head = {**decay, **options.dense()}
-    decay, bn_decay = {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}
+    options, head, decay, bn_decay = builder_arguments(weight_decay, weight_decay_scope, layer_options)
     inputs = keras.Input(input_shape)
     stem_filters = max(1, int(round(16 * width)))
     x = options.normalize_inputs(inputs)

@@ -27,6 +27,8 @@ import dataclasses
 
 import keras
 
+from tf_freetickets.models.weight_decay import decay_arguments
+
 #: "keras": Glorot-uniform kernels (Keras' default); "he_normal_fan_out": the
 #: official WRN's N(0, 2/fan_out) convolutions and PyTorch's Linear default
 #: with a zero bias; "he_normal_fan_in": FreeTickets' ImageNet ResNet-50
@@ -114,3 +116,21 @@ class LayerOptions:
             return inputs
         variance = [s * s for s in self.input_std]
         return keras.layers.Normalization(mean=list(self.input_mean), variance=variance, name="input_normalization")(inputs)
+
+
+def builder_arguments(weight_decay, weight_decay_scope, layer_options):
+    """The keyword arguments a CNN builder passes to its layers: weight decay merged with the layer options.
+
+    Args:
+      weight_decay: coefficient of the `wd * w` gradient (0: none).
+      weight_decay_scope: see `weight_decay.decay_arguments`.
+      layer_options: a `LayerOptions`, or None for Keras' defaults.
+
+    Returns:
+      (options, classifier, conv, batchnorm): the `LayerOptions` in use and the
+      keyword dicts for the Dense classifier, the convolutions and the
+      BatchNormalization layers.
+    """
+    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
+    options = layer_options or LayerOptions()
+    return options, {**decay, **options.dense()}, {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}

@@ -2,8 +2,7 @@
 
 import keras
 
-from tf_freetickets.models.layer_options import LayerOptions
-from tf_freetickets.models.weight_decay import decay_arguments
+from tf_freetickets.models.layer_options import builder_arguments
 
 
 def small_cnn(
@@ -33,10 +32,7 @@ def small_cnn(
     def w(channels):
         return max(1, int(round(channels * width)))
 
-    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
-    options = layer_options or LayerOptions()
-    head = {**decay, **options.dense()}
-    decay, bn_decay = {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}
+    options, head, decay, bn_decay = builder_arguments(weight_decay, weight_decay_scope, layer_options)
     inputs = keras.Input(input_shape)
     x = options.normalize_inputs(inputs)
     for block, channels in enumerate((32, 64)):

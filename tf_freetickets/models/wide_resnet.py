@@ -2,8 +2,7 @@
 
 import keras
 
-from tf_freetickets.models.layer_options import LayerOptions
-from tf_freetickets.models.weight_decay import decay_arguments
+from tf_freetickets.models.layer_options import builder_arguments
 
 
 def _block(x, filters, stride, dropout, decay, bn_decay, name):
@@ -48,10 +47,7 @@ def wide_resnet(
     if widen_factor <= 0:
         raise ValueError(f"widen_factor must be positive, got {widen_factor!r}.")
     blocks = (depth - 4) // 6
-    decay, bn_decay = decay_arguments(weight_decay, weight_decay_scope)
-    options = layer_options or LayerOptions()
-    head = {**decay, **options.dense()}
-    decay, bn_decay = {**decay, **options.conv()}, {**bn_decay, **options.batchnorm()}
+    options, head, decay, bn_decay = builder_arguments(weight_decay, weight_decay_scope, layer_options)
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, **decay, name="stem")(options.normalize_inputs(inputs))
     for group, base in enumerate((16, 32, 64)):

@@ -124,10 +124,7 @@ def fashion_mnist_long_study(
       list of `Cell`, sources before the ensembles composed of them.
     """
     base = _base(epochs, learning_rate, train_examples)
-    rigl_every = scaled_update_every(100, 391, train_examples)
-    freetickets_every = scaled_update_every(1000, 391, train_examples)
-    halving_every = cigl_halving_every(epochs, train_examples)
-    cigl_lr = ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5")
+    rigl_every, _, freetickets_every, cigl_lr = _update_periods(epochs, train_examples, held_out_steps_per_epoch=391)
     members = f"ensemble.num_members={num_members}"
     cells = _dense_cells(base, epochs, num_members)
     for sparsity in sparsities:
@@ -198,11 +195,7 @@ def fashion_mnist_decided_study(
       list of `Cell`.
     """
     base = (*_base(epochs, learning_rate, train_examples), f"validation_examples={VALIDATION_EXAMPLES}")
-    rigl_every = scaled_update_every(100, RIGL_STEPS_PER_EPOCH, train_examples)
-    cigl_every = scaled_update_every(100, HELD_OUT_STEPS_PER_EPOCH, train_examples)
-    freetickets_every = scaled_update_every(1000, HELD_OUT_STEPS_PER_EPOCH, train_examples)
-    halving_every = cigl_halving_every(epochs, train_examples)
-    cigl_lr = ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5")
+    rigl_every, cigl_every, freetickets_every, cigl_lr = _update_periods(epochs, train_examples)
     members = f"ensemble.num_members={num_members}"
     best = "keep_best_validation=True"
     cells = _dense_cells(base, epochs, num_members)
@@ -276,6 +269,31 @@ def cigl_averaging_learning_rates(epochs=EPOCHS, learning_rate=LEARNING_RATE, tr
     first_step = int(round(start_fraction * epochs)) * per_epoch
     last_step = epochs * per_epoch - 1
     return tuple(learning_rate * 0.5 ** (step // every) for step in (first_step, last_step))
+
+
+def _update_periods(epochs, train_examples, held_out_steps_per_epoch=None):
+    """Each paper's mask-update period kept in epochs here, and CigL's learning-rate overrides.
+
+    Args:
+      epochs: E.
+      train_examples: training examples here.
+      held_out_steps_per_epoch: steps per epoch FreeTickets' and CigL's periods
+        are scaled from (their code trains on 45,000 CIFAR images:
+        `HELD_OUT_STEPS_PER_EPOCH`; the first study used RigL's 391).
+
+    Returns:
+      (rigl_every, cigl_every, freetickets_every, cigl_lr): RigL's and CigL's
+      ΔT = 100 CIFAR steps, FreeTickets' 1000, and the overrides of CigL's
+      learning rate halved every `cigl_halving_every` steps.
+    """
+    held_out = held_out_steps_per_epoch or HELD_OUT_STEPS_PER_EPOCH
+    halving_every = cigl_halving_every(epochs, train_examples)
+    return (
+        scaled_update_every(100, RIGL_STEPS_PER_EPOCH, train_examples),
+        scaled_update_every(100, held_out, train_examples),
+        scaled_update_every(1000, held_out, train_examples),
+        ("optimizer.schedule='step'", f"optimizer.decay_every={halving_every}", "optimizer.gamma=0.5"),
+    )
 
 
 def _edst(base, sparsity, members, update_every, exploration_epochs, refinement_epochs):

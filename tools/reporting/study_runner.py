@@ -10,55 +10,15 @@ composed cell (`Cell.composed_of`) trains nothing: it evaluates the
 mean-probability ensemble of its source cell's runs.
 """
 
-import datetime
 import json
 import os
-import platform
 import re
 import time
 
-import numpy as np
-
+from reporting.environment import cpu_model, environment
 from reporting.results_page import UNRECORDED_CPU
 from reporting.study import cell_config, rerun_command
-from tf_freetickets.metrics.summary import record_metrics
-
-_SUMMARY_KEYS = (
-    "accuracy", "nll", "ece", "brier", "disagreement", "kl", "sparsity", "members", "member_accuracy_mean",
-    "member_ece_mean", "training_flops", "inference_flops", "dense_inference_flops",
-)  # fmt: skip
-
-
-def flatten_results(results, evaluation, corrupted):
-    """The per-run figures the tables read, one flat dict of numbers.
-
-    Args:
-      results: the dict `experiments.runner.run` returns (or a composed
-        ensemble's equivalent).
-      evaluation: `evaluate_members` on the test set with OoD sets.
-      corrupted: `evaluate_members` on the corrupted test images.
-    """
-    record = {k: results[k] for k in _SUMMARY_KEYS if k in results}
-    overlaps = results.get("ticket_mask_overlap")
-    if overlaps is not None and len(overlaps) > 1:
-        matrix = np.asarray(overlaps, dtype=np.float64)
-        record["ticket_overlap"] = float(matrix[~np.eye(len(matrix), dtype=bool)].mean())
-    record["ood_auroc"], record["ood_aupr"] = evaluation["ood_auroc"], evaluation["ood_aupr"]
-    for name, cell in evaluation["ood"].items():
-        record[f"ood_auroc_{name}"] = cell["auroc"]
-    record["corruption_accuracy"] = corrupted["corruption_accuracy"]
-    by_severity = {}
-    for name, cells in corrupted["corruption"].items():
-        accuracies = [cell["accuracy"] for cell in cells.values()]
-        record[f"corruption_{name}"] = sum(accuracies) / len(accuracies)
-        for severity, cell in cells.items():
-            by_severity.setdefault(severity, []).append(cell["accuracy"])
-    for severity, accuracies in by_severity.items():
-        record[f"corruption_s{severity}"] = sum(accuracies) / len(accuracies)
-    # FPR@95, Gibbs NLL, adaptive and 10-bin ECE, the Brier decomposition, corruption ECE and, where a
-    # validation split was given, temperature scaling (`metrics.summary.record_metrics`).
-    record.update(record_metrics(evaluation, corrupted))
-    return record
+from reporting.study_records import composed_results, fit_measures, flatten_results, validation_split
 
 
 def cell_dicts(cells):
@@ -73,56 +33,6 @@ def cell_dicts(cells):
             entry["composed_of"], entry["members"] = c.composed_of, c.members
         out.append(entry)
     return out
-
-
-def vector_isa(flags):
-    """The widest x86 vector ISA among /proc/cpuinfo `flags` ("AVX-512", "AVX2", "AVX"), else "".
-
-    A virtual machine often reports only a family name ("AMD EPYC"), and two
-    machines of that name can differ 2x in TensorFlow's speed by this alone.
-    """
-    flags = set(flags)
-    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
-        if flag in flags:
-            return name
-    return ""
-
-
-def cpu_model():
-    """The CPU's model name and widest vector ISA, e.g. "AMD EPYC (AVX-512)": wall times depend on both.
-
-    Read from `/proc/cpuinfo`; elsewhere `platform.processor()` alone.
-    """
-    name, flags = None, []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name") and name is None:
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags") and not flags:
-                    flags = line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    if name is None:
-        return platform.processor() or "unknown CPU"
-    isa = vector_isa(flags)
-    return f"{name} ({isa})" if isa else name
-
-
-def environment():
-    """TensorFlow / Keras / Python versions, CPU count, machine and date of this run."""
-    import keras
-    import tensorflow as tf
-
-    return {
-        "date": datetime.date.today().isoformat(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "machine": platform.machine(),
-        "cpu": cpu_model(),
-    }
 
 
 class StudyRunner:
@@ -291,7 +201,7 @@ class StudyRunner:
             source = self.by_name[cell.composed_of]
             parts = [done[(source.name, s)] for s in cell.run_seeds(seed)]
             paths = [p for s in cell.run_seeds(seed) for p in self._member_files(source, s)]
-            results = _composed_results(parts, paths)
+            results = composed_results(parts, paths)
             config = cell_config(source, seed, self.root, self.extra_overrides)
             train_seconds = sum(p["train_seconds"] for p in parts)
             cpu = " + ".join(sorted({p.get("cpu") or UNRECORDED_CPU for p in parts}))
@@ -396,12 +306,12 @@ class StudyRunner:
 
         x_test, y_test, ood, corruptions = self._test
         members = EnsembleModel.from_saved_models(paths).members
-        evaluation = evaluate_members(members, x_test, y_test, ood_sets=ood, validation=_validation_split(config))
+        evaluation = evaluate_members(members, x_test, y_test, ood_sets=ood, validation=validation_split(config))
         n = self.corruption_examples
         corrupted = evaluate_members(members, x_test[:n], y_test[:n], corruptions=corruptions)
         metrics = flatten_results({**evaluation, **results}, evaluation, corrupted)  # composed rows: figures of the evaluation
         if self.fit_measures:
-            metrics.update(_fit_measures(members, config))
+            metrics.update(fit_measures(members, config))
         return {
             "metrics": metrics,
             "reliability": evaluation["reliability"],
@@ -410,54 +320,3 @@ class StudyRunner:
         }
 
 
-def _validation_split(config):
-    """The (images, labels) the run held out (config.validation_examples), or None: temperature scaling fits on it."""
-    if not config.validation_examples:
-        return None
-    from tf_freetickets.experiments.data_sources import data_source
-
-    source = data_source(config)
-    return source.x_val, source.y_val
-
-
-def _composed_results(parts, paths):
-    """A composed ensemble's run-level figures: FLOPs summed over its member runs, mask overlap of sparse members."""
-    import keras
-
-    from tf_freetickets.sparse.layers import masked_layers
-    from tf_freetickets.sparse.report import mask_overlap
-
-    results = {
-        "training_flops": sum(p["metrics"]["training_flops"] for p in parts),
-        "inference_flops": sum(p["metrics"]["inference_flops"] for p in parts),
-    }
-    for key in ("sparsity", "dense_inference_flops"):
-        if key in parts[0]["metrics"]:
-            results[key] = parts[0]["metrics"][key]
-    keras_files = [p for p in paths if str(p).endswith(".keras")]
-    if "sparsity" in results and len(keras_files) == len(paths) > 1:
-        # Keyed by position: runs built in one process may carry different layer names.
-        masks = [{i: layer.kernel_mask.numpy() for i, layer in enumerate(masked_layers(keras.models.load_model(p)))}
-                 for p in keras_files]  # fmt: skip
-        if all(masks):
-            results["ticket_mask_overlap"] = [[1.0 if i == j else mask_overlap(a, b) for j, b in enumerate(masks)]
-                                              for i, a in enumerate(masks)]  # fmt: skip
-    return results
-
-
-def _fit_measures(members, config):
-    """Ensemble accuracy / NLL / ECE on the clean training subset and, if held out, the validation examples."""
-    from tf_freetickets.experiments.data_sources import data_source
-    from tf_freetickets.metrics.summary import member_probabilities, summarize_members
-
-    source = data_source(config)
-    splits = {"train": (source.x_train, source.y_train)}
-    if source.x_val is not None:
-        splits["val"] = (source.x_val, source.y_val)
-    out = {}
-    for prefix, (images, labels) in splits.items():
-        probs = member_probabilities(members, np.asarray(images, np.float32) / 255.0)
-        summary = summarize_members(probs, labels)
-        for key in ("accuracy", "nll", "ece"):
-            out[f"{prefix}_{key}"] = summary[key]
-    return out
