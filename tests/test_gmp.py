@@ -97,7 +97,8 @@ def test_reaches_exact_uniform_counts_on_schedule_and_keeps_them():
 
 def test_compiled_counts_equal_the_host_formula_at_every_step():
     model = _compile(_dense_model())
-    updater = tft.GradualMagnitudePruning(tft.PolynomialDecay(0.05, 0.93, begin_step=3, end_step=83, power=3, frequency=1), step_convention=AFTER)
+    schedule = tft.PolynomialDecay(0.05, 0.93, begin_step=3, end_step=83, power=3, frequency=1)
+    updater = tft.GradualMagnitudePruning(schedule, step_convention=AFTER)
     updater.bind(masking.masked_layers(model))
     for index, layer in enumerate(masking.masked_layers(model)):
         mask, weights = layer.kernel_mask.numpy(), layer.kernel_variable.numpy()
@@ -128,7 +129,8 @@ def test_end_step_off_the_frequency_grid():
 def test_constant_sparsity_prunes_before_the_first_batch():
     model = _compile(_dense_model())
     recorder = _Recorder()
-    update = tft.MaskUpdate(tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, begin_step=0, frequency=1000), step_convention=AFTER))
+    schedule = tft.ConstantSparsity(0.5, begin_step=0, frequency=1000)
+    update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule, step_convention=AFTER))
     model.fit(_data(), epochs=1, verbose=0, callbacks=[update, recorder])
     expected = [size - math.floor(0.5 * size) for size in _sizes(model)]
     assert [int(m.sum()) for m in recorder.masks[1]] == expected

@@ -21,7 +21,8 @@ def _two_dense_layers():
 
 def test_gmp_flops_by_hand():
     # Prunings after steps 2, 4, 6 to s = 0, 0.4375, 0.5; a step uses the masks of the prunings before it.
-    updater = tft.GradualMagnitudePruning(tft.PolynomialDecay(0.0, 0.5, begin_step=2, end_step=6, frequency=2), step_convention="after_step")
+    schedule = tft.PolynomialDecay(0.0, 0.5, begin_step=2, end_step=6, frequency=2)
+    updater = tft.GradualMagnitudePruning(schedule, step_convention="after_step")
     model = _two_dense_layers()
     assert [row.dense_flops for row in layer_forward_flops(model)] == [64, 32]
     dense = 96

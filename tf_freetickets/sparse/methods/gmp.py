@@ -28,10 +28,11 @@ import math
 import tensorflow as tf
 from keras import ops
 
-from tf_freetickets.sparse import optimizer_slots, score_sources
+from tf_freetickets.sparse import optimizer_slots, score_sources, structured
 from tf_freetickets.sparse.drop_grow import top_k_mask
 from tf_freetickets.sparse.layer_targets import layer_sparsities
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
+from tf_freetickets.sparse.methods.common import N_M_FIELD, n_m_of
 from tf_freetickets.sparse.pruning_schedules import PolynomialDecay, PruningSteps, zero_count
 from tf_freetickets.sparse.registry import ConfigField, CostFacts, register_method
 from tf_freetickets.sparse.updater import MaskUpdater
@@ -69,6 +70,11 @@ class GradualMagnitudePruning(MaskUpdater):
         step 0 never prunes (tfmot 0.8's `pruning_step`); "after_step":
         step s prunes after optimizer step s and step 0 before the first
         batch (the `method="gmp"` configs; `PruningSteps`).
+      n_m: None, or (N, M): N:M structured sparsity (tfmot's
+        `sparsity_m_by_n=(M - N, M)`; `structured`): at every pruning each
+        group of M consecutive input weights keeps M - floor(s(t) M) of its
+        largest |w|, so it ends with exactly N. Needs final_sparsity = 1 - N/M,
+        uniform targets and Dense/ConvND layers whose input dim M divides.
 
     Selection: the `active - target` active weights of smallest |w| are
     dropped, exact counts, ties to the lower index (tfmot keeps every weight
@@ -87,6 +93,7 @@ class GradualMagnitudePruning(MaskUpdater):
         erk_power_scale=1.0,
         prune_at_end_step=True,
         step_convention="tfmot",
+        n_m=None,
     ):
         if distribution not in LAYER_DISTRIBUTIONS:
             raise ValueError(f"Unknown layer-wise distribution {distribution!r}; use one of {LAYER_DISTRIBUTIONS}.")
@@ -96,6 +103,9 @@ class GradualMagnitudePruning(MaskUpdater):
         if self.schedule.is_resolved:
             self._check_monotone(self.schedule.pruning_schedule)
         self.distribution = distribution
+        self.n_m = None if n_m is None else structured.check_n_m(n_m)
+        if self.n_m is not None and (distribution != "uniform" or layer_sparsity is not None):
+            raise ValueError("n_m (N:M sparsity) keeps N of M in every layer: use distribution='uniform' and no layer_sparsity.")
         self.layer_sparsity = layer_sparsity
         self.erk_power_scale = erk_power_scale
         self.seed = 0  # nothing random
@@ -134,6 +144,10 @@ class GradualMagnitudePruning(MaskUpdater):
             if by_name.setdefault(name, shape) != shape:
                 raise ValueError(f"Two masked layers are named {name!r} with different shapes; targets need unique names.")
         final = schedule.final_sparsity
+        if self.n_m is not None:
+            structured.check_n_m_sparsity(self.n_m, final, "the schedule's final_sparsity")
+            for layer in layers:
+                structured.check_layer(layer, self.n_m)
         if self.is_global:  # the weights decide each layer's share; only the total is scheduled
             targets = dict.fromkeys(by_name, final)
         else:
@@ -168,6 +182,9 @@ class GradualMagnitudePruning(MaskUpdater):
         if self.is_global:
             raise ValueError('distribution="global" has no per-layer targets: the weights decide them (see target_total_active).')
         sparsity = self.pruning_schedule.sparsity(step)
+        if self.n_m is not None:
+            m = self.n_m[1]
+            return [size // m * (m - zero_count(sparsity, m)) for size in self._sizes]
         return [size - zero_count(scale * sparsity, size) for scale, size in zip(self._scales, self._sizes)]
 
     def pruned_mask(self, old_mask, weights, layer_index, step):
@@ -179,6 +196,9 @@ class GradualMagnitudePruning(MaskUpdater):
             return self._global_masks[layer_index]
         size = self._sizes[layer_index]
         sparsity = self.pruning_schedule.sparsity_tensor(self.schedule.schedule_step(step)) * self._scales[layer_index]
+        if self.n_m is not None:
+            m = self.n_m[1]
+            return structured.magnitude_mask(old_mask, weights, structured.keep_per_group(sparsity, m), m)
         # floor(round(s * size, 6)), as `zero_count` on the host.
         zeros = ops.floor(ops.round(sparsity * size * 1e6) / 1e6)
         flat_mask = ops.reshape(old_mask, (-1,))
@@ -267,9 +287,7 @@ def _check_initial_sparsity(value, sparse):
 
 def _check_begin_fraction(value, sparse):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= sparse.end_fraction:
-        raise ValueError(
-            f"config.sparse.gmp.begin_fraction={value!r} must be in [0, sparse.end_fraction={sparse.end_fraction}]."
-        )
+        raise ValueError(f"config.sparse.gmp.begin_fraction={value!r} must be in [0, sparse.end_fraction={sparse.end_fraction}].")
 
 
 def _check_power(value, sparse):
@@ -280,7 +298,10 @@ def _check_power(value, sparse):
 def _make_gmp(sparse, seed):
     # "after_step": the configs' step convention since the method was added (studies stay bit-identical).
     return GradualMagnitudePruning(
-        functools.partial(gmp_schedule, sparse), distribution=sparse.distribution, step_convention="after_step"
+        functools.partial(gmp_schedule, sparse),
+        distribution=sparse.distribution,
+        step_convention="after_step",
+        n_m=n_m_of(sparse),
     )
 
 
@@ -297,10 +318,10 @@ register_method(
     make_updater=_make_gmp,
     cost_facts=_gmp_costs,
     config_fields=(
-        ConfigField("gmp.initial_sparsity", 0.0, "gmp: sparsity when pruning begins (0: a dense start)",
-                    _check_initial_sparsity),
+        ConfigField("gmp.initial_sparsity", 0.0, "gmp: sparsity when pruning begins (0: a dense start)", _check_initial_sparsity),
         ConfigField("gmp.begin_fraction", 0.1, "gmp: fraction of training at which pruning begins", _check_begin_fraction),
         ConfigField("gmp.power", 3.0, "gmp: exponent of the polynomial schedule (Zhu & Gupta: 3)", _check_power),
+        N_M_FIELD,
     ),
     updater_class=GradualMagnitudePruning,
     initial_sparsity=lambda sparse: 0.0,
