@@ -11,6 +11,10 @@ import tf_freetickets as tft
 from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse import optimizer_slots
 
+# The library's own step convention (the method="gmp" configs): these tests pin it; the tfmot
+# convention (the default) is tested in tests/test_gmp_tfmot_steps.py.
+AFTER = "after_step"
+
 
 def _dense_model(sparsity=0.0, **sparsify_kwargs):
     keras.utils.set_random_seed(0)
@@ -65,7 +69,7 @@ def test_reaches_exact_uniform_counts_on_schedule_and_keeps_them():
     assert _counts(model) == sizes  # sparsity 0: a dense start
     schedule = tft.PolynomialDecay(0.0, 0.8, begin_step=4, end_step=40, frequency=4)
     recorder = _Recorder()
-    update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule))
+    update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule, step_convention=AFTER))
     model.fit(_data().repeat(), steps_per_epoch=8, epochs=8, verbose=0, callbacks=[update, recorder])  # 64 steps
     assert [step for step, _, _ in update.history] == list(range(4, 41, 4))
     last = None
@@ -93,7 +97,8 @@ def test_reaches_exact_uniform_counts_on_schedule_and_keeps_them():
 
 def test_compiled_counts_equal_the_host_formula_at_every_step():
     model = _compile(_dense_model())
-    updater = tft.GradualMagnitudePruning(tft.PolynomialDecay(0.05, 0.93, begin_step=3, end_step=83, power=3, frequency=1))
+    schedule = tft.PolynomialDecay(0.05, 0.93, begin_step=3, end_step=83, power=3, frequency=1)
+    updater = tft.GradualMagnitudePruning(schedule, step_convention=AFTER)
     updater.bind(masking.masked_layers(model))
     for index, layer in enumerate(masking.masked_layers(model)):
         mask, weights = layer.kernel_mask.numpy(), layer.kernel_variable.numpy()
@@ -113,7 +118,7 @@ def test_end_step_off_the_frequency_grid():
         model = _compile(_dense_model())
         sizes = _sizes(model)
         schedule = tft.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=25, frequency=10)
-        update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule, prune_at_end_step=prune_at_end))
+        update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule, prune_at_end_step=prune_at_end, step_convention=AFTER))
         model.fit(_data().repeat(), steps_per_epoch=30, epochs=1, verbose=0, callbacks=[update])
         finals[prune_at_end] = (_counts(model), [s for s, _, _ in update.history])
     assert finals[True] == ([size - math.floor(0.8 * size) for size in sizes], [10, 20, 25])
@@ -124,7 +129,8 @@ def test_end_step_off_the_frequency_grid():
 def test_constant_sparsity_prunes_before_the_first_batch():
     model = _compile(_dense_model())
     recorder = _Recorder()
-    update = tft.MaskUpdate(tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, begin_step=0, frequency=1000)))
+    schedule = tft.ConstantSparsity(0.5, begin_step=0, frequency=1000)
+    update = tft.MaskUpdate(tft.GradualMagnitudePruning(schedule, step_convention=AFTER))
     model.fit(_data(), epochs=1, verbose=0, callbacks=[update, recorder])
     expected = [size - math.floor(0.5 * size) for size in _sizes(model)]
     assert [int(m.sum()) for m in recorder.masks[1]] == expected

@@ -21,7 +21,8 @@ def _two_dense_layers():
 
 def test_gmp_flops_by_hand():
     # Prunings after steps 2, 4, 6 to s = 0, 0.4375, 0.5; a step uses the masks of the prunings before it.
-    updater = tft.GradualMagnitudePruning(tft.PolynomialDecay(0.0, 0.5, begin_step=2, end_step=6, frequency=2))
+    schedule = tft.PolynomialDecay(0.0, 0.5, begin_step=2, end_step=6, frequency=2)
+    updater = tft.GradualMagnitudePruning(schedule, step_convention="after_step")
     model = _two_dense_layers()
     assert [row.dense_flops for row in layer_forward_flops(model)] == [64, 32]
     dense = 96
@@ -34,7 +35,7 @@ def test_gmp_flops_by_hand():
 
 
 def test_gmp_flops_count_the_step_zero_pruning():
-    updater = tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, begin_step=0, end_step=0))
+    updater = tft.GradualMagnitudePruning(tft.ConstantSparsity(0.5, begin_step=0, end_step=0), step_convention="after_step")
     cost = gmp_training_flops(updater, _two_dense_layers(), total_steps=5, batch_size=1)
     assert cost.total_flops == 3 * 5 * 48 and cost.num_mask_updates == 1
 

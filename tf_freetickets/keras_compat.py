@@ -7,6 +7,7 @@ its internals were checked on. Bottom layer: imports only keras.
 """
 
 import contextlib
+import sys
 
 import keras
 from keras.src.backend.common import global_state
@@ -26,6 +27,34 @@ def in_training_call():
     """
     context = global_state.get_global_attribute("current_call_ctx")
     return context is not None and context.get_value("training") is True
+
+
+def user_clone_function_source():
+    """The layer `keras.models.clone_model` handed to a user's `clone_function` now running, or None.
+
+    Why private: tfmot's subset idiom (a `clone_function` that returns a
+    pruned version of chosen layers) keeps those layers' weights, because
+    tfmot wraps the original layer; a masked layer built from the original's
+    config has no way to see the original. `clone_model` holds it only as the
+    `layer` argument of its wrapped clone function (`keras/src/models/cloning.py`,
+    `_wrap_clone_function.wrapped_clone_function`; checked on Keras 3.15.1),
+    so this walks up the call stack to that frame. None when there is no
+    such frame, when no user frame lies between (Keras' own default clone,
+    whose rule is fresh weights, and this library's `sparsify`, which copies
+    the weights itself), or when a Keras release renames it.
+    """
+    frame = sys._getframe(1)
+    user_frame_seen = False
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module == "keras.src.models.cloning" and frame.f_code.co_name == "wrapped_clone_function":
+            source = frame.f_locals.get("layer")
+            return source if user_frame_seen and isinstance(source, keras.layers.Layer) else None
+        package = module.split(".", 1)[0]
+        if package not in ("keras", "tf_freetickets"):
+            user_frame_seen = True
+        frame = frame.f_back
+    return None
 
 
 def is_functional_or_sequential(model):

@@ -26,7 +26,12 @@ def _bound_copy(updater, model, total_steps):
     """A copy of `updater` with its schedule resolved for `total_steps` and targets bound to `model`."""
     steps = updater.schedule.resolved(total_steps)
     copy = GradualMagnitudePruning(
-        steps.pruning_schedule, updater.distribution, updater.layer_sparsity, updater.erk_power_scale, steps.prune_at_end_step
+        steps.pruning_schedule,
+        updater.distribution,
+        updater.layer_sparsity,
+        updater.erk_power_scale,
+        steps.prune_at_end_step,
+        steps.step_convention,
     )
     copy.bind(masking.masked_layers(model))
     return copy
@@ -73,11 +78,11 @@ def gmp_training_flops(updater, model, *, total_steps, batch_size):
     for step in range(1, total_steps + 1):
         last = pruning.schedule.last_update_step(step - 1)
         if last not in forward_at:
-            counts = sizes if last is None else pruning.target_active_counts(last)
+            counts = sizes if last is None else pruning.target_active_counts(pruning.schedule.schedule_step(last))
             forward_at[last] = fixed + sum(dense * counts[i] / sizes[i] for dense, i in masked_rows)
         step_flops += 3 * forward_at[last] * batch_size
     updates = sum(1 for s in range(1, total_steps + 1) if pruning.schedule.is_update_step(s))
-    updates += 1 if pruning.pruning_schedule.should_prune(0) else 0
+    updates += 1 if pruning.schedule.prunes_before_first_batch() else 0
     total = int(round(step_flops))
     return TrainingFlops("gmp", total, total, 0, total_steps, updates, batch_size)
 

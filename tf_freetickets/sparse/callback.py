@@ -122,7 +122,7 @@ class MaskUpdate(keras.callbacks.Callback):
         if isinstance(schedule, PruningSteps):
             pruning = schedule.pruning_schedule
             last = schedule.last_update_step(total)
-            reached = None if last is None else pruning.sparsity(last)
+            reached = None if last is None else schedule.sparsity_after(last)
             if reached is None or reached < pruning.final_sparsity - 1e-9:
                 outcome = "it never prunes" if reached is None else f"it ends at sparsity {reached:.4g}"
                 warnings.warn(

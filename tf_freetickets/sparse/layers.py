@@ -15,6 +15,7 @@ layers into that mode while a dense-gradient function is traced.
 
 import contextlib
 import inspect
+import warnings
 
 import keras
 import numpy as np
@@ -48,10 +49,51 @@ class MaskedKernelMixin:
         super().__init__(*args, **kwargs)
         self.target_density = target_density
 
+    @classmethod
+    def from_config(cls, config):
+        """The layer from its config; inside a user's `clone_model` clone_function it keeps the original's weights.
+
+        tfmot's subset idiom (`clone_model(model, clone_function=f)` with `f`
+        returning a pruned version of chosen layers) keeps those layers'
+        weights; a layer rebuilt from a config alone would start from fresh
+        initial values. So when `f` builds a masked layer from the config of
+        the layer `clone_model` handed it, the original's weights are copied
+        in when the new layer is built (all ones mask unless `target_density`
+        is set), or a one-line warning names the layer if their shapes differ.
+        """
+        layer = super().from_config(config)
+        source = keras_compat.user_clone_function_source()
+        if source is not None and source.built:
+            mask = getattr(source, "kernel_mask", None)
+            # object.__setattr__: Keras would track the list; build pops it.
+            object.__setattr__(layer, "_source_weights", (source.name, [v.numpy() for v in source.weights if v is not mask]))
+        return layer
+
     def build(self, input_shape):
         """Builds the wrapped layer, then adds the mask variable beside its kernel."""
         super().build(input_shape)
         self._add_kernel_mask()
+        self._keep_source_weights()
+
+    def _keep_source_weights(self):
+        source = self.__dict__.pop("_source_weights", None)
+        if source is None:
+            return
+        name, values = source
+        own = [v for v in self.weights if v is not self.kernel_mask]
+        if [tuple(v.shape) for v in own] != [np.shape(value) for value in values]:
+            warnings.warn(
+                f"Masked layer {self.name!r} was rebuilt from the config of {name!r} in clone_model, but their weight "
+                "shapes differ, so its weights are freshly initialised (use tft.sparsify(model, include=[...]) instead).",
+                stacklevel=2,
+            )
+            return
+        for variable, value in zip(own, values):
+            variable.assign(value)
+        if self.target_density is None:
+            return
+        kernel = self.kernel_variable  # a random mask at target_density: zero the weights it prunes
+        kernel.assign(kernel.value * ops.cast(self.kernel_mask, kernel.dtype))
 
     def _add_kernel_mask(self):
         variable = self.kernel_variable

@@ -12,6 +12,15 @@ Keras 2 and is never imported here):
 Both prune at the steps `begin_step + k * frequency` (k >= 0) that lie in
 [begin_step, end_step] (`end_step=-1`: no end, `ConstantSparsity` only). A
 schedule is called like tfmot's: `should_prune, sparsity = schedule(step)`.
+
+Which training moment a schedule step is (`PruningSteps.step_convention`):
+tfmot 0.8's wrapper increments its `pruning_step` inside the training call
+before it prunes, so batch b (1-based) runs with pruning_step b: schedule
+step s prunes in the forward pass of batch s, on the weights left by s - 1
+optimizer updates, and step 0 is never pruned. "tfmot" (the default) does
+the same: step s prunes between optimizer steps s - 1 and s (step 1 before
+the first batch). "after_step" (this library's `method="gmp"` configs) prunes
+step s after optimizer step s, and step 0 before the first batch.
 Python ints give Python values (float64 arithmetic); `sparsity_tensor` gives
 the same value as a float64 tensor inside a compiled mask update (tfmot
 computes in float32, so its values can differ in the 7th digit).
@@ -214,30 +223,43 @@ def zero_count(sparsity, size):
     return int(math.floor(round(sparsity * size, 6)))
 
 
+STEP_CONVENTIONS = ("tfmot", "after_step")
+
+
 class PruningSteps(MaskSchedule):
     """The update schedule `MaskUpdate` and `MaskEngine` read, for a `PruningSchedule`.
 
-    Masks are pruned after the optimizer steps where the schedule says so
-    (tfmot's rule), and also at `end_step` when it is off the frequency grid
-    and `prune_at_end_step` is True, so the final sparsity is always reached
-    (tfmot would stop at the last grid step before it). Step 0 is pruned by
-    `GradualMagnitudePruning.attach` before the first batch.
+    `MaskUpdate` prunes after optimizer steps; which schedule step that is
+    depends on `step_convention` (see the module docstring): with "tfmot" the
+    pruning after optimizer step t is schedule step t + 1 (tfmot's
+    `pruning_step` in batch t + 1, pruned before that batch's update), with
+    "after_step" it is schedule step t. The pruning of optimizer step 0
+    (before the first batch) is done by `GradualMagnitudePruning.attach`.
+    Masks are also pruned at `end_step` when it is off the frequency grid and
+    `prune_at_end_step` is True, so the final sparsity is always reached
+    (tfmot would stop at the last grid step before it).
 
     Args:
       schedule: a `PruningSchedule`, or a function total_steps ->
         `PruningSchedule` resolved when training starts (fraction-based
         configs).
       prune_at_end_step: see above.
+      step_convention: "tfmot" (default) or "after_step".
     """
 
-    def __init__(self, schedule, prune_at_end_step=True):
+    def __init__(self, schedule, prune_at_end_step=True, step_convention="tfmot"):
         if not (isinstance(schedule, PruningSchedule) or callable(schedule)):
             raise ValueError(
                 "schedule must be a PruningSchedule (tft.PolynomialDecay, tft.ConstantSparsity) or a function "
                 f"total_steps -> PruningSchedule, got {type(schedule).__name__}."
             )
+        if step_convention not in STEP_CONVENTIONS:
+            raise ValueError(f"step_convention must be one of {STEP_CONVENTIONS}, got {step_convention!r}.")
         self._schedule = schedule
         self.prune_at_end_step = bool(prune_at_end_step)
+        self.step_convention = step_convention
+        # Schedule step = optimizer step + offset; tfmot never prunes at schedule step 0.
+        self.offset = 1 if step_convention == "tfmot" else 0
 
     @property
     def is_resolved(self):
@@ -246,7 +268,7 @@ class PruningSteps(MaskSchedule):
 
     @property
     def end_step(self):
-        """The schedule's absolute end step; None while it is a function of the run length.
+        """The schedule's absolute end step (a schedule step); None while it is a function of the run length.
 
         `MaskUpdate` checks a second `fit` against the optimizer's step only
         for schedules resolved from the run length (None here).
@@ -255,8 +277,8 @@ class PruningSteps(MaskSchedule):
 
     @property
     def begin_step(self):
-        """The schedule's first pruning step (0: `GradualMagnitudePruning.attach` prunes before the first batch)."""
-        return self.pruning_schedule.begin_step
+        """The optimizer step of the first pruning (0: `GradualMagnitudePruning.attach` prunes before the first batch)."""
+        return max(self.pruning_schedule.begin_step - self.offset, 0)
 
     @property
     def update_every(self):
@@ -279,33 +301,54 @@ class PruningSteps(MaskSchedule):
         schedule = self._schedule(int(total_steps))
         if not isinstance(schedule, PruningSchedule):
             raise ValueError(f"The schedule function returned {type(schedule).__name__}, not a PruningSchedule.")
-        return PruningSteps(schedule, self.prune_at_end_step)
+        return PruningSteps(schedule, self.prune_at_end_step, self.step_convention)
 
-    def _extra_end(self, step):
+    def schedule_step(self, step):
+        """The schedule step of the pruning that follows optimizer step `step` (int or tensor)."""
+        return step + self.offset
+
+    def _prunes_at(self, schedule_step):
+        """True when the schedule prunes at `schedule_step` (the end-step extra included)."""
         schedule = self.pruning_schedule
-        return self.prune_at_end_step and schedule.end_step != -1 and step == schedule.end_step
+        if schedule_step < self.offset:  # tfmot's pruning_step is >= 1 whenever it prunes
+            return False
+        extra_end = self.prune_at_end_step and schedule.end_step != -1 and schedule_step == schedule.end_step
+        return schedule.should_prune(schedule_step) or extra_end
+
+    def prunes_before_first_batch(self):
+        """True when `attach` prunes at optimizer step 0 (schedule step 0, or 1 under "tfmot")."""
+        return self._prunes_at(self.offset)
 
     def is_update_step(self, step):
         """True when masks are pruned after optimizer step `step` (>= 1)."""
-        return step > 0 and (self.pruning_schedule.should_prune(step) or self._extra_end(step))
+        return step > 0 and self._prunes_at(step + self.offset)
+
+    def _last_schedule_step(self, schedule_step):
+        """The last schedule step <= `schedule_step` that prunes, or None."""
+        schedule = self.pruning_schedule
+        if schedule_step < max(schedule.begin_step, self.offset):
+            return None
+        if self.prune_at_end_step and schedule.end_step >= self.offset and schedule_step >= schedule.end_step:
+            return schedule.end_step
+        last = schedule_step if schedule.end_step == -1 else min(schedule_step, schedule.end_step)
+        grid = schedule.begin_step + (last - schedule.begin_step) // schedule.frequency * schedule.frequency
+        return grid if grid >= self.offset else None
 
     def last_update_step(self, step):
-        """The last pruning step <= `step` (0 counts: `attach` prunes there), or None before the first."""
-        schedule = self.pruning_schedule
-        if step < schedule.begin_step:
-            return None
-        if self.prune_at_end_step and schedule.end_step != -1 and step >= schedule.end_step:
-            return schedule.end_step
-        last = step if schedule.end_step == -1 else min(step, schedule.end_step)
-        return schedule.begin_step + (last - schedule.begin_step) // schedule.frequency * schedule.frequency
+        """The optimizer step of the last pruning at or before optimizer step `step` (0 counts), or None."""
+        last = self._last_schedule_step(step + self.offset)
+        return None if last is None else last - self.offset
+
+    def sparsity_after(self, step):
+        """The scheduled sparsity of the pruning after optimizer step `step` (a Python float)."""
+        return self.pruning_schedule.sparsity(step + self.offset)
 
     def updates_through(self, step):
         """Prunings after steps 1..`step` (the step-0 pruning of `attach` is not a mask update)."""
         return super().updates_through(step)
 
     def drop_fraction_at(self, step):
-        """Fraction of the active weights the pruning at `step` removes, by the global schedule."""
-        schedule = self.pruning_schedule
+        """Fraction of the active weights the pruning after optimizer `step` removes, by the global schedule."""
         previous = self.last_update_step(step - 1)
-        before = 0.0 if previous is None else schedule.sparsity(previous)
-        return max(0.0, 1.0 - (1.0 - schedule.sparsity(step)) / (1.0 - before))
+        before = 0.0 if previous is None else self.sparsity_after(previous)
+        return max(0.0, 1.0 - (1.0 - self.sparsity_after(step)) / (1.0 - before))

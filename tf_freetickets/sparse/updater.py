@@ -24,7 +24,7 @@ import tensorflow as tf
 from keras import ops
 
 from tf_freetickets.sparse import layers as masking
-from tf_freetickets.sparse import score_sources, train_hooks
+from tf_freetickets.sparse import score_sources, structured, train_hooks
 from tf_freetickets.sparse.drop_grow import drop_and_grow_indices
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
 from tf_freetickets.sparse.schedules import UpdateSchedule
@@ -89,6 +89,13 @@ class MaskUpdater:
         (and FreeTickets' `ImageNet/core.py`): a layer with sparsity s < 0.2
         whose active weights outnumber the mean layer's drops min(s, f)
         instead of f (`layer_drop_fractions`).
+      n_m: None, or (N, M): N:M structured sparsity (tfmot's
+        `sparsity_m_by_n`; `structured`): every group of M consecutive input
+        weights keeps exactly N. The initial masks are redrawn to N:M at the
+        first `fit` (step 0), and every update drops by magnitude over the
+        layer and grows in each group as many as it lost. Needs every masked
+        layer at density N/M (`sparsify(model, 1 - N/M, distribution="uniform")`)
+        and the default `new_mask` hook (RigL, SET, SNFS).
 
     Subclasses set `score_source` (a class attribute or a property) and
     implement `grow_scores`, or override `new_mask`.
@@ -118,6 +125,7 @@ class MaskUpdater:
         reinit_when_same=False,
         dense_gradient_momentum=False,
         adjust_prune_rate=False,
+        n_m=None,
     ):
         self.schedule = UpdateSchedule(
             update_every=update_every,
@@ -132,6 +140,7 @@ class MaskUpdater:
         self.reinit_when_same = bool(reinit_when_same)
         self.dense_gradient_momentum = bool(dense_gradient_momentum)
         self.adjust_prune_rate = bool(adjust_prune_rate)
+        self.n_m = None if n_m is None else structured.check_n_m(n_m)
 
     # -- declared facts ----------------------------------------------------
     @property
@@ -166,11 +175,37 @@ class MaskUpdater:
           layers: its `MaskedLayerSet` (built here when None).
         """
         layers = MaskedLayerSet(model) if layers is None else layers
+        if self.n_m is not None:
+            self._attach_n_m(model, layers)
         changed = train_hooks.set_kernel_transforms(layers, [self.kernel_transforms(model, i) for i in range(len(layers))])
         if self.dense_gradient_momentum and self.updates_masks:
             train_hooks.remask_after_each_step(layers)
             changed = True
         return changed
+
+    def _attach_n_m(self, model, layers):
+        """Checks every layer can hold N:M at its density, and at step 0 redraws the masks to N:M."""
+        if type(self).new_mask is not MaskUpdater.new_mask:
+            raise ValueError(f"n_m (N:M sparsity) needs the default drop-and-grow update; {type(self).__name__} replaces it.")
+        n, m = self.n_m
+        for layer in layers:
+            structured.check_layer(layer, self.n_m)
+            size = int(np.prod(layer.kernel_mask.shape))
+            active = int(ops.sum(layer.kernel_mask))
+            if active != size // m * n:
+                raise ValueError(
+                    f"N:M sparsity {n}:{m} keeps {n}/{m} of every layer, but layer {layer.name!r} has {active} of {size} "
+                    f"weights active; sparsify with sparsity={1 - n / m:g} and distribution='uniform'."
+                )
+        if int(model.optimizer.iterations.numpy()) != 0:
+            return  # a resumed run: its masks are N:M already
+        rng = np.random.default_rng([self.seed, 0x4E4D])
+        for layer in layers:
+            mask = layer.kernel_mask.numpy()
+            new = structured.initial_mask(mask, n, m, rng)
+            kernel = layer.kernel_variable
+            kernel.assign(kernel.numpy() * new)  # newly active weights start at 0, as RigL's grown ones
+            layer.kernel_mask.assign(new)
 
     def detach(self, model):
         """Called when training ends; undoes `attach`. Returns True if it did anything."""
@@ -224,6 +259,10 @@ class MaskUpdater:
           positions where `reinit_when_same` needs it (else None).
         """
         num_drop = ops.floor(drop_fraction * ops.sum(old_mask))
+        if self.n_m is not None:
+            return structured.drop_and_grow(
+                old_mask, self.drop_scores(weights), self.grow_scores(weights, scores, layer_index, step), num_drop, self.n_m[1]
+            )
         dropped, grown_at = drop_and_grow_indices(
             old_mask, self.drop_scores(weights), self.grow_scores(weights, scores, layer_index, step), num_drop
         )

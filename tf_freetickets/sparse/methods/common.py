@@ -1,6 +1,25 @@
 """What the built-in DST methods share: the schedule fields of `config.sparse` and their cost rule."""
 
-from tf_freetickets.sparse.registry import CostFacts
+from tf_freetickets.sparse import structured
+from tf_freetickets.sparse.registry import ConfigField, CostFacts
+
+
+def _check_n_m(value, sparse):
+    n_m = structured.parse_n_m(value)
+    if n_m is None:
+        return
+    structured.check_n_m_sparsity(n_m, sparse.sparsity, "config.sparse.sparsity")
+    if sparse.distribution != "uniform":
+        raise ValueError(f"config.sparse.n_m={value!r} keeps N of M in every layer: set sparse.distribution='uniform'.")
+
+
+#: `config.sparse.n_m`: N:M structured sparsity ("2:4": 2 of every 4 consecutive inputs), read by gmp, rigl, set.
+N_M_FIELD = ConfigField("n_m", "", "gmp/rigl/set: N:M structured sparsity, e.g. '2:4' ('' = unstructured)", _check_n_m)
+
+
+def n_m_of(sparse):
+    """The (N, M) of `config.sparse.n_m`, or None."""
+    return structured.parse_n_m(sparse.get("n_m", ""))
 
 
 def dst_updater_kwargs(sparse, seed):
@@ -16,6 +35,11 @@ def dst_updater_kwargs(sparse, seed):
         "dense_gradient_momentum": bool(sparse.get("dense_gradient_momentum", False)),
         "adjust_prune_rate": bool(sparse.get("adjust_prune_rate", False)),
     }
+
+
+def dst_updater_kwargs_with_n_m(sparse, seed):
+    """`dst_updater_kwargs` plus the N:M pattern (methods that declare `N_M_FIELD`)."""
+    return {**dst_updater_kwargs(sparse, seed), "n_m": n_m_of(sparse)}
 
 
 def gradient_growth_costs(updater, gradient_batches, paper_default=1):

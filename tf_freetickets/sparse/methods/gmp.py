@@ -28,10 +28,11 @@ import math
 import tensorflow as tf
 from keras import ops
 
-from tf_freetickets.sparse import optimizer_slots, score_sources
+from tf_freetickets.sparse import optimizer_slots, score_sources, structured
 from tf_freetickets.sparse.drop_grow import top_k_mask
 from tf_freetickets.sparse.layer_targets import layer_sparsities
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
+from tf_freetickets.sparse.methods.common import N_M_FIELD, n_m_of
 from tf_freetickets.sparse.pruning_schedules import PolynomialDecay, PruningSteps, zero_count
 from tf_freetickets.sparse.registry import ConfigField, CostFacts, register_method
 from tf_freetickets.sparse.updater import MaskUpdater
@@ -64,6 +65,16 @@ class GradualMagnitudePruning(MaskUpdater):
       prune_at_end_step: also prune at `end_step` when it is not
         begin_step + k * frequency (tfmot does not, and ends short of the
         target then).
+      step_convention: "tfmot" (default): schedule step s prunes before the
+        s-th batch's update, on the weights after s - 1 optimizer steps, and
+        step 0 never prunes (tfmot 0.8's `pruning_step`); "after_step":
+        step s prunes after optimizer step s and step 0 before the first
+        batch (the `method="gmp"` configs; `PruningSteps`).
+      n_m: None, or (N, M): N:M structured sparsity (tfmot's
+        `sparsity_m_by_n=(M - N, M)`; `structured`): at every pruning each
+        group of M consecutive input weights keeps M - floor(s(t) M) of its
+        largest |w|, so it ends with exactly N. Needs final_sparsity = 1 - N/M,
+        uniform targets and Dense/ConvND layers whose input dim M divides.
 
     Selection: the `active - target` active weights of smallest |w| are
     dropped, exact counts, ties to the lower index (tfmot keeps every weight
@@ -74,15 +85,27 @@ class GradualMagnitudePruning(MaskUpdater):
     score_source = score_sources.MAGNITUDE
     accepts_drop_fraction = False  # the schedule alone sets how much is pruned
 
-    def __init__(self, schedule, distribution="uniform", layer_sparsity=None, erk_power_scale=1.0, prune_at_end_step=True):
+    def __init__(
+        self,
+        schedule,
+        distribution="uniform",
+        layer_sparsity=None,
+        erk_power_scale=1.0,
+        prune_at_end_step=True,
+        step_convention="tfmot",
+        n_m=None,
+    ):
         if distribution not in LAYER_DISTRIBUTIONS:
             raise ValueError(f"Unknown layer-wise distribution {distribution!r}; use one of {LAYER_DISTRIBUTIONS}.")
         if distribution == "global" and layer_sparsity is not None:
             raise ValueError('distribution="global" has no per-layer targets, so layer_sparsity cannot apply.')
-        self.schedule = PruningSteps(schedule, prune_at_end_step)
+        self.schedule = PruningSteps(schedule, prune_at_end_step, step_convention)
         if self.schedule.is_resolved:
             self._check_monotone(self.schedule.pruning_schedule)
         self.distribution = distribution
+        self.n_m = None if n_m is None else structured.check_n_m(n_m)
+        if self.n_m is not None and (distribution != "uniform" or layer_sparsity is not None):
+            raise ValueError("n_m (N:M sparsity) keeps N of M in every layer: use distribution='uniform' and no layer_sparsity.")
         self.layer_sparsity = layer_sparsity
         self.erk_power_scale = erk_power_scale
         self.seed = 0  # nothing random
@@ -121,6 +144,10 @@ class GradualMagnitudePruning(MaskUpdater):
             if by_name.setdefault(name, shape) != shape:
                 raise ValueError(f"Two masked layers are named {name!r} with different shapes; targets need unique names.")
         final = schedule.final_sparsity
+        if self.n_m is not None:
+            structured.check_n_m_sparsity(self.n_m, final, "the schedule's final_sparsity")
+            for layer in layers:
+                structured.check_layer(layer, self.n_m)
         if self.is_global:  # the weights decide each layer's share; only the total is scheduled
             targets = dict.fromkeys(by_name, final)
         else:
@@ -155,6 +182,9 @@ class GradualMagnitudePruning(MaskUpdater):
         if self.is_global:
             raise ValueError('distribution="global" has no per-layer targets: the weights decide them (see target_total_active).')
         sparsity = self.pruning_schedule.sparsity(step)
+        if self.n_m is not None:
+            m = self.n_m[1]
+            return [size // m * (m - zero_count(sparsity, m)) for size in self._sizes]
         return [size - zero_count(scale * sparsity, size) for scale, size in zip(self._scales, self._sizes)]
 
     def pruned_mask(self, old_mask, weights, layer_index, step):
@@ -165,7 +195,10 @@ class GradualMagnitudePruning(MaskUpdater):
                 self._global_masks = self._global_pruned_masks(old_mask, weights, step)
             return self._global_masks[layer_index]
         size = self._sizes[layer_index]
-        sparsity = self.pruning_schedule.sparsity_tensor(step) * self._scales[layer_index]
+        sparsity = self.pruning_schedule.sparsity_tensor(self.schedule.schedule_step(step)) * self._scales[layer_index]
+        if self.n_m is not None:
+            m = self.n_m[1]
+            return structured.magnitude_mask(old_mask, weights, structured.keep_per_group(sparsity, m), m)
         # floor(round(s * size, 6)), as `zero_count` on the host.
         zeros = ops.floor(ops.round(sparsity * size * 1e6) / 1e6)
         flat_mask = ops.reshape(old_mask, (-1,))
@@ -184,7 +217,8 @@ class GradualMagnitudePruning(MaskUpdater):
         flat_mask = ops.concatenate([ops.reshape(m, (-1,)) for m in masks])
         flat_weights = ops.concatenate([ops.reshape(ops.cast(w, dtype), (-1,)) for w in weights])
         total = sum(self._sizes)
-        zeros = ops.floor(ops.round(self.pruning_schedule.sparsity_tensor(step) * total * 1e6) / 1e6)
+        sparsity = self.pruning_schedule.sparsity_tensor(self.schedule.schedule_step(step))
+        zeros = ops.floor(ops.round(sparsity * total * 1e6) / 1e6)
         num_drop = ops.maximum(ops.sum(ops.cast(flat_mask, "float64")) - (total - zeros), 0.0)
         prune_scores = ops.where(flat_mask > 0, -ops.abs(flat_weights), ops.cast(float("-inf"), dtype))
         kept = flat_mask - top_k_mask(prune_scores, ops.cast(num_drop, "int32"))
@@ -205,26 +239,27 @@ class GradualMagnitudePruning(MaskUpdater):
         layers = MaskedLayerSet(model) if layers is None else layers  # the engine's layers: frozen ones keep their masks
         self.bind(layers)
         step = int(model.optimizer.iterations.numpy())
+        now = self.schedule.schedule_step(step)  # the schedule step the next pruning would use
         if self.is_global:
             active = sum(int(ops.sum(layer.kernel_mask)) for layer in layers)
-            if active < self.target_total_active(step):
+            if active < self.target_total_active(now):
                 raise ValueError(
                     f"The masked layers have {active} active weights but the pruning schedule asks for "
-                    f"{self.target_total_active(step)} at step {step}; masks cannot grow."
+                    f"{self.target_total_active(now)} at step {now}; masks cannot grow."
                 )
-        for layer, target in zip(layers, [] if self.is_global else self.target_active_counts(step)):
+        for layer, target in zip(layers, [] if self.is_global else self.target_active_counts(now)):
             active = int(ops.sum(layer.kernel_mask))
             if active < target:
                 raise ValueError(
                     f"Layer {layer.name!r} has {active} active weights but the pruning schedule asks for {target} at step "
-                    f"{step}; masks cannot grow. Sparsify at 0 (dense start) or at the schedule's initial sparsity."
+                    f"{now}; masks cannot grow. Sparsify at 0 (dense start) or at the schedule's initial sparsity."
                 )
-        if step == 0 and self.pruning_schedule.should_prune(0):
+        if step == 0 and self.schedule.prunes_before_first_batch():
             self._prune_now(model, layers)
         return False
 
     def _prune_now(self, model, layers):
-        """The step-0 pruning (tfmot prunes before the first batch when begin_step is 0)."""
+        """The pruning before the first batch (schedule step 0, or 1 under tfmot's convention)."""
         step = tf.constant(0, tf.int64)
         for index, layer in enumerate(layers):
             kernel, mask = layer.kernel_variable, layer.kernel_mask
@@ -252,9 +287,7 @@ def _check_initial_sparsity(value, sparse):
 
 def _check_begin_fraction(value, sparse):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= sparse.end_fraction:
-        raise ValueError(
-            f"config.sparse.gmp.begin_fraction={value!r} must be in [0, sparse.end_fraction={sparse.end_fraction}]."
-        )
+        raise ValueError(f"config.sparse.gmp.begin_fraction={value!r} must be in [0, sparse.end_fraction={sparse.end_fraction}].")
 
 
 def _check_power(value, sparse):
@@ -263,7 +296,13 @@ def _check_power(value, sparse):
 
 
 def _make_gmp(sparse, seed):
-    return GradualMagnitudePruning(functools.partial(gmp_schedule, sparse), distribution=sparse.distribution)
+    # "after_step": the configs' step convention since the method was added (studies stay bit-identical).
+    return GradualMagnitudePruning(
+        functools.partial(gmp_schedule, sparse),
+        distribution=sparse.distribution,
+        step_convention="after_step",
+        n_m=n_m_of(sparse),
+    )
 
 
 def _gmp_costs(updater, gradient_batches):
@@ -279,10 +318,10 @@ register_method(
     make_updater=_make_gmp,
     cost_facts=_gmp_costs,
     config_fields=(
-        ConfigField("gmp.initial_sparsity", 0.0, "gmp: sparsity when pruning begins (0: a dense start)",
-                    _check_initial_sparsity),
+        ConfigField("gmp.initial_sparsity", 0.0, "gmp: sparsity when pruning begins (0: a dense start)", _check_initial_sparsity),
         ConfigField("gmp.begin_fraction", 0.1, "gmp: fraction of training at which pruning begins", _check_begin_fraction),
         ConfigField("gmp.power", 3.0, "gmp: exponent of the polynomial schedule (Zhu & Gupta: 3)", _check_power),
+        N_M_FIELD,
     ),
     updater_class=GradualMagnitudePruning,
     initial_sparsity=lambda sparse: 0.0,

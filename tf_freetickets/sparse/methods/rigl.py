@@ -7,7 +7,7 @@ from keras import ops
 
 from tf_freetickets.sparse import score_sources, train_hooks
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
-from tf_freetickets.sparse.methods.common import dst_updater_kwargs, gradient_growth_costs
+from tf_freetickets.sparse.methods.common import N_M_FIELD, dst_updater_kwargs_with_n_m, gradient_growth_costs
 from tf_freetickets.sparse.registry import ConfigField, register_method
 from tf_freetickets.sparse.updater import MaskUpdater
 
@@ -167,7 +167,7 @@ GROWTH_GRADIENT_FIELD = ConfigField(
 
 
 def _make_rigl(sparse, seed):
-    return RigL(growth_gradient=sparse.get("growth_gradient", "extra_batch"), **dst_updater_kwargs(sparse, seed))
+    return RigL(growth_gradient=sparse.get("growth_gradient", "extra_batch"), **dst_updater_kwargs_with_n_m(sparse, seed))
 
 
 register_method(
@@ -175,7 +175,7 @@ register_method(
     summary="RigL (Evci et al. 2020): drop the smallest magnitudes, grow by |dense gradient|.",
     make_updater=_make_rigl,
     cost_facts=gradient_growth_costs,
-    config_fields=(GROWTH_GRADIENT_FIELD,),
+    config_fields=(GROWTH_GRADIENT_FIELD, N_M_FIELD),
     updater_class=RigL,
     dynamic=True,
 )

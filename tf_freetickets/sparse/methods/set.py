@@ -3,7 +3,7 @@
 from keras import ops
 
 from tf_freetickets.sparse import score_sources
-from tf_freetickets.sparse.methods.common import dst_updater_kwargs
+from tf_freetickets.sparse.methods.common import N_M_FIELD, dst_updater_kwargs_with_n_m
 from tf_freetickets.sparse.registry import CostFacts, register_method
 from tf_freetickets.sparse.stateless_random import stateless_uniform
 from tf_freetickets.sparse.updater import MaskUpdater
@@ -32,8 +32,9 @@ def _set_costs(updater, gradient_batches):
 register_method(
     "set",
     summary="SET (Mocanu et al. 2018): drop the smallest magnitudes, regrow at random.",
-    make_updater=lambda sparse, seed: SET(**dst_updater_kwargs(sparse, seed)),
+    make_updater=lambda sparse, seed: SET(**dst_updater_kwargs_with_n_m(sparse, seed)),
     cost_facts=_set_costs,
+    config_fields=(N_M_FIELD,),
     updater_class=SET,
     dynamic=True,
 )
