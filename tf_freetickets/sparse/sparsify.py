@@ -155,6 +155,24 @@ def _assign_masks(masked, densities, seed):
         masking.assign_random_mask(layer, densities[name], rng)
 
 
+def _copy_trainable_flags(source, clone):
+    """Gives every layer of `clone` the `trainable` flag of its twin in `source`, containers first.
+
+    `clone_model` rebuilds a nested model from its config, which has no
+    `trainable`, while each layer's config does: a frozen backbone came back
+    reporting `trainable=True` over frozen layers, and TensorFlow's tracking
+    skips an assignment of the value an attribute already holds, so
+    `backbone.trainable = True` did nothing. Setting containers before their
+    layers restores both levels as the user left them.
+    """
+    clone.trainable = source.trainable
+    for source_layer, clone_layer in zip(keras_compat.child_layers(source), keras_compat.child_layers(clone), strict=True):
+        if isinstance(source_layer, keras.Model):
+            _copy_trainable_flags(source_layer, clone_layer)
+        else:
+            clone_layer.trainable = source_layer.trainable
+
+
 def init_masks(model, sparsity, distribution="erk", erk_power_scale=1.0, seed=None):
     """Sets random starting masks on the masked layers of any built model, in place.
 
@@ -223,6 +241,9 @@ def sparsify(
     stay dense, out of the budget, and are named in a warning. The initial
     masks are random with exactly `active_count(size, density)` ones per layer
     (RigL / SET start), and the stored kernels are zeroed outside them.
+    Every layer and nested model keeps its `trainable` flag, so unfreezing a
+    frozen backbone after `sparsify` is the usual
+    `model.get_layer("backbone").trainable = True`, then compile.
 
     Args:
       model: a built Functional or Sequential `keras.Model` (nested ones too).
@@ -265,6 +286,7 @@ def sparsify(
         return _copy_config(layer, masking.masked_class_for(type(layer)) if id(layer) in owners else type(layer))
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    _copy_trainable_flags(model, clone)
     masks = {id(layer.kernel_mask) for layer in masking.masked_layers(clone)}
     targets = [v for v in clone.weights if id(v) not in masks]
     if len(targets) != len(model.weights):
