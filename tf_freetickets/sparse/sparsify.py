@@ -173,6 +173,22 @@ def _copy_trainable_flags(source, clone):
             clone_layer.trainable = source_layer.trainable
 
 
+def _copy_weights(model, clone):
+    """Copies every weight of `model` into its twin in the masked `clone` (masks aside)."""
+    masks = {id(layer.kernel_mask) for layer in masking.masked_layers(clone)}
+    targets = [v for v in clone.weights if id(v) not in masks]
+    if len(targets) != len(model.weights):
+        raise RuntimeError(
+            f"sparsify: the masked copy of {model.name!r} has {len(targets)} weights, the model {len(model.weights)}."
+        )
+    for target, source in zip(targets, model.weights, strict=True):
+        if tuple(target.shape) != tuple(source.shape):
+            raise RuntimeError(
+                f"sparsify: weight {target.path} {tuple(target.shape)} does not match {source.path} {tuple(source.shape)}."
+            )
+        target.assign(source)
+
+
 def init_masks(model, sparsity, distribution="erk", erk_power_scale=1.0, seed=None):
     """Sets random starting masks on the masked layers of any built model, in place.
 
@@ -287,18 +303,7 @@ def sparsify(
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     _copy_trainable_flags(model, clone)
-    masks = {id(layer.kernel_mask) for layer in masking.masked_layers(clone)}
-    targets = [v for v in clone.weights if id(v) not in masks]
-    if len(targets) != len(model.weights):
-        raise RuntimeError(
-            f"sparsify: the masked copy of {model.name!r} has {len(targets)} weights, the model {len(model.weights)}."
-        )
-    for target, source in zip(targets, model.weights, strict=True):
-        if tuple(target.shape) != tuple(source.shape):
-            raise RuntimeError(
-                f"sparsify: weight {target.path} {tuple(target.shape)} does not match {source.path} {tuple(source.shape)}."
-            )
-        target.assign(source)
+    _copy_weights(model, clone)
     names = masking.qualified_names(clone)
     _assign_masks([(names[id(layer)], layer) for layer in masking.masked_layers(clone)], densities, seed)
     _warn_unmasked(clone, ignore_reason="excluded (dense)")
