@@ -1,5 +1,7 @@
 """EDST: schedule layout, tickets at the scheduled steps, distinct masks at target sparsity."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -218,3 +220,56 @@ def test_step_batch_growth_resumes_exactly_at_a_global_exploration():
     snapshot.state = {k: v for k, v in snapshot.state.items() if not k.startswith("step_gradient/")}
     with pytest.raises(RuntimeError, match="last training batch"):
         _official_edst_run(restore=snapshot)
+
+
+# -- BatchNorm statistics of the tickets --------------------------------------------
+
+
+def _bn_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    x = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(32, name="fc1")(inputs))
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(keras.layers.Activation("relu")(x)))
+
+
+def _tiny_bn_edst_run(tmp_path, **edst_kwargs):
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(256, 16)) * 3 + 4).astype("float32")  # BatchNorm inputs far from the initial 0 / 1
+    y = rng.integers(0, 4, 256)
+    model = tft.sparsify(_bn_model(), 0.5, seed=0)
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    updater = tft.SET(update_every=2, drop_fraction=0.5, decay="constant", end_fraction=1.0, seed=0)
+    edst = tft.EDST(updater, num_tickets=2, exploration_epochs=1, refinement_epochs=2, export_dir=str(tmp_path),
+                    export_saved_model=False, verbose=0, **edst_kwargs)  # fmt: skip
+    model.fit(x, y, batch_size=64, epochs=5, verbose=0, shuffle=False, callbacks=[edst])
+    return edst, x
+
+
+def test_edst_warns_once_when_a_ticket_keeps_stale_batchnorm_statistics(tmp_path):
+    # 4 steps per epoch: ticket_0 after 12 steps keeps 0.99**12 = 89% of the initial statistics.
+    with pytest.warns(UserWarning, match=r"ticket_0 is saved 12 steps after the start.*89%.*batchnorm_data") as record:
+        _tiny_bn_edst_run(tmp_path)
+    assert sum("BatchNorm moving statistics" in str(w.message) for w in record) == 1
+
+
+def test_edst_recomputes_batchnorm_statistics_before_each_ticket_is_saved(tmp_path):
+    import tensorflow as tf
+
+    batches = tf.data.Dataset.from_tensor_slices(np.zeros((8, 16), "float32")).batch(4).repeat()
+    with pytest.raises(ValueError, match="endless dataset; pass batchnorm_batches"):
+        tft.EDST(tft.SET(), batchnorm_data=batches)
+    with pytest.raises(ValueError, match="batchnorm_batches must be a positive int"):
+        tft.EDST(tft.SET(), batchnorm_data=batches, batchnorm_batches=0)
+    rng = np.random.default_rng(1)
+    data = [(rng.normal(size=(64, 16)) * 3 + 4).astype("float32") for _ in range(3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no stale-statistics warning
+        edst, _ = _tiny_bn_edst_run(tmp_path, batchnorm_data=data + data, batchnorm_batches=3)
+    for ticket in edst.tickets:
+        saved = keras.models.load_model(ticket.keras_path)
+        bn = saved.get_layer("bn")
+        before_bn = keras.Model(saved.input, bn.input)
+        means = [before_bn(x).numpy().mean(axis=0) for x in data]  # equal weight per batch, SWA's bn_update
+        variances = [before_bn(x).numpy().var(axis=0) for x in data]
+        np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean(means, axis=0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean(variances, axis=0), rtol=1e-4, atol=1e-4)

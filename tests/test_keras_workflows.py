@@ -245,6 +245,34 @@ def test_frozen_backbone_keeps_its_masks_and_weights_in_mobilenet_v2():
     assert notes.count("frozen: mask fixed") == len(before) - 1
 
 
+def frozen_backbone_model():
+    keras.utils.set_random_seed(0)
+    backbone_inputs = keras.Input((8,))
+    x = keras.layers.Dense(16, activation="relu", name="bb1")(backbone_inputs)
+    backbone = keras.Model(backbone_inputs, keras.layers.Dense(16, activation="relu", name="bb2")(x), name="backbone")
+    backbone.trainable = False
+    inputs = keras.Input((8,))
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(backbone(inputs)))
+
+
+def test_unfreezing_a_nested_backbone_after_sparsify_trains_it_under_its_masks():
+    sparse = tft.sparsify(frozen_backbone_model(), 0.5, seed=0)
+    backbone = sparse.get_layer("backbone")
+    assert not backbone.trainable and not backbone.get_layer("bb1").trainable  # frozen as the model was
+    backbone.trainable = True  # the fine-tuning idiom: one assignment unfreezes every layer inside
+    assert backbone.get_layer("bb1").trainable and backbone.get_layer("bb2").trainable
+    compiled(sparse)
+    masks = masks_of(sparse)
+    kernels = {name: backbone.get_layer(name).kernel_variable.numpy().copy() for name in ("bb1", "bb2")}
+    x, y = toy_data(16)
+    sparse.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    for name, before in kernels.items():
+        after = backbone.get_layer(name).kernel_variable.numpy()
+        assert not np.allclose(after, before), f"{name} did not train"
+        np.testing.assert_array_equal(masks_of(sparse)[name], masks[name])
+        assert np.count_nonzero(after[masks[name] == 0]) == 0
+
+
 def test_cigl_random_mask_leaves_frozen_layers_deterministic():
     sparse = compiled(tft.sparsify(mlp(), 0.5, seed=0))
     sparse.get_layer("fc1").trainable = False

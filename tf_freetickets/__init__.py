@@ -8,7 +8,9 @@ The top level re-exports the everyday API:
     print(tft.sparsity_table(model))
 
 Importing the package never imports `tf_keras` or tensorflow-model-optimization,
-so `tf.keras` keeps resolving to whatever it resolved to before.
+so `tf.keras` keeps resolving to whatever it resolved to before. Import it
+before `keras` or `tensorflow` to keep TensorFlow's C++ start-up lines off
+stderr; it also hides two false alarms (`tensorflow_startup.hide_false_alarms`).
 """
 
 import tf_freetickets.tensorflow_startup  # noqa: F401  (first: imports TensorFlow without its start-up noise)

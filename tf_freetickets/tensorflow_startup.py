@@ -3,11 +3,20 @@
 TensorFlow's libraries log (oneDNN, CUDA stubs, CPU features) through absl
 before absl's logging is initialised, which ignores TF_CPP_MIN_LOG_LEVEL, so
 every `python -m tf_freetickets.train` began with about ten lines of noise.
-Importing this module (the package does it first) imports TensorFlow that way.
+Importing this module (the package does it first) imports TensorFlow that way,
+and hides two false alarms every sparse training run would otherwise print
+(`hide_false_alarms`). Only a program that imports `tf_freetickets` before
+`keras` or `tensorflow` is spared the start-up lines.
 """
 
+import logging
 import os
 import sys
+import warnings
+
+# Keras 3.15 warns on every `fit` over a tf.data.Dataset, because `fit`'s
+# default is shuffle=True; the package's pipelines shuffle inside the dataset.
+_SHUFFLE_WARNING = r"`shuffle=True` was passed, but will be ignored since the data `x` was provided as a tf\.data\.Dataset"
 
 
 def import_tensorflow_quietly():
@@ -45,4 +54,34 @@ def import_tensorflow_quietly():
     return tf
 
 
+class _EngineRetracingFilter(logging.Filter):
+    """Drops TensorFlow's frequent-retracing warning about `MaskEngine`'s per-engine functions.
+
+    Each engine compiles its own functions over its own model's variables, so
+    each is traced once. TensorFlow counts traces per Python code object, not
+    per function instance, so the sixth sparse model trained in one process
+    was reported as "5 out of the last 5 calls ... triggered tf.function
+    retracing". Other functions' warnings pass.
+    """
+
+    def filter(self, record):
+        message = record.getMessage()
+        return not ("triggered tf.function retracing" in message and "<function MaskEngine." in message)
+
+
+def hide_false_alarms():
+    """Hides two warnings that say nothing about the user's program; idempotent.
+
+    Keras' "`shuffle=True` was passed, but will be ignored" on every `fit`
+    over a tf.data.Dataset (`fit`'s default; shuffle the dataset itself, as
+    `tft.data.train_dataset` does), and TensorFlow's retracing warning about
+    the mask engine's per-model functions (`_EngineRetracingFilter`).
+    """
+    warnings.filterwarnings("ignore", message=_SHUFFLE_WARNING, category=UserWarning)
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _EngineRetracingFilter) for f in logger.filters):
+        logger.addFilter(_EngineRetracingFilter())
+
+
 import_tensorflow_quietly()
+hide_false_alarms()

@@ -16,14 +16,25 @@ for the whole run): one cosine over the exploration phase and the first
 refinement phase, then a fresh cosine from 0.5 over each later refinement
 phase, started right after its global exploration.
 `restart_schedule_after_exploration=True` does that.
+
+BatchNorm statistics: the official code saves each ticket with the running
+statistics training left (PyTorch momentum 0.1) and never recomputes them.
+Keras' momentum is 0.99, so a ticket saved a few hundred steps after the start
+or after a global exploration keeps mostly stale statistics and can score near
+chance in inference mode. `batchnorm_data` recomputes them before each ticket
+is saved (off by default, as in the paper's code); without it EDST warns once
+when they are stale.
 """
 
 import dataclasses
 import os
+import warnings
 
 import keras
 import numpy as np
 
+from tf_freetickets.ensembles.ticket_batchnorm import check_batchnorm_data, stale_statistics_warning
+from tf_freetickets.ensembles.weight_averaging import recompute_batchnorm_statistics
 from tf_freetickets.sparse.callback import MaskUpdate
 from tf_freetickets.sparse.report import mask_overlap, model_masks
 
@@ -170,6 +181,13 @@ class EDST(MaskUpdate):
         its value at the start of training (needs a float learning rate, not a
         schedule).
       gradient_data, gradient_batch_size: as for `MaskUpdate`.
+      batchnorm_data: training batches ((x, y) or x) on which every
+        BatchNormalization layer's moving statistics are recomputed (equal
+        weight per batch, SWA's `bn_update`) right before each ticket is
+        saved. None (default, as FreeTickets' code): the statistics training
+        left, with a warning when over 10% of them predate the ticket's phase.
+      batchnorm_batches: how many batches of `batchnorm_data` to use (None:
+        all; needed for an endless dataset).
       verbose: 1 prints the phases and the saved tickets, 2 also every DST
         mask update.
     """
@@ -191,6 +209,8 @@ class EDST(MaskUpdate):
         gradient_data=None,
         gradient_batch_size=128,
         verbose=1,
+        batchnorm_data=None,
+        batchnorm_batches=None,
     ):
         super().__init__(updater, gradient_data, gradient_batch_size, verbose=max(0, verbose - 1))
         self.phase_verbose = verbose
@@ -206,6 +226,8 @@ class EDST(MaskUpdate):
         if not 0.0 < large_drop_fraction <= 1.0:
             raise ValueError(f"large_drop_fraction must be in (0, 1], got {large_drop_fraction!r}.")
         self.large_drop_fraction = large_drop_fraction
+        self.batchnorm_data, self.batchnorm_batches = check_batchnorm_data(batchnorm_data, batchnorm_batches)
+        self._batchnorm_warned = False
         self.export_dir = export_dir
         self.export_saved_model = export_saved_model
         self.manage_learning_rate = manage_learning_rate
@@ -327,7 +349,23 @@ class EDST(MaskUpdate):
         if epoch in self.schedule.ticket_epochs:
             self._save_ticket(self.schedule.ticket_epochs.index(epoch), epoch)
 
+    def _prepare_batchnorm(self, index):
+        """Recomputes BatchNorm statistics before ticket `index` is saved, or warns once when they are stale."""
+        if self.batchnorm_data is not None:
+            recompute_batchnorm_statistics(self.model, self.batchnorm_data, self.batchnorm_batches)
+            return
+        steps_per_epoch = (self.params or {}).get("steps")
+        if self._batchnorm_warned or not steps_per_epoch:
+            return
+        start = self.schedule.global_exploration_epochs[index - 1] * steps_per_epoch if index else 0
+        shortest = min(self._step - start, self.schedule.refinement_epochs * steps_per_epoch)
+        message = stale_statistics_warning(self.model, index, self._step, start, shortest)
+        if message:
+            self._batchnorm_warned = True
+            warnings.warn(message, stacklevel=2)
+
     def _save_ticket(self, index, epoch):
+        self._prepare_batchnorm(index)
         masks = model_masks(self.model)
         keras_path = saved_model_path = None
         if self.export_dir:

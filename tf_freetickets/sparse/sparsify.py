@@ -155,6 +155,40 @@ def _assign_masks(masked, densities, seed):
         masking.assign_random_mask(layer, densities[name], rng)
 
 
+def _copy_trainable_flags(source, clone):
+    """Gives every layer of `clone` the `trainable` flag of its twin in `source`, containers first.
+
+    `clone_model` rebuilds a nested model from its config, which has no
+    `trainable`, while each layer's config does: a frozen backbone came back
+    reporting `trainable=True` over frozen layers, and TensorFlow's tracking
+    skips an assignment of the value an attribute already holds, so
+    `backbone.trainable = True` did nothing. Setting containers before their
+    layers restores both levels as the user left them.
+    """
+    clone.trainable = source.trainable
+    for source_layer, clone_layer in zip(keras_compat.child_layers(source), keras_compat.child_layers(clone), strict=True):
+        if isinstance(source_layer, keras.Model):
+            _copy_trainable_flags(source_layer, clone_layer)
+        else:
+            clone_layer.trainable = source_layer.trainable
+
+
+def _copy_weights(model, clone):
+    """Copies every weight of `model` into its twin in the masked `clone` (masks aside)."""
+    masks = {id(layer.kernel_mask) for layer in masking.masked_layers(clone)}
+    targets = [v for v in clone.weights if id(v) not in masks]
+    if len(targets) != len(model.weights):
+        raise RuntimeError(
+            f"sparsify: the masked copy of {model.name!r} has {len(targets)} weights, the model {len(model.weights)}."
+        )
+    for target, source in zip(targets, model.weights, strict=True):
+        if tuple(target.shape) != tuple(source.shape):
+            raise RuntimeError(
+                f"sparsify: weight {target.path} {tuple(target.shape)} does not match {source.path} {tuple(source.shape)}."
+            )
+        target.assign(source)
+
+
 def init_masks(model, sparsity, distribution="erk", erk_power_scale=1.0, seed=None):
     """Sets random starting masks on the masked layers of any built model, in place.
 
@@ -223,6 +257,9 @@ def sparsify(
     stay dense, out of the budget, and are named in a warning. The initial
     masks are random with exactly `active_count(size, density)` ones per layer
     (RigL / SET start), and the stored kernels are zeroed outside them.
+    Every layer and nested model keeps its `trainable` flag, so unfreezing a
+    frozen backbone after `sparsify` is the usual
+    `model.get_layer("backbone").trainable = True`, then compile.
 
     Args:
       model: a built Functional or Sequential `keras.Model` (nested ones too).
@@ -265,18 +302,8 @@ def sparsify(
         return _copy_config(layer, masking.masked_class_for(type(layer)) if id(layer) in owners else type(layer))
 
     clone = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
-    masks = {id(layer.kernel_mask) for layer in masking.masked_layers(clone)}
-    targets = [v for v in clone.weights if id(v) not in masks]
-    if len(targets) != len(model.weights):
-        raise RuntimeError(
-            f"sparsify: the masked copy of {model.name!r} has {len(targets)} weights, the model {len(model.weights)}."
-        )
-    for target, source in zip(targets, model.weights, strict=True):
-        if tuple(target.shape) != tuple(source.shape):
-            raise RuntimeError(
-                f"sparsify: weight {target.path} {tuple(target.shape)} does not match {source.path} {tuple(source.shape)}."
-            )
-        target.assign(source)
+    _copy_trainable_flags(model, clone)
+    _copy_weights(model, clone)
     names = masking.qualified_names(clone)
     _assign_masks([(names[id(layer)], layer) for layer in masking.masked_layers(clone)], densities, seed)
     _warn_unmasked(clone, ignore_reason="excluded (dense)")
