@@ -13,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tf_freetickets.deploy.saved_model import export_member
+from tf_freetickets.deploy.saved_model import export_member, input_range_for_dataset
 from tf_freetickets.ensembles import EnsembleModel
 from tf_freetickets.experiments.evaluation import members_source
 from tf_freetickets.experiments.workdir import recorded_config
@@ -28,12 +28,13 @@ def load_ensemble(source):
 
 
 def input_range_for(setting, source):
-    """The (low, high) input range the endpoints will accept, or None for no range.
+    """The input range the endpoints will accept: (low, high), "auto" or None for no range.
 
     Args:
       setting: the `--input_range` value: 'none', 'low,high' (e.g. '0,1') or
-        'auto': [0, 1] (images scaled by 1/255) unless the run recorded in
-        `source` trained on imagenet2012 (mean/std-normalised: no range).
+        'auto': [0, 1] for float inputs (images scaled by 1/255) unless the
+        run recorded in `source` trained on imagenet2012 (mean/std-normalised:
+        no range), none for integer ids (`deploy.saved_model.input_range_for_dataset`).
       source: the members' source; only a training workdir records a dataset.
 
     Raises:
@@ -49,7 +50,7 @@ def input_range_for(setting, source):
             raise ValueError(f"--input_range={setting!r} must be 'auto', 'none' or 'low,high'.") from None
         return (low, high)
     dataset = recorded_config(source).get("dataset", "") if "," not in source else ""
-    return None if dataset == "imagenet2012" else (0.0, 1.0)
+    return input_range_for_dataset(dataset)
 
 
 def write_saved_models(ensemble, output, input_range=None, members=True):
