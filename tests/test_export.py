@@ -26,7 +26,7 @@ def _sparse_member(seed):
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     members = [_sparse_member(seed) for seed in range(3)]
-    x = np.random.default_rng(0).normal(size=(7, 6, 6, 1)).astype("float32")
+    x = np.random.default_rng(0).random((7, 6, 6, 1), dtype=np.float32)  # in [0, 1): the serving contract
     paths = [export_member(m, str(root / f"member_{i}")) for i, m in enumerate(members)]
     ensemble = tft.EnsembleModel(members)
     ensemble.export(str(root / "ensemble"))

@@ -15,8 +15,10 @@ dataset of <source>/results.json when the source is a training workdir, else
 CIFAR/SVHN: noise plus SVHN / the other CIFAR when prepared for tfds).
 Corruptions are the project's CIFAR-10-C-style ones at 5 severities. A line
 with the elapsed time is printed before each set. Only the members a
-training workdir's run wrote are read (its members/manifest.json); an
-unfinished run, a damaged member, missing data or members end with one error
+training workdir's run wrote are read (its members/manifest.json), also
+when --source names the workdir's members/ folder; an unfinished run, a
+damaged member, missing data or members, and an --output that is a folder or
+cannot be written (checked before the evaluation starts) end with one error
 line and exit code 2.
 """
 
@@ -41,11 +43,18 @@ _NAME = flags.DEFINE_string("name", None, "Row name in the table (default: the s
 
 def _dataset_of(source):
     """(dataset, data_dir) to test on: the flags, else the training run's recorded config, else Fashion-MNIST."""
-    from tf_freetickets.experiments.workdir import recorded_config
+    from tf_freetickets.deploy.run_export import recorded_config_of
 
-    config = recorded_config(source) if "," not in source else {}
+    config = recorded_config_of(source)
     dataset = _DATASET.value or config.get("dataset") or "fashion_mnist"
     return dataset, (_DATA_DIR.value or config.get("data_dir") or None)
+
+
+def _output_path():
+    """The JSON file to write: --output, else <source>/evaluation.json (./evaluation.json for a list of paths)."""
+    if _OUTPUT.value:
+        return _OUTPUT.value
+    return os.path.join(_SOURCE.value if "," not in _SOURCE.value else ".", "evaluation.json")
 
 
 def _parse_flags(argv):
@@ -69,9 +78,10 @@ def main(argv):
     import time
 
     from tf_freetickets import data
+    from tf_freetickets.deploy.run_export import check_output_file, members_source_of
     from tf_freetickets.ensembles import EnsembleModel
     from tf_freetickets.experiments.cli import fail, user_errors
-    from tf_freetickets.experiments.evaluation import corruption_table, evaluate_members, members_source
+    from tf_freetickets.experiments.evaluation import corruption_table, evaluate_members
     from tf_freetickets.metrics.summary import format_table
 
     start = time.time()
@@ -79,8 +89,11 @@ def main(argv):
     def progress(message):
         print(f"[{time.time() - start:6.1f}s] {message}", flush=True)
 
+    output = _output_path()
     try:
-        sources = members_source(_SOURCE.value)
+        # Before any work: an output that cannot be written would lose the whole evaluation at the end.
+        check_output_file(output, label=None if _OUTPUT.value else f"the evaluation JSON {output} (default --output)")
+        sources = members_source_of(_SOURCE.value)
         members = EnsembleModel.from_saved_models(sources).members
         progress(f"loaded {len(members)} members from {_SOURCE.value}")
         dataset, data_dir = _dataset_of(_SOURCE.value)
@@ -119,12 +132,15 @@ def main(argv):
     print(format_table(rows))
     if "corruption" in result:
         print(corruption_table(result))
-    output = _OUTPUT.value or os.path.join(_SOURCE.value.split(",")[0] if "," not in _SOURCE.value else ".", "evaluation.json")
-    with open(output, "w") as f:
-        saved = {"name": name, "source": _SOURCE.value, "results": result}
-        if member_results:
-            saved["member_results"] = member_results
-        json.dump(saved, f, indent=2)
+    saved = {"name": name, "source": _SOURCE.value, "results": result}
+    if member_results:
+        saved["member_results"] = member_results
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        with open(output, "w") as f:
+            json.dump(saved, f, indent=2)
+    except OSError as error:  # e.g. the disk filled up during the evaluation
+        fail(f"--output={output} cannot be written ({error.strerror}); the table above holds the figures.")
     print(f"wrote {output}")
 
 

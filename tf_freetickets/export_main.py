@@ -7,7 +7,10 @@ The ensemble SavedModel has the endpoints `serve` (mean probabilities),
 which take float32 images scaled to [0, 1] and reject values outside that
 range (raw 0..255 pixels) and NaN/Inf with an InvalidArgumentError. After
 writing, it is reloaded with `tf.saved_model.load` and checked against the
-in-memory ensemble on random inputs; a mismatch exits with code 1. This file
+in-memory ensemble on random inputs; a mismatch exits with code 1. A source
+that is a training workdir (or its members/ folder) gives the members its
+manifest lists; an unfinished run, missing members, and an --output that is a
+file or cannot be written end in one error line, exit code 2. This file
 reads the flags; `tf_freetickets.deploy.run_export` does the work.
 """
 
@@ -50,6 +53,7 @@ def main(argv):
     from tf_freetickets.experiments.cli import fail, user_errors
 
     try:
+        run_export.check_output_folder(_OUTPUT.value, members=_MEMBERS.value)  # before loading: fail in seconds
         ensemble = run_export.load_ensemble(_SOURCE.value)
         input_range = run_export.input_range_for(_INPUT_RANGE.value, _SOURCE.value)
     except (FileNotFoundError, ValueError, *user_errors()) as error:

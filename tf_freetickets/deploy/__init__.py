@@ -1,7 +1,8 @@
 """Deployment of sparse members and ensembles once they are trained.
 
 - saved_model: a member or a whole ensemble as a SavedModel whose endpoints check their inputs
-  (`export_member`, `export_ensemble`; `EnsembleModel.export` calls the latter).
+  (shape, NaN/Inf, range: one contract for every SavedModel written; `export_member`,
+  `export_ensemble`; `EnsembleModel.export` calls the latter).
 - tflite: TFLite flatbuffers with sparse weight encoding, and their interpreter helpers
   (`export_tflite`, `tflite_predict`, `sparse_tensors`, `tflite_latency`).
 - csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
@@ -11,7 +12,7 @@
 - fused: an ensemble of M MLP tickets served as one computation over the union of their supports,
   M values per index, numba kernels for one example and for batches (`FusedMLPEnsemble`; fused_kernels).
 - run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
-  reload checked).
+  reload checked), and the source and output checks it shares with `evaluate`.
 
 The submodules are imported on demand: importing this package imports none of them (csr needs scipy,
 fused numba); `import tf_freetickets` imports `compact` (Keras and numpy only) for `tft.compact`.
