@@ -37,7 +37,7 @@ from tf_freetickets.experiments.checkpointing import EpochCheckpoint, checkpoint
 from tf_freetickets.experiments.config import ConfigError
 from tf_freetickets.experiments.data_sources import data_source
 from tf_freetickets.experiments.flops import run_flops
-from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError
+from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError, check_finite
 from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
@@ -168,6 +168,7 @@ class _Run:
         staging = workdirs.staging_dir(self.members_dir)
         moves, paths = [], []
         for model, name in zip(models, names):
+            check_finite(model, name)  # end-of-training callbacks (weight averaging) change weights after the guard
             paths.append(os.path.join(self.members_dir, f"{name}.keras"))
             model.save(os.path.join(staging, f"{name}.keras"))
             moves.append((os.path.join(staging, f"{name}.keras"), paths[-1]))
