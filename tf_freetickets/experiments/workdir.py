@@ -5,9 +5,11 @@ Three files guard a workdir (WORKDIR below):
   the workdir holds, written before its first epoch. Rerunning on the
   workdir with another config is refused with one line naming the differing
   fields, instead of resuming one run's checkpoints under another's config.
-- `run.lock`: an exclusive `fcntl.flock` held while a run trains, so a second
-  process on the same workdir stops at once. The kernel drops the lock when
-  its process dies (even by kill -9), so a killed run never blocks its resume.
+- `run.lock`: an exclusive `fcntl.flock` held while a run trains (on this
+  file, which records the holder's pid, and on the workdir folder itself, so
+  deleting `run.lock` mid-run does not let a second process in); a second
+  process on the same workdir stops at once. The kernel drops the locks when
+  their process dies (even by kill -9), so a killed run never blocks its resume.
 - `members/manifest.json`: the member files the run wrote, with their sizes
   and SHA-256, written when every member is saved. `evaluate` and
   `export_main` read exactly these (never a glob of `members/`), and refuse
@@ -87,18 +89,44 @@ def prepare(workdir):
         raise WorkdirError(f"--workdir={workdir} cannot be written ({error.strerror}); pass a writable folder.") from None
 
 
+def _lock_folder(workdir):
+    """An open descriptor of the `workdir` folder itself, flock'ed exclusively; None where folders cannot be locked.
+
+    The folder, unlike `run.lock`, cannot be deleted and recreated under a
+    running run, so deleting `run.lock` does not let a second run in.
+    Raises BlockingIOError when another process holds it.
+    """
+    descriptor = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise
+    except OSError:  # a file system without flock on folders (some NFS): the run.lock file lock alone
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
 @contextlib.contextmanager
 def exclusive_lock(workdir):
     """Holds an exclusive lock on `workdir` for the `with` block.
+
+    Two `fcntl.flock` locks, both dropped by the kernel when the process
+    dies: one on `run.lock` (which records the holder's pid for the message)
+    and one on the workdir folder itself, which a user cannot delete from
+    under the run as they can `run.lock`.
 
     Raises:
       WorkdirError: another live process holds it (its pid is named).
     """
     path = os.path.join(workdir, LOCK_NAME)
     handle = open(path, "a+")
+    folder = None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            folder = _lock_folder(workdir)
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
@@ -112,6 +140,8 @@ def exclusive_lock(workdir):
         handle.flush()
         yield
     finally:
+        if folder is not None:
+            os.close(folder)
         handle.close()  # closing releases the lock
 
 
@@ -184,9 +214,20 @@ def check_record(workdir, config):
         listed = ", ".join(f"{field} {before!r} -> {after!r}" for field, before, after in differences)
         raise WorkdirError(
             f"--workdir={workdir} holds a run with another config ({listed}); rerun with the recorded values "
-            f"(in {path}) to resume it, or {fresh_start}."
+            f"(in {path}) to resume it, or {fresh_start}{_EXTEND_HINT if _changes_length(differences) else ''}."
         )
     return True
+
+
+# The learning-rate, mask and EDST schedules are laid out over config.epochs, so a longer run is another run.
+_EXTEND_HINT = (
+    " (a run cannot be extended in place: its schedules are laid out over config.epochs; to train a finished run "
+    "longer, fine-tune its members as README 'Continuing a finished run' shows)"
+)
+
+
+def _changes_length(differences):
+    return any(field in ("epochs", "ensemble.refinement_epochs", "ensemble.exploration_epochs") for field, _, _ in differences)
 
 
 def recorded_config(source):
