@@ -35,7 +35,7 @@ from tf_freetickets.ensembles.views import member_views
 from tf_freetickets.experiments import workdir as workdirs
 from tf_freetickets.experiments.checkpointing import EpochCheckpoint, checkpoint_numbers, restore_latest
 from tf_freetickets.experiments.config import ConfigError
-from tf_freetickets.experiments.data_sources import data_source
+from tf_freetickets.experiments.data_sources import data_identity, data_source
 from tf_freetickets.experiments.flops import run_flops
 from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError, check_finite
 from tf_freetickets.experiments.plan import RunPlan
@@ -370,10 +370,13 @@ def run(config, workdir, strategy=None):
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         source = data_source(config)
+        identity = data_identity(config, source)
+        if resuming:
+            workdirs.check_data(workdir, identity)  # the data is part of the run, as its config is
         training = _Run(plan, workdir, source, strategy)
         check_data_fits(config, source, training.steps_per_epoch)
         if not resuming:
-            workdirs.write_record(workdir, config)
+            workdirs.write_record(workdir, config, data=identity)
         # The manifest of a finished run stays until new members replace it (`write_members`).
         return _train_and_report(plan, workdir, source, training)
 

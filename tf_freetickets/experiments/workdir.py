@@ -1,10 +1,12 @@
 """A training workdir that cannot mix, share or misreport runs.
 
 Three files guard a workdir (WORKDIR below):
-- `run_record.json`: the resolved config and the package version of the run
-  the workdir holds, written before its first epoch. Rerunning on the
-  workdir with another config is refused with one line naming the differing
-  fields, instead of resuming one run's checkpoints under another's config.
+- `run_record.json`: the resolved config, the package version and the data's
+  identity (folder and SHA-256 of the arrays read) of the run the workdir
+  holds, written before its first epoch. Rerunning on the workdir with
+  another config, or on other data, is refused with one line naming what
+  differs, instead of resuming one run's checkpoints under another's config
+  or recomputing its results on other test labels.
 - `run.lock`: an exclusive `fcntl.flock` held while a run trains (on this
   file, which records the holder's pid, and on the workdir folder itself, so
   deleting `run.lock` mid-run does not let a second process in); a second
@@ -243,9 +245,48 @@ def recorded_config(source):
     return {}
 
 
-def write_record(workdir, config):
-    """Records `config` and the package version as the run `workdir` holds."""
-    _atomic_write_json(os.path.join(workdir, RECORD_NAME), {"package_version": package_version(), "config": _normalised(config)})
+def write_record(workdir, config, data=None):
+    """Records `config`, the package version and the data's identity as the run `workdir` holds.
+
+    Args:
+      workdir: the run's folder.
+      config: the run's config.
+      data: {"path", "sha256"} of the data the run reads (`data_sources.data_identity`), or None.
+    """
+    record = {"package_version": package_version(), "config": _normalised(config)}
+    if data is not None:
+        record["data"] = dict(data)
+    _atomic_write_json(os.path.join(workdir, RECORD_NAME), record)
+
+
+def check_data(workdir, data):
+    """Refuses to continue the run in `workdir` on data other than the data it recorded.
+
+    The content decides: the same files in another folder resume; other
+    content anywhere is refused. A record written before data identities
+    were recorded is not checked.
+
+    Args:
+      workdir: a workdir whose record matched the config (`check_record`).
+      data: {"path", "sha256"} of the data this process read.
+
+    Raises:
+      WorkdirError: the recorded data differs (both folders and digests named).
+    """
+    path = os.path.join(workdir, RECORD_NAME)
+    try:
+        with open(path) as f:
+            recorded = json.load(f).get("data")
+    except (OSError, ValueError, AttributeError) as error:
+        raise WorkdirError(f"{path} is damaged ({error}); use a new --workdir (or delete {workdir}) to start fresh.") from None
+    if not recorded or recorded.get("sha256") == data["sha256"]:
+        return
+    raise WorkdirError(
+        f"--workdir={workdir} holds a run trained on other data (recorded {recorded.get('path')}, SHA-256 "
+        f"{str(recorded.get('sha256'))[:12]}...; now {data['path']}, SHA-256 {data['sha256'][:12]}...); point "
+        "config.data_dir (or $TFT_FASHION_MNIST_DIR / $TFDS_DATA_DIR) at the recorded data to resume it, or use a "
+        "new --workdir to train on this data."
+    )
 
 
 def _sha256(path):

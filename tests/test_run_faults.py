@@ -1,0 +1,93 @@
+"""Faults around a training run (issue 28): other data, replaced members, a full disk, SIGTERM.
+
+Each case runs the real run driver on a tiny synthetic Fashion-MNIST-format dataset (idx files
+written here), so no installed dataset is needed and a run takes seconds.
+"""
+
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tf_freetickets.experiments import runner
+from tf_freetickets.experiments import workdir as workdirs
+from tf_freetickets.experiments.config import fashion_mnist_defaults
+from tf_freetickets.experiments.data_sources import data_source
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _idx(array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return header + np.asarray(array, np.uint8).tobytes()
+
+
+def write_data(folder, gzipped=False):
+    """128 training and 64 test examples of random 28x28 images in Fashion-MNIST's idx format."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for stem, count in (("train", 128), ("t10k", 64)):
+        for kind, array, magic in (
+            ("images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)), 0x803),
+            ("labels-idx1-ubyte", rng.integers(0, 10, count), 0x801),
+        ):
+            data, name = _idx(array, magic), os.path.join(folder, f"{stem}-{kind}")
+            with gzip.open(f"{name}.gz", "wb") if gzipped else open(name, "wb") as f:
+                f.write(data)
+    return folder
+
+
+def change_a_test_label(folder):
+    path = os.path.join(folder, "t10k-labels-idx1-ubyte")
+    data = bytearray(open(path, "rb").read())
+    data[8] = (data[8] + 1) % 10  # the first test label
+    open(path, "wb").write(bytes(data))
+
+
+def tiny_config(**changes):
+    """One sparse small CNN, 2 epochs of 4 steps on the 128 synthetic examples."""
+    config = fashion_mnist_defaults()
+    config.batch_size, config.width, config.epochs, config.verbose = 32, 0.25, 2, 0
+    config.sparse.update_every = 2
+    config.update(changes)
+    return config
+
+
+def test_data_identity_is_the_content_not_the_folder(tmp_path, monkeypatch):
+    from tf_freetickets.experiments.data_sources import data_identity
+
+    plain, zipped, other = (write_data(str(tmp_path / name), gzipped=name == "zipped") for name in ("plain", "zipped", "other"))
+    change_a_test_label(other)
+    identities = {}
+    for name, folder in (("plain", plain), ("zipped", zipped), ("other", other)):
+        monkeypatch.setenv("TFT_FASHION_MNIST_DIR", folder)
+        config = tiny_config()
+        identities[name] = data_identity(config, data_source(config))
+        assert identities[name]["path"] == os.path.realpath(folder)
+    assert identities["plain"]["sha256"] == identities["zipped"]["sha256"]  # the same examples, stored gzipped
+    assert identities["plain"]["sha256"] != identities["other"]["sha256"]  # one test label differs
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_not_recomputed_on_other_data(tmp_path, monkeypatch):
+    original, copy, other = (write_data(str(tmp_path / name)) for name in ("original", "copy", "other"))
+    change_a_test_label(other)
+    workdir = str(tmp_path / "run")
+    monkeypatch.setenv("TFT_FASHION_MNIST_DIR", original)
+    first = runner.run(tiny_config(), workdir)
+    record = json.loads(open(os.path.join(workdir, workdirs.RECORD_NAME)).read())
+    assert record["data"]["path"] == os.path.realpath(original) and len(record["data"]["sha256"]) == 64
+    results = open(os.path.join(workdir, "results.json")).read()
+
+    monkeypatch.setenv("TFT_FASHION_MNIST_DIR", other)  # the same config, other test labels
+    with pytest.raises(workdirs.WorkdirError) as error:
+        runner.run(tiny_config(), workdir)
+    message = str(error.value)
+    assert message.startswith(f"--workdir={workdir} holds a run trained on other data (recorded {os.path.realpath(original)}")
+    assert f"now {os.path.realpath(other)}" in message and len(message.splitlines()) == 1
+    assert open(os.path.join(workdir, "results.json")).read() == results  # nothing recomputed
+
+    monkeypatch.setenv("TFT_FASHION_MNIST_DIR", copy)  # the same files in another folder: the run is the same
+    assert runner.run(tiny_config(), workdir)["accuracy"] == first["accuracy"]
