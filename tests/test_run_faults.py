@@ -7,6 +7,7 @@ written here), so no installed dataset is needed and a run takes seconds.
 import gzip
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -91,3 +92,55 @@ def test_a_finished_run_is_not_recomputed_on_other_data(tmp_path, monkeypatch):
 
     monkeypatch.setenv("TFT_FASHION_MNIST_DIR", copy)  # the same files in another folder: the run is the same
     assert runner.run(tiny_config(), workdir)["accuracy"] == first["accuracy"]
+
+
+def _edst_config():
+    """EDST, 2 tickets: ticket_0 after epoch 1, ticket_1 after epoch 2 (4 steps each)."""
+    config = tiny_config()
+    config.optimizer.schedule = "constant"
+    config.sparse.update(method="set", sparsity=0.8, update_every=2, decay="constant", end_fraction=1.0)
+    config.ensemble.update(kind="edst", num_members=2, exploration_epochs=0, refinement_epochs=1, refinement_lr_factors=(0.1,))
+    return config
+
+
+def _stop_at_the_second_ticket(monkeypatch):
+    from tf_freetickets.deploy import saved_model
+
+    real, calls = saved_model.export_member, []
+
+    def export(model, path, input_range=None):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # stopped after ticket_0 and the epoch-1 checkpoint
+        return real(model, path, input_range)
+
+    monkeypatch.setattr(saved_model, "export_member", export)
+
+
+@pytest.mark.slow
+def test_a_rerun_never_certifies_a_ticket_it_did_not_write(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFT_FASHION_MNIST_DIR", write_data(str(tmp_path / "data")))
+    finished, killed = str(tmp_path / "finished"), str(tmp_path / "killed")
+    with monkeypatch.context() as patch:
+        _stop_at_the_second_ticket(patch)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(_edst_config(), killed)
+    runner.run(_edst_config(), finished)
+    members = os.path.join(finished, "members")
+    kept = {name: open(os.path.join(finished, name), "rb").read() for name in ("results.json", "members/manifest.json")}
+
+    # A killed run's ticket_0 replaced by another valid ticket before the resume.
+    shutil.copy(os.path.join(members, "ticket_1.keras"), os.path.join(killed, "members", "ticket_0.keras"))
+    with pytest.raises(workdirs.WorkdirError) as error:
+        runner.run(_edst_config(), killed)
+    replaced = os.path.join(killed, "members", "ticket_0.keras")
+    assert str(error.value).startswith(f"Ticket {replaced} is not the file this run wrote")
+    assert not os.path.exists(os.path.join(killed, "results.json"))
+    assert not os.path.exists(os.path.join(killed, "members", workdirs.MANIFEST_NAME))
+
+    # A finished run's ticket_1 replaced by its ticket_0: the rerun refuses and rewrites nothing.
+    shutil.copy(os.path.join(members, "ticket_0.keras"), os.path.join(members, "ticket_1.keras"))
+    with pytest.raises(workdirs.WorkdirError, match=r"ticket_1.keras is not the file this run wrote \(.*SHA-256 differs\)"):
+        runner.run(_edst_config(), finished)
+    for name, content in kept.items():
+        assert open(os.path.join(finished, name), "rb").read() == content

@@ -38,6 +38,7 @@ from tf_freetickets.experiments.config import ConfigError
 from tf_freetickets.experiments.data_sources import data_identity, data_source
 from tf_freetickets.experiments.flops import run_flops
 from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError, check_finite
+from tf_freetickets.experiments.member_ledger import TicketLedger
 from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
@@ -240,6 +241,7 @@ def _train_edst(run):
         export_dir=run.members_dir,
         gradient_data=run.gradient_stream(config.seed),
     )
+    ledger = TicketLedger(edst)  # sizes and SHA-256 of the tickets as written, checkpointed with EDST's state
     callbacks = [edst]
     if config.keep_best_validation:
         # Each ticket is its phase's best validation epoch; training goes on from the last weights.
@@ -247,7 +249,7 @@ def _train_edst(run):
         phase_starts = [schedule.exploration_epochs + k * schedule.refinement_epochs for k in range(schedule.num_tickets)]
         tracker = run.best_validation(reset_epochs=phase_starts, restore_at_end=False)
         callbacks = tracker.around(edst, schedule.ticket_epochs)
-    run.fit(model, config.seed, callbacks, "edst", writes_members=True)
+    run.fit(model, config.seed, [*callbacks, ledger], "edst", writes_members=True)
     if len(edst.tickets) != edst.schedule.num_tickets:
         raise RuntimeError(f"EDST ended with {len(edst.tickets)} of {edst.schedule.num_tickets} tickets saved.")
     overlaps = edst.ticket_overlaps()
@@ -255,6 +257,7 @@ def _train_edst(run):
     print(np.array2string(overlaps, precision=4))
     # Exactly this run's tickets, never whatever else lies in members/.
     paths = [ticket.keras_path for ticket in edst.tickets]
+    ledger.verify(paths, run.workdir)  # a replaced ticket is never loaded, scored or certified
     return EnsembleModel.from_saved_models(paths).members, {"ticket_mask_overlap": overlaps.tolist(), "member_files": paths}
 
 

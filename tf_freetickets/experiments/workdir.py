@@ -289,7 +289,8 @@ def check_data(workdir, data):
     )
 
 
-def _sha256(path):
+def file_sha256(path):
+    """SHA-256 hex digest of the file at `path`, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -336,8 +337,18 @@ def write_manifest(members_dir, paths):
     entries = []
     for path in paths:
         relative = os.path.relpath(path, members_dir)
-        entries.append({"file": relative, "bytes": os.path.getsize(path), "sha256": _sha256(path)})
+        entries.append({"file": relative, "bytes": os.path.getsize(path), "sha256": file_sha256(path)})
     _atomic_write_json(os.path.join(members_dir, MANIFEST_NAME), {"members": entries})
+
+
+def manifest_entries(members_dir):
+    """{file name: (bytes, sha256)} of the manifest in `members_dir`; {} when there is none or it is damaged."""
+    try:
+        with open(os.path.join(members_dir, MANIFEST_NAME)) as f:
+            entries = json.load(f)["members"]
+        return {entry["file"]: (int(entry["bytes"]), str(entry["sha256"])) for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def is_run_workdir(path):
@@ -369,7 +380,7 @@ def manifest_members(workdir):
         if not os.path.isfile(member):
             raise WorkdirError(f"Member file {member} listed in {path} is missing.")
         size = os.path.getsize(member)
-        if size != entry["bytes"] or _sha256(member) != entry["sha256"]:
+        if size != entry["bytes"] or file_sha256(member) != entry["sha256"]:
             raise WorkdirError(
                 f"Member file {member} is damaged or was changed after training ({size} bytes, the run wrote "
                 f"{entry['bytes']}, SHA-256 differs); its results cannot be trusted."
