@@ -144,3 +144,52 @@ def test_a_rerun_never_certifies_a_ticket_it_did_not_write(tmp_path, monkeypatch
         runner.run(_edst_config(), finished)
     for name, content in kept.items():
         assert open(os.path.join(finished, name), "rb").read() == content
+
+
+def _checkpoint_disk_full(patch):
+    """TensorFlow's checkpoint writer fails in epoch 2 as on a full disk (an OpError, not an OSError)."""
+    import tensorflow as tf
+
+    real = tf.train.CheckpointManager.save
+
+    def save(self, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 2:
+            raise tf.errors.ResourceExhaustedError(None, None, f"{self.directory}/ckpt-2_temp: No space left on device")
+        return real(self, checkpoint_number=checkpoint_number, **kwargs)
+
+    patch.setattr(tf.train.CheckpointManager, "save", save)
+
+
+def _member_disk_full(patch):
+    """The member SavedModel export fails half-written as on a full disk."""
+    import errno
+
+    from tf_freetickets.deploy import saved_model
+
+    def export(model, path, input_range=None):
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, "saved_model.pb"), "wb").write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device", os.path.join(path, "saved_model.pb"))
+
+    patch.setattr(saved_model, "export_member", export)
+
+
+@pytest.mark.slow
+def test_a_full_disk_ends_in_one_line_and_the_rerun_is_exact(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFT_FASHION_MNIST_DIR", write_data(str(tmp_path / "data")))
+    straight = runner.run(tiny_config(), str(tmp_path / "straight"))
+    for position, inject in (("checkpoint", _checkpoint_disk_full), ("member", _member_disk_full)):
+        workdir = str(tmp_path / position)
+        with monkeypatch.context() as patch:
+            inject(patch)
+            with pytest.raises(workdirs.DiskFullError) as error:
+                runner.run(tiny_config(), workdir)
+        message = str(error.value)
+        assert message.startswith(f"The disk holding --workdir={workdir} is full (No space left on device"), message
+        assert message.endswith("free space and rerun the same command, it resumes exactly from the newest complete checkpoint.")
+        assert not os.path.exists(os.path.join(workdir, "results.json"))
+        resumed = runner.run(tiny_config(), workdir)  # space freed
+        assert {k: resumed[k] for k in ("accuracy", "nll", "ece")} == {k: straight[k] for k in ("accuracy", "nll", "ece")}
+        assert [e["file"] for e in json.load(open(os.path.join(workdir, "members", workdirs.MANIFEST_NAME)))["members"]] == [
+            "member_0.keras"
+        ]

@@ -359,15 +359,17 @@ def run(config, workdir, strategy=None):
 
     Raises:
       ConfigError: a bad config value, or data that does not fit it.
-      WorkdirError: the workdir holds a run with another config, is in use by
-        another process, or cannot be written.
+      WorkdirError: the workdir holds a run with another config or data, is in
+        use by another process, or cannot be written; `DiskFullError` (one of
+        them): its disk filled up mid-run (rerunning after freeing space
+        resumes exactly).
       CheckpointError: no checkpoint of the run can be restored.
       NonFiniteTrainingError, FloatingPointError: training diverged (NaN/Inf);
         the last good checkpoint stays the newest.
     """
     plan = RunPlan.from_config(config)  # validated and resolved once
     workdirs.prepare(workdir)
-    with workdirs.exclusive_lock(workdir):
+    with workdirs.exclusive_lock(workdir), workdirs.disk_full_is_one_line(workdir):
         resuming = workdirs.check_record(workdir, config)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()

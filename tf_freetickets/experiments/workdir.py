@@ -21,6 +21,7 @@ Three files guard a workdir (WORKDIR below):
 """
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -39,6 +40,43 @@ _RUN_OUTPUTS = ("checkpoints", "members", "results.json")
 
 class WorkdirError(RuntimeError):
     """The workdir cannot be used as asked; the message says why and what to do."""
+
+
+class DiskFullError(WorkdirError):
+    """The disk (or quota) holding the workdir filled up while the run wrote to it."""
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# TensorFlow's file writers raise OpError (not OSError) with the C library's text.
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def _is_disk_full(error):
+    if isinstance(error, OSError):
+        return error.errno in _DISK_FULL_ERRNOS
+    return any(text in str(error) for text in _DISK_FULL_TEXTS)
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(workdir):
+    """Turns a full disk anywhere in the `with` block (checkpoints, tickets, members, results) into `DiskFullError`.
+
+    Nothing a run has finished is lost when a write fails: checkpoints are
+    written to `ckpt-N_temp/` first, members to `members/.staging/`, JSON files
+    to `.tmp` files, so rerunning the same command after freeing space resumes
+    from the newest complete checkpoint exactly as an uninterrupted run.
+    """
+    try:
+        yield
+    except Exception as error:  # OSError, or TensorFlow's OpError from its own file writers
+        if not _is_disk_full(error):
+            raise
+        where = f" writing {error.filename}" if getattr(error, "filename", None) else ""
+        reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else "No space left on device"
+        raise DiskFullError(
+            f"The disk holding --workdir={workdir} is full ({reason}{where}); nothing finished was lost: free space "
+            "and rerun the same command, it resumes exactly from the newest complete checkpoint."
+        ) from None
 
 
 def package_version():
