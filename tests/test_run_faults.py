@@ -7,7 +7,12 @@ written here), so no installed dataset is needed and a run takes seconds.
 import gzip
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -193,3 +198,53 @@ def test_a_full_disk_ends_in_one_line_and_the_rerun_is_exact(tmp_path, monkeypat
         assert [e["file"] for e in json.load(open(os.path.join(workdir, "members", workdirs.MANIFEST_NAME)))["members"]] == [
             "member_0.keras"
         ]
+
+
+_CONFIG_FILE = """
+from tf_freetickets.experiments.config import fashion_mnist_defaults
+
+
+def get_config():  # tiny_config(epochs=6)
+    config = fashion_mnist_defaults()
+    config.batch_size, config.width, config.epochs, config.verbose = 32, 0.25, 6, 0
+    config.sparse.update_every = 2
+    return config
+"""
+
+
+def _train(config_file, workdir, data):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TFT_FASHION_MNIST_DIR=data)
+    command = [sys.executable, "-m", "tf_freetickets.train", f"--config={config_file}", f"--workdir={workdir}"]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_epoch_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path):
+    data = write_data(str(tmp_path / "data"))
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(_CONFIG_FILE)
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    done = _train(config_file, straight, data)
+    process = _train(config_file, stopped, data)
+    marker = stopped / "checkpoints" / "member_0" / "ckpt-1.index"
+    deadline = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert process.poll() is None, "the run ended before SIGTERM could be sent"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr and not (stopped / "results.json").exists()
+    line = [line for line in stderr.splitlines() if line.startswith("stopped:")]
+    assert len(line) == 1, stderr[-3000:]
+    epoch = int(re.search(r"member_0 stopped at the end of epoch (\d+), after its checkpoint", line[0]).group(1))
+    assert 1 <= epoch < 6 and line[0].endswith("rerun the same command to resume exactly from there.")
+    assert (stopped / "checkpoints" / "member_0" / f"ckpt-{epoch}.index").exists()
+
+    resumed = _train(config_file, stopped, data)
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert f"Resuming member_0 after epoch {epoch}" in out
+    assert done.wait(timeout=300) == 0
+    results = [json.loads((w / "results.json").read_text())["results"] for w in (straight, stopped)]
+    assert {k: results[1][k] for k in ("accuracy", "nll", "ece")} == {k: results[0][k] for k in ("accuracy", "nll", "ece")}

@@ -38,6 +38,7 @@ from tf_freetickets.experiments.config import ConfigError
 from tf_freetickets.experiments.data_sources import data_identity, data_source
 from tf_freetickets.experiments.flops import run_flops
 from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError, check_finite
+from tf_freetickets.experiments.interrupt import StopAtEpochEnd
 from tf_freetickets.experiments.member_ledger import TicketLedger
 from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.losses import SmoothedSparseCrossentropy
@@ -210,7 +211,10 @@ class _Run:
             model.fit(
                 self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=self.steps_per_epoch, shuffle=False,
-                callbacks=[guard, *callbacks, *logging, EpochCheckpoint(directory, stateful)], verbose=self.config.verbose,
+                callbacks=[
+                    guard, *callbacks, *logging, EpochCheckpoint(directory, stateful),
+                    StopAtEpochEnd(checkpoint_name, directory),  # SIGTERM: stop once the epoch's checkpoint is saved
+                ], verbose=self.config.verbose,
             )  # fmt: skip
         except FloatingPointError as error:
             newest = max(checkpoint_numbers(directory), default=0)
