@@ -248,3 +248,37 @@ def test_sigterm_saves_the_epoch_and_the_rerun_ends_as_an_uninterrupted_run(tmp_
     assert done.wait(timeout=300) == 0
     results = [json.loads((w / "results.json").read_text())["results"] for w in (straight, stopped)]
     assert {k: results[1][k] for k in ("accuracy", "nll", "ece")} == {k: results[0][k] for k in ("accuracy", "nll", "ece")}
+
+
+_DISK_FULL_BINARY = """
+import errno, sys
+import numpy as np
+real, calls = np.savez, []
+def savez(path, *args, **kwargs):  # the callback state of epoch 2 hits a full disk
+    calls.append(path)
+    if len(calls) == 2:
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+    return real(path, *args, **kwargs)
+np.savez = savez
+from tf_freetickets.train import console_main
+console_main()
+"""
+
+
+@pytest.mark.slow
+def test_the_binary_says_the_disk_is_full_in_one_line_with_exit_2(tmp_path):
+    data = write_data(str(tmp_path / "data"))
+    config_file = tmp_path / "tiny.py"
+    config_file.write_text(_CONFIG_FILE)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TFT_FASHION_MNIST_DIR=data)
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-c", _DISK_FULL_BINARY, f"--config={config_file}", f"--workdir={workdir}"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    state = workdir / "checkpoints" / "member_0" / "callback_state-2.npz"
+    assert errors == [
+        f"error: The disk holding --workdir={workdir} is full (No space left on device writing {state}); nothing "
+        "finished was lost: free space and rerun the same command, it resumes exactly from the newest complete checkpoint."
+    ]
+    assert "Traceback" not in result.stderr
