@@ -135,3 +135,49 @@ def test_binary_stops_a_diverging_run_with_the_last_good_checkpoint_newest(tmp_p
             assert np.all(np.isfinite(value)), name
     masks = [n for n in reader.get_variable_to_shape_map() if "kernel_mask" in n and "OPTIMIZER" not in n]
     assert masks and all(set(np.unique(reader.get_tensor(n))) <= {0.0, 1.0} for n in masks)
+
+
+def _batchnorm_model():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.BatchNormalization(name="bn")(keras.layers.Dense(8, name="hidden")(inputs))
+    model = tft.sparsify(keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden)), 0.5, distribution="uniform")
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_guard_stops_at_non_finite_batchnorm_statistics_with_a_finite_loss():
+    # At a huge learning rate the BatchNorm moving variance overflows while the loss stays finite (issue 28).
+    model = _batchnorm_model()
+    x, y = _data()
+
+    class Overflow(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            bn = self.model.get_layer("bn")
+            bn.moving_variance.assign(np.full(8, np.inf, "float32"))
+
+    class Recorder(keras.callbacks.Callback):
+        ends = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.ends.append(epoch)
+
+    with pytest.raises(NonFiniteTrainingError, match=r"model: variables became NaN/Inf in epoch 1 \(bn/moving_variance\)"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[FiniteTrainingGuard("model"), Overflow(), Recorder()])
+    assert Recorder.ends == []  # the checkpoint callback (after the guard) never ran
+
+
+def test_check_finite_names_optimizer_slots_too():
+    from tf_freetickets.experiments.guards import check_finite, non_finite_variables
+
+    model = _batchnorm_model()
+    x, y = _data()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert non_finite_variables(model) == []
+    check_finite(model, "member_0")  # finite: no error
+    slot = next(v for v in model.optimizer.variables if "momentum" in v.path and "hidden" in v.path)
+    slot.assign(np.full(slot.shape, np.nan, "float32"))
+    model.get_layer("bn").moving_mean.assign(np.full(8, np.inf, "float32"))
+    with pytest.raises(NonFiniteTrainingError, match=r"member_0: 2 saved variable\(s\) hold NaN/Inf") as error:
+        check_finite(model, "member_0")
+    assert "bn/moving_mean" in str(error.value) and slot.path in str(error.value)

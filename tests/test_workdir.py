@@ -235,3 +235,29 @@ def test_a_finished_run_stays_finished_until_a_rerun_has_written_all_its_members
     assert sorted(os.listdir(tmp_path / "members")) == [
         "manifest.json", "member_0", "member_0.keras", "member_1", "member_1.keras"
     ]  # fmt: skip
+
+
+def test_deleting_run_lock_does_not_let_a_second_run_in(tmp_path):
+    with workdirs.exclusive_lock(tmp_path):
+        os.remove(tmp_path / workdirs.LOCK_NAME)  # a user "cleaning up" while the run trains
+        with pytest.raises(workdirs.WorkdirError, match="is in use by another training process"):
+            with workdirs.exclusive_lock(tmp_path):
+                pass
+    with workdirs.exclusive_lock(tmp_path):  # released at the end of the first run
+        assert (tmp_path / workdirs.LOCK_NAME).read_text() == str(os.getpid())
+
+
+def test_a_longer_run_on_a_finished_workdir_is_refused_with_the_way_to_continue(tmp_path):
+    config = fashion_mnist_defaults()
+    workdirs.write_record(tmp_path, config)
+    config.epochs += 2
+    with pytest.raises(workdirs.WorkdirError) as error:
+        workdirs.check_record(tmp_path, config)
+    message = str(error.value)
+    assert "epochs 3 -> 5" in message and "cannot be extended in place" in message
+    assert "README 'Continuing a finished run'" in message and len(message.splitlines()) == 1
+    config.epochs -= 2
+    config.sparse.sparsity = 0.5
+    with pytest.raises(workdirs.WorkdirError) as error:
+        workdirs.check_record(tmp_path, config)
+    assert "extended" not in str(error.value)  # the hint only where the run's length changed

@@ -7,11 +7,15 @@ Writes WORKDIR/members/ (each member as .keras and SavedModel) and
 WORKDIR/results.json, and prints the per-layer sparsity table and the
 evaluation table (accuracy, NLL, ECE, Brier, diversity). A bad config value or
 missing data, a damaged file, a workdir holding another run or in use by
-another process, and a diverged (NaN/Inf) run end with one error line and
-exit code 2 (README, "Reliability").
+another process, a full disk and a diverged (NaN/Inf) run end with one error
+line and exit code 2 (README, "Reliability"). SIGTERM stops training at the
+end of the current epoch, once its checkpoint is saved, with one `stopped:`
+line and exit code 143; rerunning the command resumes exactly.
 """
 
 import os
+import signal
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: hide its C++ INFO/WARNING lines
 
@@ -28,6 +32,8 @@ _STRATEGY = flags.DEFINE_enum(
 _CONFIG_HELP = flags.DEFINE_bool(
     "config_help", False, "List every config.* field with its value (the --config file's, else the defaults) and meaning."
 )
+#: Exit status after a SIGTERM stop: 128 + SIGTERM, what a shell reports for a process the signal ended.
+EXIT_SIGTERM = 128 + signal.SIGTERM
 _TPU = flags.DEFINE_string("tpu", "", "TPU address or name for --strategy=tpu (empty: the local TPU).")
 
 
@@ -71,11 +77,16 @@ def main(argv):
     if not flags.FLAGS["verbosity"].present:
         # TF's SavedModel writer logs every file at INFO; --verbosity=0 shows them.
         logging.set_verbosity(logging.WARNING)
+    from tf_freetickets.experiments import interrupt
     from tf_freetickets.experiments import runner as experiment
     from tf_freetickets.experiments.cli import fail, user_errors
 
+    interrupt.install_sigterm_handler()
     try:
         experiment.run(_CONFIG.value, _WORKDIR.value, strategy=make_strategy(_STRATEGY.value, _TPU.value))
+    except interrupt.TrainingInterrupted as stop:
+        print(f"stopped: {stop}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SIGTERM)
     except user_errors() as error:
         fail(error)
 

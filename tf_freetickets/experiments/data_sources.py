@@ -6,10 +6,14 @@ run on a dataset that fits in memory and on ImageNet, which is streamed from
 its prepared tfds TFRecords.
 """
 
+import glob
+import hashlib
+import os
+
 import numpy as np
 
 from tf_freetickets import data
-from tf_freetickets.data import tfds_data
+from tf_freetickets.data import fashion_mnist, tfds_data
 
 # Dense-gradient batches for mask updates come from their own stream, apart from the training order.
 GRADIENT_SEED_OFFSET = 7919
@@ -96,6 +100,22 @@ class ArrayData:
         """Test images (batched, no labels), in the order of `test_labels`."""
         return data.eval_dataset(self.x_test, self.y_test).map(lambda x, y: x)
 
+    def content_sha256(self):
+        """SHA-256 of every array a run reads (training, validation and test images and labels, with shapes).
+
+        The arrays, not the files: the same idx data gzipped or not gives the
+        same digest, and any changed example or label a run uses changes it.
+        """
+        digest = hashlib.sha256()
+        for array in (self.x_train, self.y_train, self.x_val, self.y_val, self.x_test, self.y_test):
+            if array is None:
+                digest.update(b"none;")
+                continue
+            array = np.ascontiguousarray(array)
+            digest.update(f"{array.dtype.str}{array.shape};".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
+
 
 class ImageNetData:
     """ImageNet-1k streamed from the prepared tfds `imagenet2012` (`tfds_data.imagenet_stream`).
@@ -161,6 +181,19 @@ class ImageNetData:
         """The test inputs (an array or a batched tf.data.Dataset)."""
         return self._stream("validation", 256, 0, training=False).map(lambda x, y: x)
 
+    def content_sha256(self):
+        """SHA-256 of the prepared dataset's `dataset_info.json` files (shard names, lengths, checksums).
+
+        Hashing ~150 GB of shards per run would cost minutes; tfds' own
+        description of what it prepared changes with any rebuilt split.
+        """
+        digest = hashlib.sha256()
+        folder = os.path.join(tfds_data.tfds_data_dir(self.data_dir), "imagenet2012")
+        for path in sorted(glob.glob(os.path.join(folder, "**", "dataset_info.json"), recursive=True)):
+            with open(path, "rb") as f:
+                digest.update(os.path.relpath(path, folder).encode() + b";" + f.read())
+        return digest.hexdigest()
+
 
 def data_source(config):
     """The `ArrayData` or `ImageNetData` that `config.dataset` names, read offline.
@@ -187,3 +220,20 @@ def data_source(config):
         x_train, y_train, x_test, y_test, x_val, y_val, crop_padding=config.crop_padding,
         num_classes=NUM_CLASSES[config.dataset],
     )  # fmt: skip
+
+
+def data_identity(config, source):
+    """What a run's data is: {"path": the resolved data folder, "sha256": `source.content_sha256()`}.
+
+    Recorded in the workdir's run record so that a resume, or the recompute
+    of a finished run, on other data is refused (`workdir.check_data`).
+
+    Args:
+      config: the run's config (`dataset`, `data_dir`).
+      source: the `ArrayData` or `ImageNetData` that `data_source(config)` returned.
+    """
+    if config.dataset == "fashion_mnist":
+        folder = config.data_dir or os.environ.get(fashion_mnist.ENV_VAR) or fashion_mnist.DEFAULT_DIR
+    else:
+        folder = tfds_data.tfds_data_dir(config.data_dir or None)
+    return {"path": os.path.realpath(os.fspath(folder)), "sha256": source.content_sha256()}

@@ -35,9 +35,11 @@ from tf_freetickets.ensembles.views import member_views
 from tf_freetickets.experiments import workdir as workdirs
 from tf_freetickets.experiments.checkpointing import EpochCheckpoint, checkpoint_numbers, restore_latest
 from tf_freetickets.experiments.config import ConfigError
-from tf_freetickets.experiments.data_sources import data_source
+from tf_freetickets.experiments.data_sources import data_identity, data_source
 from tf_freetickets.experiments.flops import run_flops
-from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError
+from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError, check_finite
+from tf_freetickets.experiments.interrupt import StopAtEpochEnd
+from tf_freetickets.experiments.member_ledger import TicketLedger
 from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
@@ -168,6 +170,7 @@ class _Run:
         staging = workdirs.staging_dir(self.members_dir)
         moves, paths = [], []
         for model, name in zip(models, names):
+            check_finite(model, name)  # end-of-training callbacks (weight averaging) change weights after the guard
             paths.append(os.path.join(self.members_dir, f"{name}.keras"))
             model.save(os.path.join(staging, f"{name}.keras"))
             moves.append((os.path.join(staging, f"{name}.keras"), paths[-1]))
@@ -208,7 +211,10 @@ class _Run:
             model.fit(
                 self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=self.steps_per_epoch, shuffle=False,
-                callbacks=[guard, *callbacks, *logging, EpochCheckpoint(directory, stateful)], verbose=self.config.verbose,
+                callbacks=[
+                    guard, *callbacks, *logging, EpochCheckpoint(directory, stateful),
+                    StopAtEpochEnd(checkpoint_name, directory),  # SIGTERM: stop once the epoch's checkpoint is saved
+                ], verbose=self.config.verbose,
             )  # fmt: skip
         except FloatingPointError as error:
             newest = max(checkpoint_numbers(directory), default=0)
@@ -239,6 +245,7 @@ def _train_edst(run):
         export_dir=run.members_dir,
         gradient_data=run.gradient_stream(config.seed),
     )
+    ledger = TicketLedger(edst)  # sizes and SHA-256 of the tickets as written, checkpointed with EDST's state
     callbacks = [edst]
     if config.keep_best_validation:
         # Each ticket is its phase's best validation epoch; training goes on from the last weights.
@@ -246,7 +253,7 @@ def _train_edst(run):
         phase_starts = [schedule.exploration_epochs + k * schedule.refinement_epochs for k in range(schedule.num_tickets)]
         tracker = run.best_validation(reset_epochs=phase_starts, restore_at_end=False)
         callbacks = tracker.around(edst, schedule.ticket_epochs)
-    run.fit(model, config.seed, callbacks, "edst", writes_members=True)
+    run.fit(model, config.seed, [*callbacks, ledger], "edst", writes_members=True)
     if len(edst.tickets) != edst.schedule.num_tickets:
         raise RuntimeError(f"EDST ended with {len(edst.tickets)} of {edst.schedule.num_tickets} tickets saved.")
     overlaps = edst.ticket_overlaps()
@@ -254,6 +261,7 @@ def _train_edst(run):
     print(np.array2string(overlaps, precision=4))
     # Exactly this run's tickets, never whatever else lies in members/.
     paths = [ticket.keras_path for ticket in edst.tickets]
+    ledger.verify(paths, run.workdir)  # a replaced ticket is never loaded, scored or certified
     return EnsembleModel.from_saved_models(paths).members, {"ticket_mask_overlap": overlaps.tolist(), "member_files": paths}
 
 
@@ -355,24 +363,29 @@ def run(config, workdir, strategy=None):
 
     Raises:
       ConfigError: a bad config value, or data that does not fit it.
-      WorkdirError: the workdir holds a run with another config, is in use by
-        another process, or cannot be written.
+      WorkdirError: the workdir holds a run with another config or data, is in
+        use by another process, or cannot be written; `DiskFullError` (one of
+        them): its disk filled up mid-run (rerunning after freeing space
+        resumes exactly).
       CheckpointError: no checkpoint of the run can be restored.
       NonFiniteTrainingError, FloatingPointError: training diverged (NaN/Inf);
         the last good checkpoint stays the newest.
     """
     plan = RunPlan.from_config(config)  # validated and resolved once
     workdirs.prepare(workdir)
-    with workdirs.exclusive_lock(workdir):
+    with workdirs.exclusive_lock(workdir), workdirs.disk_full_is_one_line(workdir):
         resuming = workdirs.check_record(workdir, config)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(config.seed)
         source = data_source(config)
+        identity = data_identity(config, source)
+        if resuming:
+            workdirs.check_data(workdir, identity)  # the data is part of the run, as its config is
         training = _Run(plan, workdir, source, strategy)
         check_data_fits(config, source, training.steps_per_epoch)
         if not resuming:
-            workdirs.write_record(workdir, config)
+            workdirs.write_record(workdir, config, data=identity)
         # The manifest of a finished run stays until new members replace it (`write_members`).
         return _train_and_report(plan, workdir, source, training)
 

@@ -1,13 +1,17 @@
 """A training workdir that cannot mix, share or misreport runs.
 
 Three files guard a workdir (WORKDIR below):
-- `run_record.json`: the resolved config and the package version of the run
-  the workdir holds, written before its first epoch. Rerunning on the
-  workdir with another config is refused with one line naming the differing
-  fields, instead of resuming one run's checkpoints under another's config.
-- `run.lock`: an exclusive `fcntl.flock` held while a run trains, so a second
-  process on the same workdir stops at once. The kernel drops the lock when
-  its process dies (even by kill -9), so a killed run never blocks its resume.
+- `run_record.json`: the resolved config, the package version and the data's
+  identity (folder and SHA-256 of the arrays read) of the run the workdir
+  holds, written before its first epoch. Rerunning on the workdir with
+  another config, or on other data, is refused with one line naming what
+  differs, instead of resuming one run's checkpoints under another's config
+  or recomputing its results on other test labels.
+- `run.lock`: an exclusive `fcntl.flock` held while a run trains (on this
+  file, which records the holder's pid, and on the workdir folder itself, so
+  deleting `run.lock` mid-run does not let a second process in); a second
+  process on the same workdir stops at once. The kernel drops the locks when
+  their process dies (even by kill -9), so a killed run never blocks its resume.
 - `members/manifest.json`: the member files the run wrote, with their sizes
   and SHA-256, written when every member is saved. `evaluate` and
   `export_main` read exactly these (never a glob of `members/`), and refuse
@@ -17,6 +21,7 @@ Three files guard a workdir (WORKDIR below):
 """
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,6 +40,43 @@ _RUN_OUTPUTS = ("checkpoints", "members", "results.json")
 
 class WorkdirError(RuntimeError):
     """The workdir cannot be used as asked; the message says why and what to do."""
+
+
+class DiskFullError(WorkdirError):
+    """The disk (or quota) holding the workdir filled up while the run wrote to it."""
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# TensorFlow's file writers raise OpError (not OSError) with the C library's text.
+_DISK_FULL_TEXTS = ("No space left on device", "Disk quota exceeded")
+
+
+def _is_disk_full(error):
+    if isinstance(error, OSError):
+        return error.errno in _DISK_FULL_ERRNOS
+    return any(text in str(error) for text in _DISK_FULL_TEXTS)
+
+
+@contextlib.contextmanager
+def disk_full_is_one_line(workdir):
+    """Turns a full disk anywhere in the `with` block (checkpoints, tickets, members, results) into `DiskFullError`.
+
+    Nothing a run has finished is lost when a write fails: checkpoints are
+    written to `ckpt-N_temp/` first, members to `members/.staging/`, JSON files
+    to `.tmp` files, so rerunning the same command after freeing space resumes
+    from the newest complete checkpoint exactly as an uninterrupted run.
+    """
+    try:
+        yield
+    except Exception as error:  # OSError, or TensorFlow's OpError from its own file writers
+        if not _is_disk_full(error):
+            raise
+        where = f" writing {error.filename}" if getattr(error, "filename", None) else ""
+        reason = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else "No space left on device"
+        raise DiskFullError(
+            f"The disk holding --workdir={workdir} is full ({reason}{where}); nothing finished was lost: free space "
+            "and rerun the same command, it resumes exactly from the newest complete checkpoint."
+        ) from None
 
 
 def package_version():
@@ -87,18 +129,44 @@ def prepare(workdir):
         raise WorkdirError(f"--workdir={workdir} cannot be written ({error.strerror}); pass a writable folder.") from None
 
 
+def _lock_folder(workdir):
+    """An open descriptor of the `workdir` folder itself, flock'ed exclusively; None where folders cannot be locked.
+
+    The folder, unlike `run.lock`, cannot be deleted and recreated under a
+    running run, so deleting `run.lock` does not let a second run in.
+    Raises BlockingIOError when another process holds it.
+    """
+    descriptor = os.open(workdir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise
+    except OSError:  # a file system without flock on folders (some NFS): the run.lock file lock alone
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
 @contextlib.contextmanager
 def exclusive_lock(workdir):
     """Holds an exclusive lock on `workdir` for the `with` block.
+
+    Two `fcntl.flock` locks, both dropped by the kernel when the process
+    dies: one on `run.lock` (which records the holder's pid for the message)
+    and one on the workdir folder itself, which a user cannot delete from
+    under the run as they can `run.lock`.
 
     Raises:
       WorkdirError: another live process holds it (its pid is named).
     """
     path = os.path.join(workdir, LOCK_NAME)
     handle = open(path, "a+")
+    folder = None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            folder = _lock_folder(workdir)
         except BlockingIOError:
             handle.seek(0)
             owner = handle.read().strip() or "unknown"
@@ -112,6 +180,8 @@ def exclusive_lock(workdir):
         handle.flush()
         yield
     finally:
+        if folder is not None:
+            os.close(folder)
         handle.close()  # closing releases the lock
 
 
@@ -184,9 +254,20 @@ def check_record(workdir, config):
         listed = ", ".join(f"{field} {before!r} -> {after!r}" for field, before, after in differences)
         raise WorkdirError(
             f"--workdir={workdir} holds a run with another config ({listed}); rerun with the recorded values "
-            f"(in {path}) to resume it, or {fresh_start}."
+            f"(in {path}) to resume it, or {fresh_start}{_EXTEND_HINT if _changes_length(differences) else ''}."
         )
     return True
+
+
+# The learning-rate, mask and EDST schedules are laid out over config.epochs, so a longer run is another run.
+_EXTEND_HINT = (
+    " (a run cannot be extended in place: its schedules are laid out over config.epochs; to train a finished run "
+    "longer, fine-tune its members as README 'Continuing a finished run' shows)"
+)
+
+
+def _changes_length(differences):
+    return any(field in ("epochs", "ensemble.refinement_epochs", "ensemble.exploration_epochs") for field, _, _ in differences)
 
 
 def recorded_config(source):
@@ -202,12 +283,52 @@ def recorded_config(source):
     return {}
 
 
-def write_record(workdir, config):
-    """Records `config` and the package version as the run `workdir` holds."""
-    _atomic_write_json(os.path.join(workdir, RECORD_NAME), {"package_version": package_version(), "config": _normalised(config)})
+def write_record(workdir, config, data=None):
+    """Records `config`, the package version and the data's identity as the run `workdir` holds.
+
+    Args:
+      workdir: the run's folder.
+      config: the run's config.
+      data: {"path", "sha256"} of the data the run reads (`data_sources.data_identity`), or None.
+    """
+    record = {"package_version": package_version(), "config": _normalised(config)}
+    if data is not None:
+        record["data"] = dict(data)
+    _atomic_write_json(os.path.join(workdir, RECORD_NAME), record)
 
 
-def _sha256(path):
+def check_data(workdir, data):
+    """Refuses to continue the run in `workdir` on data other than the data it recorded.
+
+    The content decides: the same files in another folder resume; other
+    content anywhere is refused. A record written before data identities
+    were recorded is not checked.
+
+    Args:
+      workdir: a workdir whose record matched the config (`check_record`).
+      data: {"path", "sha256"} of the data this process read.
+
+    Raises:
+      WorkdirError: the recorded data differs (both folders and digests named).
+    """
+    path = os.path.join(workdir, RECORD_NAME)
+    try:
+        with open(path) as f:
+            recorded = json.load(f).get("data")
+    except (OSError, ValueError, AttributeError) as error:
+        raise WorkdirError(f"{path} is damaged ({error}); use a new --workdir (or delete {workdir}) to start fresh.") from None
+    if not recorded or recorded.get("sha256") == data["sha256"]:
+        return
+    raise WorkdirError(
+        f"--workdir={workdir} holds a run trained on other data (recorded {recorded.get('path')}, SHA-256 "
+        f"{str(recorded.get('sha256'))[:12]}...; now {data['path']}, SHA-256 {data['sha256'][:12]}...); point "
+        "config.data_dir (or $TFT_FASHION_MNIST_DIR / $TFDS_DATA_DIR) at the recorded data to resume it, or use a "
+        "new --workdir to train on this data."
+    )
+
+
+def file_sha256(path):
+    """SHA-256 hex digest of the file at `path`, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -254,8 +375,18 @@ def write_manifest(members_dir, paths):
     entries = []
     for path in paths:
         relative = os.path.relpath(path, members_dir)
-        entries.append({"file": relative, "bytes": os.path.getsize(path), "sha256": _sha256(path)})
+        entries.append({"file": relative, "bytes": os.path.getsize(path), "sha256": file_sha256(path)})
     _atomic_write_json(os.path.join(members_dir, MANIFEST_NAME), {"members": entries})
+
+
+def manifest_entries(members_dir):
+    """{file name: (bytes, sha256)} of the manifest in `members_dir`; {} when there is none or it is damaged."""
+    try:
+        with open(os.path.join(members_dir, MANIFEST_NAME)) as f:
+            entries = json.load(f)["members"]
+        return {entry["file"]: (int(entry["bytes"]), str(entry["sha256"])) for entry in entries}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def is_run_workdir(path):
@@ -287,7 +418,7 @@ def manifest_members(workdir):
         if not os.path.isfile(member):
             raise WorkdirError(f"Member file {member} listed in {path} is missing.")
         size = os.path.getsize(member)
-        if size != entry["bytes"] or _sha256(member) != entry["sha256"]:
+        if size != entry["bytes"] or file_sha256(member) != entry["sha256"]:
             raise WorkdirError(
                 f"Member file {member} is damaged or was changed after training ({size} bytes, the run wrote "
                 f"{entry['bytes']}, SHA-256 differs); its results cannot be trusted."
