@@ -154,6 +154,7 @@ def fashion_mnist_study(epochs=4, sparsities=(0.8, 0.9), num_members=3):
             Cell(f"gmp_{sparsity}", "configs/fashion_mnist_gmp.py", (*base, s), "gmp", sparsity),
             Cell(f"cigl_{sparsity}", "configs/fashion_mnist_cigl.py", (*base, s, averaging), "cigl", sparsity),
             Cell(f"dst_{sparsity}", "configs/fashion_mnist_dst.py", (*base, s, members), "dst", sparsity),
-            Cell(f"edst_{sparsity}", "configs/fashion_mnist_edst.py", ("width=0.5", "fused_batchnorm=False", s, members), "edst", sparsity),
+            Cell(f"edst_{sparsity}", "configs/fashion_mnist_edst.py", ("width=0.5", "fused_batchnorm=False", s, members), "edst",
+                 sparsity),
         ]  # fmt: skip
     return cells
