@@ -84,7 +84,7 @@ def test_mixed_precision_keeps_the_compute_dtype():
 
 def test_with_fused_batchnorm_copies_the_model_and_trains_to_the_same_weights(tmp_path):
     keras.utils.set_random_seed(0)
-    model = models.build_model("small_cnn", (12, 12, 1), 4, width=0.25, weight_decay=5e-4)
+    model = models.build_model("small_cnn", (12, 12, 1), 4, width=0.25, weight_decay=5e-4, fused_batchnorm=False)
     fused = with_fused_batchnorm(model)
     bn = [layer for layer in fused.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bn) == 4 and all(isinstance(layer, FusedBatchNormalization) for layer in bn)
@@ -111,12 +111,13 @@ def test_build_model_and_the_config_switch_fuse_every_batchnorm():
     from tf_freetickets.experiments.plan import RunPlan
     from tf_freetickets.experiments.runner import _Run
 
-    model = models.build_model("cifar_resnet", (8, 8, 3), 10, depth=8, width=0.25, fused_batchnorm=True)
+    model = models.build_model("cifar_resnet", (8, 8, 3), 10, depth=8, width=0.25)  # fused by default
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)
+    plain = models.build_model("cifar_resnet", (8, 8, 3), 10, depth=8, width=0.25, fused_batchnorm=False)
+    assert not any(isinstance(layer, FusedBatchNormalization) for layer in plain.layers)
     config = fashion_mnist_defaults()
-    assert config.fused_batchnorm is False  # opt-in: the studies ran Keras' BatchNormalization
-    config.fused_batchnorm = True
+    assert config.fused_batchnorm is True  # on by default (the committed studies state their setting)
     source = types.SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
     built = _Run(RunPlan.from_config(config), "unused", source, None).build()
     norms = [layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)]

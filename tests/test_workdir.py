@@ -183,10 +183,15 @@ def test_a_field_added_after_the_record_resumes_only_at_its_default(tmp_path):
     record = json.loads((tmp_path / workdirs.RECORD_NAME).read_text())
     del record["config"]["fused_batchnorm"]  # a run recorded before the field existed
     (tmp_path / workdirs.RECORD_NAME).write_text(json.dumps(record))
-    assert workdirs.check_record(tmp_path, config) is True  # the default keeps the earlier behaviour
-    config.fused_batchnorm = True
+    # Before the field existed BatchNorm was Keras' own layer: today's default (True) would change the run.
     with pytest.raises(workdirs.WorkdirError, match=r"fused_batchnorm '<absent>' -> True"):
         workdirs.check_record(tmp_path, config)
+    config.fused_batchnorm = False  # the behaviour the record was made with resumes
+    assert workdirs.check_record(tmp_path, config) is True
+    del record["config"]["deterministic"]  # a field whose default kept the earlier behaviour resumes at it
+    record["config"]["fused_batchnorm"] = False
+    (tmp_path / workdirs.RECORD_NAME).write_text(json.dumps(record))
+    assert workdirs.check_record(tmp_path, config) is True
 
 
 def _small_ensemble_config():

@@ -185,12 +185,21 @@ def exclusive_lock(workdir):
         handle.close()  # closing releases the lock
 
 
+# Fields whose default changed after they were added: a record without the field was made by a package
+# that behaved as this value, not as today's default (fused_batchnorm: Keras' own BatchNorm until 2026-12-07).
+_BEHAVIOUR_BEFORE_FIELD = {"fused_batchnorm": False}
+
+
 def _added_field_defaults():
-    """{field: default} of every config field: a field added to the package after a run was recorded
-    reproduces, at its default, what the package did before it existed (the rule for new fields)."""
+    """{field: value} that reproduces what the package did before each config field existed.
+
+    The rule for new fields: a field is added at a default that keeps the
+    earlier behaviour; `_BEHAVIOUR_BEFORE_FIELD` holds those whose default
+    changed since.
+    """
     from tf_freetickets.experiments.config import fashion_mnist_defaults
 
-    return _flatten(_normalised(fashion_mnist_defaults()))
+    return {**_flatten(_normalised(fashion_mnist_defaults())), **_BEHAVIOUR_BEFORE_FIELD}
 
 
 def config_differences(recorded, config):

@@ -58,7 +58,7 @@ def _resnet50_layer_attributes(model, layer_options):
 
 def build_model(
     architecture, input_shape, num_classes, width=1.0, depth=None, dropout=0.0, weight_decay=0.0, name=None,
-    weight_decay_scope="kernels", layer_options=None, fused_batchnorm=False,
+    weight_decay_scope="kernels", layer_options=None, fused_batchnorm=True,
 ):  # fmt: skip
     """A Functional model returning logits.
 
@@ -82,7 +82,9 @@ def build_model(
         before a rebuild), not an input mean/std.
       fused_batchnorm: BatchNorm layers run TensorFlow's fused kernel
         (`FusedBatchNormalization`: Keras' numbers up to float rounding, a
-        faster training step on the TensorFlow backend; docs/BENCHMARKS.md).
+        ~20% faster training step on the TensorFlow backend; docs/BENCHMARKS.md
+        1c). On by default; False builds Keras' own layer, which the committed
+        short study and the pilot ran.
       name: the Keras model's name.
 
     Raises:

@@ -4,7 +4,8 @@
 - study: the cells of a method comparison (config file + overrides) and their configs per seed.
 - plots: reliability diagrams and accuracy-vs-training-FLOPs plots (matplotlib, imported lazily).
 - study_runner: runs a study's cells for every seed, resumably, into one JSON of records.
-- study_records, environment: a run's record (flat figures, composed-ensemble figures, fit measures); where it ran (versions, CPU and its vector ISA).
+- study_records: a run's record (flat figures, composed-ensemble figures, fit measures).
+- environment: where a run ran (library versions, CPU and its vector ISA).
 - results_page, long_page: the generated sections of docs/RESULTS.md (short and long study).
 - long_study, claims: the long-training study's cells and the papers' claims judged on its records.
 - significance, decided_page: the decided study (long_v2): claims tested (Welch's CI and p, Holm's
