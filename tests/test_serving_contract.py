@@ -129,16 +129,7 @@ def test_a_rank_3_batch_is_refused_without_crashing_the_process(written):
 
 @pytest.mark.parametrize(
     "writer",
-    [
-        *(w for w in WRITERS if w != "EnsembleModel.export"),
-        pytest.param(
-            "EnsembleModel.export",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="needs EnsembleModel.export's default input_range='auto' (ensembles/ensemble_model.py, one line)",
-            ),
-        ),
-    ],
+    WRITERS,
 )
 def test_every_savedmodel_refuses_raw_pixels(loaded, writer):
     serve = loaded[writer].serve

@@ -177,6 +177,9 @@ class EDST(MaskUpdate):
       export_dir: where tickets are written; None keeps them in memory only
         (`tickets[k].masks`).
       export_saved_model: also write each ticket as a SavedModel.
+      export_input_range: what the tickets' SavedModel endpoints accept
+        ("auto": [0, 1] for float inputs, none for integer ids; None for
+        inputs normalised otherwise, e.g. ImageNet's mean/std).
       manage_learning_rate: set the optimizer's learning rate per phase from
         its value at the start of training (needs a float learning rate, not a
         schedule).
@@ -211,6 +214,7 @@ class EDST(MaskUpdate):
         verbose=1,
         batchnorm_data=None,
         batchnorm_batches=None,
+        export_input_range="auto",
     ):
         super().__init__(updater, gradient_data, gradient_batch_size, verbose=max(0, verbose - 1))
         self.phase_verbose = verbose
@@ -230,6 +234,7 @@ class EDST(MaskUpdate):
         self._batchnorm_warned = False
         self.export_dir = export_dir
         self.export_saved_model = export_saved_model
+        self.export_input_range = export_input_range
         self.manage_learning_rate = manage_learning_rate
         self.tickets = []
         self._base_lr = None
@@ -374,7 +379,9 @@ class EDST(MaskUpdate):
             if self.export_saved_model:
                 from tf_freetickets.deploy.saved_model import export_member
 
-                saved_model_path = export_member(self.model, os.path.join(self.export_dir, f"ticket_{index}"))
+                saved_model_path = export_member(
+                    self.model, os.path.join(self.export_dir, f"ticket_{index}"), input_range=self.export_input_range
+                )
         self.tickets.append(Ticket(index, epoch, self._step, keras_path, saved_model_path, masks))
         where = f" to {keras_path}" if keras_path else ""
         # Named as its files are (ticket_<k>, k from 0), with its place among the M tickets.

@@ -170,11 +170,15 @@ class EnsembleModel(keras.Model):
             "mutual_information": total - ops.mean(entropy(probs), axis=0),
         }
 
-    def export(self, filepath, format="tf_saved_model", input_range=None, **kwargs):
+    def export(self, filepath, format="tf_saved_model", input_range="auto", **kwargs):
         """Writes one SavedModel with `serve`, `member_probabilities`, `uncertainty` endpoints.
 
-        `input_range=(low, high)` makes every endpoint reject inputs outside it;
-        NaN/Inf inputs are always rejected (`tf_freetickets.deploy.saved_model`).
+        Every endpoint checks the batch shape, and `input_range` the values:
+        "auto" (the default: [0, 1] for float inputs, none for integer ids),
+        `(low, high)`, or None for inputs normalised otherwise (ImageNet's
+        mean/std); NaN/Inf inputs are always rejected
+        (`tf_freetickets.deploy.saved_model`, the one input contract of every
+        SavedModel the library writes).
         """
         if format != "tf_saved_model":
             raise ValueError(f"EnsembleModel exports only format='tf_saved_model', got {format!r}.")

@@ -20,6 +20,7 @@ def train_independent_ensemble(
     make_callbacks=None,
     export_dir=None,
     export_saved_model=True,
+    export_input_range="auto",
     strategy=None,
     verbose=2,
     fit_fn=None,
@@ -40,7 +41,9 @@ def train_independent_ensemble(
       make_callbacks: seed -> list of callbacks for that member (a fresh
         `MaskUpdate` each time; callbacks hold per-run state).
       export_dir: if set, member k is written as `member_<k>.keras` and, with
-        `export_saved_model`, as a SavedModel folder `member_<k>/`.
+        `export_saved_model`, as a SavedModel folder `member_<k>/` whose
+        endpoints check `export_input_range` ("auto": [0, 1] for float inputs;
+        None for inputs normalised otherwise, e.g. ImageNet's mean/std).
       strategy: a `tf.distribute.Strategy` to build the members under.
       verbose: Keras fit verbosity.
       fit_fn: optional `fit_fn(model, seed, callbacks, name)` that trains a
@@ -76,6 +79,6 @@ def train_independent_ensemble(
             if export_saved_model:
                 from tf_freetickets.deploy.saved_model import export_member
 
-                export_member(model, os.path.join(export_dir, f"member_{index}"))
+                export_member(model, os.path.join(export_dir, f"member_{index}"), input_range=export_input_range)
         members.append(model)
     return members
