@@ -26,6 +26,7 @@ import numpy as np
 from keras import ops
 
 from tf_freetickets.sparse.drop_grow import top_k_mask
+from tf_freetickets.sparse.structured import StructureError
 
 POOLINGS = ("avg", "max")
 
@@ -64,7 +65,7 @@ def check_layer(layer, block_size):
     """Refuses, in one line, a masked layer whose kernel is not rank 2 (tfmot's rule: Dense kernels only)."""
     shape = tuple(int(d) for d in layer.kernel_mask.shape)
     if len(shape) != 2:
-        raise ValueError(
+        raise StructureError(
             f"Block sparsity {block_size} applies to rank-2 (Dense) kernels as in tfmot; layer {layer.name!r} "
             f"({type(layer).__name__}) has kernel shape {shape}."
         )
@@ -136,7 +137,7 @@ def check_aligned(layer, block_size):
     mask = np.asarray(layer.kernel_mask.numpy())
     counts, sizes = block_counts(mask, block_size), block_sizes(mask.shape, block_size)
     if np.any((counts > 0) & (counts < sizes)):
-        raise ValueError(
+        raise StructureError(
             f"Layer {layer.name!r} has blocks of {block_size} that are partly masked; block pruning needs whole "
             "blocks active: start dense (sparsify(model, sparsity=0))."
         )
