@@ -42,7 +42,9 @@ from tf_freetickets.sparse.schedules import MaskSchedule, UpdateSchedule
 from tf_freetickets.sparse.score_sources import ScoreSource
 from tf_freetickets.sparse.sparsify import init_masks, kernels_without_mask, maskable_layer_names, sparsify
 from tf_freetickets.sparse.strip import folded_weights, strip_masks
+from tf_freetickets.sparse.structured import StructureError
 from tf_freetickets.sparse.updater import MaskUpdater
+from tf_freetickets.sparse.xnnpack import XnnpackRow, xnnpack_sparse_report
 
 __all__ = [
     "ConfigField",
@@ -93,4 +95,7 @@ __all__ = [
     "strip_masks",
     "unmasked_kernels",
     "updatable_masked_layers",
+    "StructureError",
+    "XnnpackRow",
+    "xnnpack_sparse_report",
 ]

@@ -32,6 +32,10 @@ _NOT_SUPPORTED = (
 )
 
 
+class StructureError(ValueError):
+    """A model's layers cannot take the requested structure (N:M or blocks): a user error, one line."""
+
+
 def check_n_m(n_m):
     """`n_m` as a tuple (N, M) of ints with 1 <= N < M; ValueError in one line otherwise."""
     try:
@@ -65,12 +69,12 @@ def check_layer(layer, n_m):
     """Refuses, in one line, a masked layer N:M cannot apply to (kind, or input dim not divisible by M)."""
     n, m = n_m
     if isinstance(layer, _NOT_SUPPORTED) or not isinstance(layer, _SUPPORTED):
-        raise ValueError(
+        raise StructureError(
             f"N:M sparsity applies to Dense and Conv1D/2D/3D kernels; layer {layer.name!r} is a {type(layer).__name__}."
         )
     inputs = int(layer.kernel_mask.shape[-2])
     if inputs % m:
-        raise ValueError(
+        raise StructureError(
             f"N:M sparsity {n}:{m} needs each layer's input dimension divisible by {m}; layer {layer.name!r} has {inputs}."
         )
 

@@ -1,6 +1,6 @@
 """What the built-in DST methods share: the schedule fields of `config.sparse` and their cost rule."""
 
-from tf_freetickets.sparse import structured
+from tf_freetickets.sparse import block, structured
 from tf_freetickets.sparse.registry import ConfigField, CostFacts
 
 
@@ -15,6 +15,40 @@ def _check_n_m(value, sparse):
 
 #: `config.sparse.n_m`: N:M structured sparsity ("2:4": 2 of every 4 consecutive inputs), read by gmp, rigl, set.
 N_M_FIELD = ConfigField("n_m", "", "gmp/rigl/set: N:M structured sparsity, e.g. '2:4' ('' = unstructured)", _check_n_m)
+
+
+def _check_block_size(value, sparse):
+    size = block.parse_block_size(value)
+    if size is not None and structured.parse_n_m(sparse.get("n_m", "")) is not None:
+        raise ValueError(f"config.sparse.block_size={value!r} cannot be combined with sparse.n_m; use one structure.")
+    if size is not None and sparse.distribution == "global":
+        raise ValueError(f"config.sparse.block_size={value!r} needs per-layer targets: not sparse.distribution='global'.")
+
+
+def _check_block_pooling(value, sparse):
+    block.check_pooling(value)
+
+
+#: `config.sparse.block_size` / `block_pooling`: tfmot's block sparsity for Dense kernels, read by gmp.
+BLOCK_FIELDS = (
+    ConfigField(
+        "block_size", "", "gmp: block sparsity 'rows,cols' of Dense kernels, e.g. '1,4' ('' = unstructured)", _check_block_size
+    ),
+    ConfigField(
+        "block_pooling",
+        "avg",
+        "gmp: pooling of |w| over a block: 'avg' or 'max' (tfmot's block_pooling_type)",
+        _check_block_pooling,
+    ),
+)
+
+
+def block_of(sparse):
+    """The `GradualMagnitudePruning` block arguments of `config.sparse` (block_size None when unset)."""
+    return {
+        "block_size": block.parse_block_size(sparse.get("block_size", "")),
+        "block_pooling": sparse.get("block_pooling", "avg"),
+    }
 
 
 def n_m_of(sparse):

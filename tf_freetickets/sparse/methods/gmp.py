@@ -25,14 +25,15 @@ import functools
 import itertools
 import math
 
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tf_freetickets.sparse import optimizer_slots, score_sources, structured
+from tf_freetickets.sparse import block, optimizer_slots, score_sources, structured
 from tf_freetickets.sparse.drop_grow import top_k_mask
 from tf_freetickets.sparse.layer_targets import layer_sparsities
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
-from tf_freetickets.sparse.methods.common import N_M_FIELD, n_m_of
+from tf_freetickets.sparse.methods.common import BLOCK_FIELDS, N_M_FIELD, block_of, n_m_of
 from tf_freetickets.sparse.pruning_schedules import PolynomialDecay, PruningSteps, zero_count
 from tf_freetickets.sparse.registry import ConfigField, CostFacts, register_method
 from tf_freetickets.sparse.updater import MaskUpdater
@@ -75,6 +76,13 @@ class GradualMagnitudePruning(MaskUpdater):
         group of M consecutive input weights keeps M - floor(s(t) M) of its
         largest |w|, so it ends with exactly N. Needs final_sparsity = 1 - N/M,
         uniform targets and Dense/ConvND layers whose input dim M divides.
+      block_size: None or (1, 1) (unstructured), or (r, c): block sparsity
+        (tfmot's `block_size`; `block`): whole blocks of r inputs x c outputs
+        of a rank-2 (Dense) kernel are pruned, floor(s_l(t) B) of a layer's B
+        blocks at every pruning, smallest pooled |w| first; partial blocks at
+        the kernel's edges are blocks of their own. Not with n_m or "global".
+      block_pooling: how a block's |w| is pooled into its score: "avg"
+        (tfmot's default "AVG") or "max".
 
     Selection: the `active - target` active weights of smallest |w| are
     dropped, exact counts, ties to the lower index (tfmot keeps every weight
@@ -94,6 +102,8 @@ class GradualMagnitudePruning(MaskUpdater):
         prune_at_end_step=True,
         step_convention="tfmot",
         n_m=None,
+        block_size=None,
+        block_pooling="avg",
     ):
         if distribution not in LAYER_DISTRIBUTIONS:
             raise ValueError(f"Unknown layer-wise distribution {distribution!r}; use one of {LAYER_DISTRIBUTIONS}.")
@@ -106,6 +116,12 @@ class GradualMagnitudePruning(MaskUpdater):
         self.n_m = None if n_m is None else structured.check_n_m(n_m)
         if self.n_m is not None and (distribution != "uniform" or layer_sparsity is not None):
             raise ValueError("n_m (N:M sparsity) keeps N of M in every layer: use distribution='uniform' and no layer_sparsity.")
+        self.block_size = None if block_size is None else block.check_block_size(block_size)
+        self.block_size = None if self.block_size == (1, 1) else self.block_size
+        self.block_pooling = block.check_pooling(block_pooling)
+        if self.block_size is not None and (self.n_m is not None or distribution == "global"):
+            what = "n_m (N:M sparsity)" if self.n_m is not None else 'distribution="global"'
+            raise ValueError(f"block_size={self.block_size} cannot be combined with {what}; use one structure.")
         self.layer_sparsity = layer_sparsity
         self.erk_power_scale = erk_power_scale
         self.seed = 0  # nothing random
@@ -148,6 +164,8 @@ class GradualMagnitudePruning(MaskUpdater):
             structured.check_n_m_sparsity(self.n_m, final, "the schedule's final_sparsity")
             for layer in layers:
                 structured.check_layer(layer, self.n_m)
+        for layer in layers if self.block_size is not None else ():
+            block.check_layer(layer, self.block_size)
         if self.is_global:  # the weights decide each layer's share; only the total is scheduled
             targets = dict.fromkeys(by_name, final)
         else:
@@ -185,7 +203,16 @@ class GradualMagnitudePruning(MaskUpdater):
         if self.n_m is not None:
             m = self.n_m[1]
             return [size // m * (m - zero_count(sparsity, m)) for size in self._sizes]
+        if self.block_size is not None:
+            raise ValueError("With block_size, the schedule sets block counts (see target_zero_blocks), not weight counts.")
         return [size - zero_count(scale * sparsity, size) for scale, size in zip(self._scales, self._sizes)]
+
+    def target_zero_blocks(self, step):
+        """Zero blocks per masked layer that the schedule asks for at integer `step` (block_size set)."""
+        self._require_bound()
+        sparsity = self.pruning_schedule.sparsity(step)
+        return [zero_count(scale * sparsity, math.prod(block.block_grid(tuple(layer.kernel_mask.shape), self.block_size)))
+                for scale, layer in zip(self._scales, self._layers)]  # fmt: skip
 
     def pruned_mask(self, old_mask, weights, layer_index, step):
         """The mask after pruning layer `layer_index` at step `step` (int tensor), in `keras.ops`."""
@@ -199,6 +226,8 @@ class GradualMagnitudePruning(MaskUpdater):
         if self.n_m is not None:
             m = self.n_m[1]
             return structured.magnitude_mask(old_mask, weights, structured.keep_per_group(sparsity, m), m)
+        if self.block_size is not None:
+            return block.magnitude_mask(old_mask, weights, sparsity, self.block_size, self.block_pooling)
         # floor(round(s * size, 6)), as `zero_count` on the host.
         zeros = ops.floor(ops.round(sparsity * size * 1e6) / 1e6)
         flat_mask = ops.reshape(old_mask, (-1,))
@@ -247,7 +276,9 @@ class GradualMagnitudePruning(MaskUpdater):
                     f"The masked layers have {active} active weights but the pruning schedule asks for "
                     f"{self.target_total_active(now)} at step {now}; masks cannot grow."
                 )
-        for layer, target in zip(layers, [] if self.is_global else self.target_active_counts(now)):
+        if self.block_size is not None:
+            self._check_blocks(layers, now)
+        for layer, target in zip(layers, [] if self.is_global or self.block_size else self.target_active_counts(now)):
             active = int(ops.sum(layer.kernel_mask))
             if active < target:
                 raise ValueError(
@@ -257,6 +288,18 @@ class GradualMagnitudePruning(MaskUpdater):
         if step == 0 and self.schedule.prunes_before_first_batch():
             self._prune_now(model, layers)
         return False
+
+    def _check_blocks(self, layers, now):
+        """Refuses masks with partly active blocks or fewer active blocks than the schedule asks for now."""
+        for layer, zeros in zip(layers, self.target_zero_blocks(now)):
+            block.check_aligned(layer, self.block_size)
+            active = int(np.sum(block.block_counts(layer.kernel_mask.numpy(), self.block_size) > 0))
+            total = math.prod(block.block_grid(tuple(layer.kernel_mask.shape), self.block_size))
+            if active < total - zeros:
+                raise ValueError(
+                    f"Layer {layer.name!r} has {active} active blocks but the pruning schedule asks for {total - zeros} "
+                    f"at step {now}; masks cannot grow."
+                )
 
     def _prune_now(self, model, layers):
         """The pruning before the first batch (schedule step 0, or 1 under tfmot's convention)."""
@@ -302,6 +345,7 @@ def _make_gmp(sparse, seed):
         distribution=sparse.distribution,
         step_convention="after_step",
         n_m=n_m_of(sparse),
+        **block_of(sparse),
     )
 
 
@@ -322,6 +366,7 @@ register_method(
         ConfigField("gmp.begin_fraction", 0.1, "gmp: fraction of training at which pruning begins", _check_begin_fraction),
         ConfigField("gmp.power", 3.0, "gmp: exponent of the polynomial schedule (Zhu & Gupta: 3)", _check_power),
         N_M_FIELD,
+        *BLOCK_FIELDS,
     ),
     updater_class=GradualMagnitudePruning,
     initial_sparsity=lambda sparse: 0.0,
