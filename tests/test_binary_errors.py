@@ -216,3 +216,24 @@ def test_truncated_tfrecord_shard_is_one_dataset_error(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-50])
     with pytest.raises(DatasetError, match=r"^cifar10/test prepared in .* cannot be read \(.*\); prepare it again.$"):
         load_split("cifar10", "test", tmp_path)
+
+
+@needs_data
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            ["--config=configs/fashion_mnist_gmp.py", "--config.sparse.block_size=1,4"],
+            "error: Block sparsity (1, 4) applies to rank-2 (Dense) kernels as in tfmot; layer 'conv1_1' (MaskedConv2D)",
+        ),
+        (
+            [RIGL, "--config.sparse.n_m=2:4", "--config.sparse.sparsity=0.5", "--config.sparse.distribution=uniform"],
+            "error: N:M sparsity 2:4 needs each layer's input dimension divisible by 4; layer 'conv1_1' has 1.",
+        ),
+    ],
+    ids=["block-on-conv", "n_m-on-one-channel"],
+)
+def test_a_structure_a_layer_cannot_take_is_one_line(tmp_path, args, expected):
+    line = _one_error_line(_binary(*args, "--config.train_examples=256", f"--workdir={tmp_path / 'run'}"))
+    assert line.startswith(expected)
+    assert "StructureError" not in line

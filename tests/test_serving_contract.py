@@ -62,7 +62,10 @@ def written(tmp_path_factory):
     """{writer: SavedModel path} for every writer of the library."""
     root = tmp_path_factory.mktemp("contract")
     member = _member()
-    workdir_run = types.SimpleNamespace(members_dir=str(root / "workdir" / "members"))
+    fashion_mnist_run = types.SimpleNamespace(config=types.SimpleNamespace(dataset="fashion_mnist"))
+    workdir_run = types.SimpleNamespace(
+        members_dir=str(root / "workdir" / "members"), input_range=runner._Run.input_range.fget(fashion_mnist_run)
+    )
     runner._Run.write_members(workdir_run, [member], ["member_0"])  # what every training run calls
     ensemble = tft.EnsembleModel([member])
     run_export.write_saved_models(ensemble, str(root / "binary"), run_export.input_range_for("auto", str(root)))
@@ -145,3 +148,11 @@ def test_input_range_none_serves_normalised_inputs(tmp_path):
     np.testing.assert_allclose(loaded.serve(x).numpy(), member(x).numpy(), atol=1e-5)
     with pytest.raises(ValueError, match=r"input_range='0,1' must be 'auto', None or \(low, high\)"):
         export_member(member, str(tmp_path / "bad"), input_range="0,1")
+
+
+def test_a_run_gives_its_savedmodels_the_range_of_its_dataset():
+    def run_on(dataset):
+        return runner._Run.input_range.fget(types.SimpleNamespace(config=types.SimpleNamespace(dataset=dataset)))
+
+    assert run_on("fashion_mnist") == "auto" and run_on("cifar10") == "auto"
+    assert run_on("imagenet2012") is None  # its stream normalises by the channel mean/std before the model

@@ -26,11 +26,13 @@ def user_errors():
     from tf_freetickets.experiments.config import ConfigError
     from tf_freetickets.experiments.guards import NonFiniteTrainingError
     from tf_freetickets.experiments.workdir import WorkdirError
+    from tf_freetickets.sparse.structured import StructureError
 
-    # FloatingPointError: a mask update refused NaN/Inf scores.
+    # FloatingPointError: a mask update refused NaN/Inf scores. StructureError: an N:M or block pattern
+    # a layer cannot take (found when the model is built).
     return (
         ConfigError, DatasetError, MissingDatasetError, CheckpointError, NonFiniteTrainingError, WorkdirError,
-        FloatingPointError,
+        FloatingPointError, StructureError,
     )  # fmt: skip
 
 

@@ -11,6 +11,7 @@ diverges stops before writing anything non-finite (`experiments.guards`).
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 
@@ -73,6 +74,13 @@ class _Run:
     @property
     def epochs(self):
         return self.plan.epochs
+
+    @property
+    def input_range(self):
+        """What the run's SavedModels accept: [0, 1] pixels, or no range where the stream normalises (ImageNet)."""
+        from tf_freetickets.deploy.saved_model import input_range_for_dataset
+
+        return input_range_for_dataset(self.config.dataset)
 
     @property
     def steps_per_epoch(self):
@@ -175,7 +183,7 @@ class _Run:
             model.save(os.path.join(staging, f"{name}.keras"))
             moves.append((os.path.join(staging, f"{name}.keras"), paths[-1]))
             if saved_models:
-                saved_model.export_member(model, os.path.join(staging, name))
+                saved_model.export_member(model, os.path.join(staging, name), input_range=self.input_range)
                 moves.append((os.path.join(staging, name), os.path.join(self.members_dir, name)))
         for index, (write, final) in enumerate(extra):
             write(os.path.join(staging, f"extra_{index}"))
@@ -243,6 +251,7 @@ def _train_edst(run):
         **dataclasses.asdict(plan.ensemble.edst),  # EDST takes the schedule's fields by name
         large_drop_fraction=config.ensemble.large_drop_fraction,
         export_dir=run.members_dir,
+        export_input_range=run.input_range,
         gradient_data=run.gradient_stream(config.seed),
     )
     ledger = TicketLedger(edst)  # sizes and SHA-256 of the tickets as written, checkpointed with EDST's state
@@ -309,9 +318,8 @@ def _train_dnc(run):
         callbacks.append(run.best_validation())
     run.fit(model, config.seed, callbacks, "dnc")
     names = [f"member_{index}" for index in range(len(model.members))]
-    paths = run.write_members(
-        model.members, names, saved_models=False, extra=[(model.export, os.path.join(run.workdir, "ensemble"))]
-    )
+    export = functools.partial(model.export, input_range=run.input_range)
+    paths = run.write_members(model.members, names, saved_models=False, extra=[(export, os.path.join(run.workdir, "ensemble"))])
     return model.members, {"member_files": paths}
 
 
