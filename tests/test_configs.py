@@ -131,16 +131,16 @@ def test_bad_milestones():
 
 
 class _Source:
-    """Just what `_Run` reads to schedule the learning rate."""
+    """Just what `RunContext` reads to schedule the learning rate."""
 
     def __init__(self, num_train_examples):
         self.num_train_examples = num_train_examples
 
 
 def _rates(config, train_examples, steps):
-    from tf_freetickets.experiments.runner import _Run
+    from tf_freetickets.experiments.run_context import RunContext
 
-    schedule = _Run(RunPlan.from_config(config), "", _Source(train_examples), None).learning_rate()
+    schedule = RunContext(RunPlan.from_config(config), "", _Source(train_examples), None).learning_rate()
     return [float(schedule(step)) for step in steps]
 
 

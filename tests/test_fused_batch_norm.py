@@ -109,7 +109,7 @@ def test_build_model_and_the_config_switch_fuse_every_batchnorm():
 
     from tf_freetickets.experiments.config import fashion_mnist_defaults
     from tf_freetickets.experiments.plan import RunPlan
-    from tf_freetickets.experiments.runner import _Run
+    from tf_freetickets.experiments.run_context import RunContext
 
     model = models.build_model("cifar_resnet", (8, 8, 3), 10, depth=8, width=0.25)  # fused by default
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
@@ -119,6 +119,6 @@ def test_build_model_and_the_config_switch_fuse_every_batchnorm():
     config = fashion_mnist_defaults()
     assert config.fused_batchnorm is True  # on by default (the committed studies state their setting)
     source = types.SimpleNamespace(input_shape=(28, 28, 1), num_classes=10)
-    built = _Run(RunPlan.from_config(config), "unused", source, None).build()
+    built = RunContext(RunPlan.from_config(config), "unused", source, None).build()
     norms = [layer for layer in built.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(isinstance(layer, FusedBatchNormalization) for layer in norms)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tf_freetickets.experiments import paper_configs
-from tf_freetickets.experiments.runner import layer_options
+from tf_freetickets.experiments.run_context import layer_options
 from tf_freetickets.models import LayerOptions, build_model, wide_resnet
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)

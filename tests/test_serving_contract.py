@@ -22,7 +22,7 @@ import tensorflow as tf
 import tf_freetickets as tft
 from tf_freetickets.deploy import run_export
 from tf_freetickets.deploy.saved_model import export_member
-from tf_freetickets.experiments import runner
+from tf_freetickets.experiments.run_context import RunContext
 
 SHAPE_ERROR = r"inputs must be a batch of shape \(N, 28, 28, 1\); got shape\] \[{}\]"
 RANGE_ERROR = r"inputs must be float32 values in \[0, 1\] \(raw 0..255 pixels"
@@ -64,9 +64,9 @@ def written(tmp_path_factory):
     member = _member()
     fashion_mnist_run = types.SimpleNamespace(config=types.SimpleNamespace(dataset="fashion_mnist"))
     workdir_run = types.SimpleNamespace(
-        members_dir=str(root / "workdir" / "members"), input_range=runner._Run.input_range.fget(fashion_mnist_run)
+        members_dir=str(root / "workdir" / "members"), input_range=RunContext.input_range.fget(fashion_mnist_run)
     )
-    runner._Run.write_members(workdir_run, [member], ["member_0"])  # what every training run calls
+    RunContext.write_members(workdir_run, [member], ["member_0"])  # what every training run calls
     ensemble = tft.EnsembleModel([member])
     run_export.write_saved_models(ensemble, str(root / "binary"), run_export.input_range_for("auto", str(root)))
     return {
@@ -152,7 +152,7 @@ def test_input_range_none_serves_normalised_inputs(tmp_path):
 
 def test_a_run_gives_its_savedmodels_the_range_of_its_dataset():
     def run_on(dataset):
-        return runner._Run.input_range.fget(types.SimpleNamespace(config=types.SimpleNamespace(dataset=dataset)))
+        return RunContext.input_range.fget(types.SimpleNamespace(config=types.SimpleNamespace(dataset=dataset)))
 
     assert run_on("fashion_mnist") == "auto" and run_on("cifar10") == "auto"
     assert run_on("imagenet2012") is None  # its stream normalises by the channel mean/std before the model
