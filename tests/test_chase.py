@@ -119,7 +119,7 @@ def test_layers_feeding_a_residual_add_or_the_output_keep_their_channels():
     updater = _chase()
     record = _train(model, updater)
     plans = dict(zip([layer.name for layer in masking.masked_layers(model)], updater.plans))
-    assert (plans["c0"].prunable, plans["c1"].prunable, plans["c2"].prunable, plans["out"].prunable) == (False, True, False, False)
+    assert [plans[name].prunable for name in ("c0", "c1", "c2", "out")] == [False, True, False, False]
     assert "add" in plans["c0"].reason and "add" in plans["c2"].reason
     removed = record.removed[10]
     assert (removed["c0"].sum(), removed["c1"].sum(), removed["c2"].sum(), removed["out"].sum()) == (0, 2, 0, 0)

@@ -93,7 +93,9 @@ class ChaseSchedule(UpdateSchedule):
         if schedule.channel_begin_step is not None and schedule.channel_end_step is not None:
             return schedule
         if total_steps is None:
-            raise ValueError("Chase's channel schedule needs the run length, or explicit channel_begin_step and channel_end_step.")
+            raise ValueError(
+                "Chase's channel schedule needs the run length, or explicit channel_begin_step and channel_end_step."
+            )
         begin = schedule.channel_begin_step
         begin = int(self.channel_begin_fraction * total_steps) if begin is None else begin
         end = schedule.channel_end_step
@@ -286,9 +288,24 @@ register_method(
     cost_facts=gradient_growth_costs,
     config_fields=(
         GROWTH_GRADIENT_FIELD,
-        ConfigField("chase_channel_sparsity", 0.5, "chase: S_c, fraction of each prunable layer's channels removed", check_channel_sparsity),
-        ConfigField("chase_begin_fraction", 0.0, "chase: fraction of training where channel removal starts", _check_fraction("chase_begin_fraction")),
-        ConfigField("chase_end_fraction", 0.8125, "chase: fraction of training where it reaches S_c (at most end_fraction)", _check_fraction("chase_end_fraction")),
+        ConfigField(
+            "chase_channel_sparsity",
+            0.5,
+            "chase: S_c, fraction of each prunable layer's channels removed",
+            check_channel_sparsity,
+        ),
+        ConfigField(
+            "chase_begin_fraction",
+            0.0,
+            "chase: fraction of training where channel removal starts",
+            _check_fraction("chase_begin_fraction"),
+        ),
+        ConfigField(
+            "chase_end_fraction",
+            0.8125,
+            "chase: fraction of training where it reaches S_c (at most end_fraction)",
+            _check_fraction("chase_end_fraction"),
+        ),
     ),
     updater_class=Chase,
     dynamic=True,
