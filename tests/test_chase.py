@@ -207,3 +207,30 @@ def test_the_binary_trains_chase(tmp_path):
     assert 0.89 <= results["results"]["sparsity"] <= 0.91
     model = keras.models.load_model(str(tmp_path / "members" / "member_0.keras"))
     assert sum(int(removed_units(layer).sum()) for layer in masking.masked_layers(model)) > 0
+
+
+def test_masks_identical_on_both_replicas():
+    import tensorflow as tf
+
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices (configured in conftest.py before TF starts)")
+    # Reduced through one device, not collectives (as tests/test_srigl.py, for the same reason).
+    strategy = tf.distribute.MirroredStrategy(
+        [d.name for d in devices[:2]], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+    with strategy.scope():
+        model = _cnn()
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data(64)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    update = tft.MaskUpdate(_chase(update_every=2, end_step=8, channel_end_step=8), gradient_data=data)
+    model.fit(data.repeat(2), epochs=1, verbose=0, callbacks=[update])
+    assert [step for step, _, _ in update.history] == [2, 4, 6, 8]
+    for layer in masking.masked_layers(model):
+        masks = [v.numpy() for v in layer.kernel_mask.value.values]
+        kernels = [v.numpy() for v in layer.kernel_variable.value.values]
+        np.testing.assert_array_equal(masks[0], masks[1])
+        np.testing.assert_array_equal(kernels[0], kernels[1])
+        assert np.all(kernels[0][masks[0] == 0] == 0)
+    assert removed_units(masking.masked_layers(model)[0]).sum() == 4
