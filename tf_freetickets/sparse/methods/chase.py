@@ -111,12 +111,6 @@ class ChaseSchedule(UpdateSchedule):
         return self.channel_sparsity * (1.0 - (1.0 - progress) ** 3)
 
 
-def channels_to_remove(schedule, step, units, budget, fan_in):
-    """n(t) for a layer of `units` units, `budget` active weights, dense fan-in `fan_in` (Python ints, numpy step)."""
-    cap = units - math.ceil(budget / fan_in)
-    return min(int(math.floor(float(schedule.channel_fraction_at(step)) * units)), cap)
-
-
 def removed_units(layer):
     """Bool numpy (U,): the units of masked `layer` whose mask column is all zero (Chase's removed channels)."""
     layout = unit_layout(layer)
