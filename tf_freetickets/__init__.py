@@ -21,6 +21,7 @@ from tf_freetickets.multi_worker import enable_multi_worker_fit
 from tf_freetickets.sparse import (
     SET,
     SNFS,
+    Chase,
     CigL,
     ConstantSparsity,
     GradualMagnitudePruning,
@@ -48,6 +49,7 @@ __all__ = [
     "GradualMagnitudePruning",
     "PolynomialDecay",
     "PruningSchedule",
+    "Chase",
     "CigL",
     "compact",
     "EDST",

@@ -19,6 +19,7 @@ from tf_freetickets.sparse.layers import (
 )
 from tf_freetickets.sparse.mask_engine import MaskEngine
 from tf_freetickets.sparse.masked_set import MaskedLayerSet
+from tf_freetickets.sparse.methods.chase import Chase
 from tf_freetickets.sparse.methods.cigl import CigL, random_keep_mask
 from tf_freetickets.sparse.methods.gmp import GradualMagnitudePruning
 from tf_freetickets.sparse.methods.rigl import RigL, freetickets_official
@@ -64,6 +65,7 @@ __all__ = [
     "PruningSchedule",
     "PruningSteps",
     "layer_sparsities",
+    "Chase",
     "CigL",
     "random_keep_mask",
     "SET",
