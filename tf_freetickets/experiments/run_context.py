@@ -47,10 +47,12 @@ class RunContext:
 
     @property
     def config(self):
+        """The run's validated `ml_collections` config."""
         return self.plan.config
 
     @property
     def epochs(self):
+        """Epochs of every `fit` of the run (EDST: its whole schedule)."""
         return self.plan.epochs
 
     @property
@@ -62,21 +64,26 @@ class RunContext:
 
     @property
     def steps_per_epoch(self):
+        """Optimizer steps per epoch (full batches of the training examples)."""
         return data.steps_per_epoch(self.source.num_train_examples, self.config.batch_size)
 
     @property
     def members_dir(self):
+        """WORKDIR/members: the members' (or tickets') .keras files and SavedModels."""
         return os.path.join(self.workdir, "members")
 
     def stream(self, seed, start_epoch):
+        """The training batches of member `seed` from `start_epoch` on (augmented unless DNC augments in the model)."""
         # Co-training augments inside the model, a different view per member.
         augment = self.plan.ensemble.kind != "dnc"
         return self.source.train_stream(self.config.batch_size, seed, start_epoch, self.epochs, augment=augment)
 
     def gradient_stream(self, seed):
+        """An endless, seeded stream of training batches for dense-gradient growth (its own order)."""
         return self.source.gradient_stream(self.config.batch_size, seed)
 
     def scope(self):
+        """The distribution strategy's scope, or a null context without one."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def learning_rate(self):
@@ -105,10 +112,12 @@ class RunContext:
         return learning_rate
 
     def optimizer(self):
+        """SGD with the run's momentum, Nesterov switch and `learning_rate()`."""
         opt = self.config.optimizer
         return keras.optimizers.SGD(self.learning_rate(), momentum=opt.momentum, nesterov=opt.nesterov)
 
     def build(self, width=None, weight_decay=None, dropout=None, name=None):
+        """The config's dense model (`models.build_model`); DNC's narrow members override width/decay/dropout."""
         config = self.config
         return models.build_model(
             config.model, self.source.input_shape, self.source.num_classes,
@@ -124,12 +133,14 @@ class RunContext:
         return BestValidation(self.source.validation_data(), **kwargs)
 
     def loss(self):
+        """Sparse cross-entropy on logits, label-smoothed when config.label_smoothing is set."""
         smoothing = float(self.config.label_smoothing)
         if not smoothing:
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         return SmoothedSparseCrossentropy(self.source.num_classes, smoothing)
 
     def make_model(self, seed):
+        """The compiled model of member `seed`: built, sparsified at the plan's starting sparsity, compiled."""
         sparsity = self.plan.sparsity
         model = self.build()
         if not sparsity.is_dense:
