@@ -6,6 +6,7 @@
   python tools/reproduce.py --study=long --report_only   # rebuild its section of docs/RESULTS.md from the JSON
   python tools/reproduce.py --study=long_v2          # the long study rerun to decide its claims (5 seed groups)
   python tools/reproduce.py --study=long_v2 --report_only   # its section: claims tested (Welch, Holm), forest plot
+  python tools/reproduce.py --study=structured       # SRigL and Chase against long_v2's RigL rows (3 runs each)
 
 Studies (cells in tools/reporting/study.py and long_study.py):
 - short: dense single model, dense ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL,
@@ -19,6 +20,9 @@ Studies (cells in tools/reporting/study.py and long_study.py):
 - long_v2: the long study rerun over 5 seed groups with a validation split (temperature scaling),
   the unconfounded FreeTickets-recipe DST row and more measures; its section of the page tests
   each claim (Welch's CI and p, Holm-adjusted over the table) and draws a forest plot.
+- structured: SRigL and Chase with exactly long_v2's RigL settings (only the method differs), one
+  seed group of 3 runs per row, against long_v2's RigL records; the records add the dead-unit
+  fraction and the parameters `tft.compact` keeps.
 
 Each (cell, seed) trains with `tf_freetickets.experiments.runner.run` in WORKDIR/<cell>/seed_<s>/ and
 is evaluated on the test set (accuracy, NLL, ECE, Brier, member diversity, reliability bins), on
@@ -42,7 +46,7 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # run from a checkout without installing
 
-from reporting import long_study  # noqa: E402
+from reporting import long_study, structured_study  # noqa: E402
 from reporting.study import fashion_mnist_study  # noqa: E402
 from reporting.study_runner import StudyRunner  # noqa: E402
 
@@ -55,8 +59,15 @@ _DEFAULTS = {
         "json": "docs/results/long_study_v2.json",
         "seeds": [str(s) for s in long_study.DECIDED_SEEDS],
     },
+    "structured": {
+        "workdir": "out/structured_study",
+        "json": "docs/results/structured_study.json",
+        "seeds": [str(s) for s in structured_study.STRUCTURED_SEEDS],
+    },
 }
-_STUDY = flags.DEFINE_enum("study", "short", list(_DEFAULTS), "Which study: short (4 epochs), long, long_pilot, long_v2.")
+_STUDY = flags.DEFINE_enum(
+    "study", "short", list(_DEFAULTS), "Which study: short (4 epochs), long, long_pilot, long_v2, structured."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder of the runs (default: out/reproduce, out/long_study, out/long_pilot).")
 _SEEDS = flags.DEFINE_list("seeds", [], "Seeds (default 0,10,20; pilot 0); ensemble members of seed s use s, s+1, s+2.")
 _EPOCHS = flags.DEFINE_integer("epochs", None, "Epochs of every single-model run (default: short 4, long E of the study).")
@@ -99,6 +110,8 @@ def _study_cells():
         return long_study.fashion_mnist_long_study(epochs=_epochs(), sparsities=sparsities)
     if _STUDY.value == "long_v2":
         return long_study.fashion_mnist_decided_study(epochs=_epochs(), sparsities=sparsities)
+    if _STUDY.value == "structured":
+        return structured_study.fashion_mnist_structured_study(epochs=_epochs(), sparsities=sparsities)
     chosen = None
     if _PILOT_REGIME.value:
         if len(_PILOT_REGIME.value) != 2:
@@ -125,9 +138,9 @@ def _header():
     import tf_freetickets
 
     header = {"package_version": tf_freetickets.__version__, "dataset": "fashion_mnist"}
-    if _STUDY.value in ("long", "long_v2"):
+    if _STUDY.value in ("long", "long_v2", "structured"):
         header.update(study=_STUDY.value, train_examples=long_study.TRAIN_EXAMPLES, learning_rate=long_study.LEARNING_RATE)
-    if _STUDY.value == "long_v2":  # the OoD sets behind the mean OoD figures (the first study had three)
+    if _STUDY.value in ("long_v2", "structured"):  # the OoD sets behind the mean OoD figures (the first study had three)
         from tf_freetickets.data.ood import OOD_SET_NAMES
 
         header["ood_sets"] = list(OOD_SET_NAMES)
@@ -146,6 +159,7 @@ def _train_all():
         _selected_cells(), _SEEDS.value or _DEFAULTS[_STUDY.value]["seeds"], _header(), _path("workdir"), _path("json"),
         root=ROOT, extra_overrides=_SET.value, ood_examples=_OOD_EXAMPLES.value,
         corruption_examples=_CORRUPTION_EXAMPLES.value, fit_measures=_STUDY.value != "short",
+        structure_measures=_STUDY.value == "structured",
     )  # fmt: skip
     return runner.run(say=lambda line: print(line, flush=True))
 
@@ -172,6 +186,12 @@ def main(argv):
             counts[record["cell"]] = counts.get(record["cell"], 0) + 1
         print(f"{len(payload['records'])} records in {json_path}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         written = write_decided_report(payload, _RESULTS_MD.value, _FIGURES_DIR.value)
+    elif _STUDY.value == "structured":  # the RigL baseline rows are the long_v2 study's records
+        from reporting.structured_page import write_structured_report
+
+        decided_path = os.path.join(ROOT, _DEFAULTS["long_v2"]["json"])
+        decided = json.load(open(decided_path)) if os.path.exists(decided_path) else None
+        written = write_structured_report(payload, decided, _RESULTS_MD.value)
     elif _STUDY.value == "short":
         written = write_report(payload, _RESULTS_MD.value, _FIGURES_DIR.value)
     else:

@@ -10,6 +10,8 @@
 - long_study, claims: the long-training study's cells and the papers' claims judged on its records.
 - significance, decided_page: the decided study (long_v2): claims tested (Welch's CI and p, Holm's
   adjustment, the verdict rule) and its section of the page (forest plot, OoD per set, temperature scaling).
+- structured_study, structured_page: SRigL and Chase against the decided study's RigL rows (same settings,
+  only the method differs), with the dead-unit and compacted-parameter fractions, and their section of the page.
 
 Not part of the installed library: it lives in tools/, whose scripts import it as `reporting`
 (a script's folder is on sys.path); tests/conftest.py puts tools/ on sys.path for the tests.

@@ -96,3 +96,34 @@ def fit_measures(members, config):
         for key in ("accuracy", "nll", "ece"):
             out[f"{prefix}_{key}"] = summary[key]
     return out
+
+
+def structure_measures(members):
+    """How much of the members' structure is gone: dead output units and what `tft.compact` keeps.
+
+    A unit (a Dense output or a convolution's output channel) is dead when
+    its whole mask column is zero. `compact` then removes it physically.
+
+    Args:
+      members: Keras models; only masked (sparse) members are measured.
+
+    Returns:
+      {} for dense members; else the mean over members of
+      "removed_unit_fraction" (dead units / units of the masked layers) and
+      "compact_param_fraction" (parameters of `tft.compact(member)` / of the
+      member): the structured-DST rows' physical saving.
+    """
+    from tf_freetickets.deploy.compact import compact
+    from tf_freetickets.sparse.layers import masked_layers
+
+    removed, kept = [], []
+    for member in members:
+        layers = masked_layers(member)
+        if not layers:
+            return {}
+        masks = [np.asarray(layer.kernel_mask).reshape(-1, np.asarray(layer.kernel_mask).shape[-1]) for layer in layers]
+        units = sum(m.shape[1] for m in masks)
+        removed.append(sum(int((~m.any(axis=0)).sum()) for m in masks) / units)
+        _, report = compact(member)
+        kept.append(report.params_after / report.params_before)
+    return {"removed_unit_fraction": float(np.mean(removed)), "compact_param_fraction": float(np.mean(kept))}

@@ -18,7 +18,7 @@ import time
 from reporting.environment import cpu_model, environment
 from reporting.results_page import UNRECORDED_CPU
 from reporting.study import cell_config, rerun_command
-from reporting.study_records import composed_results, fit_measures, flatten_results, validation_split
+from reporting.study_records import composed_results, fit_measures, flatten_results, structure_measures, validation_split
 
 
 def cell_dicts(cells):
@@ -53,10 +53,13 @@ class StudyRunner:
       fit_measures: also record the ensemble's accuracy / NLL / ECE on its
         clean training subset ("train_*") and, where the config holds out
         validation examples, on them ("val_*").
+      structure_measures: also record the dead-unit fraction of sparse
+        members and the parameter fraction `tft.compact` keeps
+        (`study_records.structure_measures`; the structured-DST study).
     """
 
     def __init__(self, cells, seeds, header, workdir, json_path, root=".", extra_overrides=(), ood_examples=1000,
-                 corruption_examples=1000, fit_measures=False):  # fmt: skip
+                 corruption_examples=1000, fit_measures=False, structure_measures=False):  # fmt: skip
         self.cells = list(cells)
         self.by_name = {c.name: c for c in self.cells}
         for cell in self.cells:
@@ -68,6 +71,7 @@ class StudyRunner:
         self.extra_overrides = list(extra_overrides)
         self.ood_examples, self.corruption_examples = ood_examples, corruption_examples
         self.fit_measures = fit_measures
+        self.structure_measures = structure_measures
 
     def study(self):
         """The "study" entry of the JSON: the header, the seeds and the cells."""
@@ -312,6 +316,8 @@ class StudyRunner:
         metrics = flatten_results({**evaluation, **results}, evaluation, corrupted)  # composed rows: figures of the evaluation
         if self.fit_measures:
             metrics.update(fit_measures(members, config))
+        if self.structure_measures:
+            metrics.update(structure_measures(members))
         return {
             "metrics": metrics,
             "reliability": evaluation["reliability"],

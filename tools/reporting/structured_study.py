@@ -1,0 +1,90 @@
+"""The structured-DST study (`--study=structured`): SRigL and Chase against RigL in the long-study regime.
+
+Issue: tickets that are faster, not only smaller. SRigL (Lasby et al., ICLR
+2024) keeps a constant fan-in per output unit and ablates neurons; Chase (Yin
+et al., NeurIPS 2023) removes whole output channels during training. Both
+claim RigL's quality at the same sparsity. Here each runs with exactly the
+`long_v2` study's RigL row (the same config fields, overrides and seeds; only
+`sparse.method` differs, the configs' method fields at their paper defaults),
+so its RigL records are the baseline: the page reads them from the long_v2
+JSON, only where their cell definition is identical.
+
+Its records also carry the structure each method leaves: the fraction of
+dead output units and the parameter fraction `tft.compact` keeps.
+"""
+
+from reporting.long_study import EPOCHS, LEARNING_RATE, TRAIN_EXAMPLES, fashion_mnist_decided_study
+from reporting.study import Cell
+
+STRUCTURED_SEEDS = (0,)  # one seed group: 3 runs per row (seeds 0, 1, 2), as the long_v2 RigL rows of group 0
+STRUCTURED_METHODS = (("srigl", "configs/fashion_mnist_srigl.py", "SRigL"), ("chase", "configs/fashion_mnist_chase.py", "Chase"))
+MIN_STRUCTURED_RUNS = 3  # the issue's >= 3 seeds per row
+ACCURACY_MARGIN = 0.005  # a "matches RigL" claim may lose half a point of accuracy, as the decided study's no-worse claims
+
+
+def rigl_cells(epochs=EPOCHS, learning_rate=LEARNING_RATE, sparsities=(0.8, 0.9), train_examples=TRAIN_EXAMPLES):
+    """The long_v2 study's `rigl_S` cells (the baseline rows), as that study defines them."""
+    cells = fashion_mnist_decided_study(epochs, learning_rate, sparsities, train_examples)
+    return [c for c in cells if c.family == "rigl"]
+
+
+def fashion_mnist_structured_study(epochs=EPOCHS, learning_rate=LEARNING_RATE, sparsities=(0.8, 0.9),
+                                   train_examples=TRAIN_EXAMPLES):  # fmt: skip
+    """`srigl_S` and `chase_S`: long_v2's `rigl_S` with only the method changed (3 runs per seed group).
+
+    Returns:
+      list of `Cell`.
+    """
+    cells = []
+    for rigl in rigl_cells(epochs, learning_rate, sparsities, train_examples):
+        for family, config_file, _ in STRUCTURED_METHODS:
+            name = rigl.name.replace("rigl", family, 1)
+            cells.append(Cell(name, config_file, rigl.overrides, family, rigl.sparsity, replicas=rigl.replicas))
+    return cells
+
+
+def structured_claims(sparsities=(0.8, 0.9)):
+    """Each method against RigL at each sparsity: accuracy no worse (margin), NLL, ECE and OoD AUROC two-sided.
+
+    The NLL, ECE and OoD claims are "no worse" with no margin: they hold only
+    when the whole 95% CI lies on the method's side of zero, fail when it lies
+    beyond, and are inconclusive otherwise (the papers report accuracy only).
+    """
+    from reporting.claims import Claim
+
+    claims = []
+    for sparsity in sparsities:
+        for family, _, label in STRUCTURED_METHODS:
+            row, baseline = f"{family}_{sparsity}", f"rigl_{sparsity}"
+            claims.append(Claim(label, f"{label} matches RigL's accuracy at S={sparsity} (margin "
+                                f"{100 * ACCURACY_MARGIN:g} points)", row, baseline, "accuracy", kind="no_worse",
+                                margin=ACCURACY_MARGIN))  # fmt: skip
+            for metric, words in (("nll", "NLL"), ("ece", "ECE"), ("ood_auroc", "OoD AUROC")):
+                claims.append(Claim(label, f"{label}: {words} no worse than RigL's at S={sparsity}", row, baseline,
+                                    metric, kind="no_worse"))  # fmt: skip
+    return claims
+
+
+def baseline_records(structured_payload, decided_payload):
+    """long_v2's RigL records that are this study's baseline: same cell definition, seed and study settings.
+
+    Returns:
+      (records, reason): the records, and "" or one line saying why none
+      could be used (no long_v2 JSON, other settings, other definitions).
+    """
+    if decided_payload is None:
+        return [], "no long_v2 JSON: the RigL baseline rows are missing"
+    mine, theirs = structured_payload["study"], decided_payload["study"]
+    for key in ("package_version", "dataset", "train_examples", "learning_rate", "epochs", "ood_sets", "ood_examples",
+                "corruption_examples", "extra_overrides"):  # fmt: skip
+        if mine.get(key) != theirs.get(key):
+            return [], f"the long_v2 JSON ran with {key}={theirs.get(key)!r}, this study with {mine.get(key)!r}"
+    definitions = {c["name"]: c for c in theirs.get("cells", [])}
+    expected = {c.name: c for c in rigl_cells(mine["epochs"], mine["learning_rate"], tuple(mine["sparsities"]),
+                                              mine["train_examples"])}  # fmt: skip
+    from reporting.study_runner import cell_dicts
+
+    wanted = {name for name, cell in expected.items() if definitions.get(name) == cell_dicts([cell])[0]}
+    seeds = {s + k for s in mine.get("seeds", []) for k in range(3)}
+    records = [r for r in decided_payload.get("records", []) if r["cell"] in wanted and r["seed"] in seeds]
+    return records, "" if records else "the long_v2 JSON has no RigL record of these seeds yet"
