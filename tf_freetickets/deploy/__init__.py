@@ -11,6 +11,8 @@
   `tft.compact`; `compact_graph` holds the analysis and the supported-layer rules).
 - fused: an ensemble of M MLP tickets served as one computation over the union of their supports,
   M values per index, numba kernels for one example and for batches (`FusedMLPEnsemble`; fused_kernels).
+- stacked: M CNN members (any widths, e.g. compacted tickets) as ONE plain Keras Functional model, mean
+  probability output, one SavedModel via `export_member` (`stack_ensemble`).
 - run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
   reload checked), and the source and output checks it shares with `evaluate`.
 
