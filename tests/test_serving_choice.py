@@ -1,0 +1,56 @@
+"""EnsembleModel.export_fastest (ensembles/serving_choice.py): each form checked and timed, the fastest kept."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_freetickets as tft
+from tf_freetickets.ensembles import serving_choice
+
+
+def _member(seed, dead=0):
+    keras.utils.set_random_seed(seed)
+    model = tft.models.small_cnn(input_shape=(12, 12, 1), num_classes=4, width=0.25)
+    model = tft.sparsify(model, 0.5, "uniform", seed=seed)
+    if dead:  # a ticket with dead output channels in its first convolution
+        layer = tft.sparse.masked_layers(model)[0]
+        mask = layer.kernel_mask.numpy()
+        mask[..., :dead] = 0.0
+        layer.kernel_mask.assign(mask)
+        layer.kernel_variable.assign(layer.kernel_variable.numpy() * mask)  # pruned weights are zero, as training keeps them
+    return model
+
+
+def test_the_fastest_form_is_written_and_serves_the_members_mean(tmp_path, capsys):
+    ensemble = tft.EnsembleModel([_member(0, dead=4), _member(1, dead=4), _member(2)])
+    example = np.random.default_rng(0).random((1, 12, 12, 1)).astype(np.float32)
+    chosen, timings = ensemble.export_fastest(str(tmp_path / "served"), example, repeats=3, calls=5)
+    assert [t.form for t in timings] == list(serving_choice.SERVING_FORMS)
+    measured = {t.form: t.seconds for t in timings if not t.skipped}
+    assert set(measured) == set(serving_choice.SERVING_FORMS) and chosen == min(measured, key=measured.get)
+    assert all(t.max_abs_diff <= 1e-5 for t in timings)
+    batch = np.random.default_rng(1).random((5, 12, 12, 1)).astype(np.float32)
+    reloaded = tf.saved_model.load(str(tmp_path / "served"))
+    served = reloaded.serve(batch)
+    np.testing.assert_allclose(served, ensemble(batch), atol=1e-5)
+    assert f"Serving form: {chosen} (fastest measured at batch 1), written to {tmp_path / 'served'}" in capsys.readouterr().out
+    assert not [p for p in tmp_path.iterdir() if p.name != "served"]  # the other candidates are gone
+
+
+def test_a_form_that_cannot_be_built_is_skipped_with_its_reason(tmp_path, monkeypatch):
+    def refuse(model, *args, **kwargs):
+        raise ValueError("compact cannot slice layer 'x'")
+
+    monkeypatch.setattr("tf_freetickets.deploy.compact.compact", refuse)
+    ensemble = tft.EnsembleModel([_member(0)])
+    example = np.zeros((1, 12, 12, 1), np.float32)
+    chosen, timings = ensemble.export_fastest(str(tmp_path / "s"), example, repeats=1, calls=1, verbose=False)
+    skipped = {t.form: t.skipped for t in timings if t.skipped}
+    assert skipped == {"compacted": "ValueError: compact cannot slice layer 'x'"} and chosen in ("members", "stacked")
+
+
+def test_unknown_forms_are_refused(tmp_path):
+    ensemble = tft.EnsembleModel([_member(0)])
+    with pytest.raises(ValueError, match=r"Unknown serving forms \['fused'\]; choose from \('members', 'stacked', "):
+        ensemble.export_fastest(str(tmp_path / "s"), np.zeros((1, 12, 12, 1), np.float32), forms=("fused",))
