@@ -1,4 +1,10 @@
-"""Sparse and dense ensembles: EDST (one run), independent runs (DST / dense), EnsembleModel."""
+"""Sparse and dense ensembles: EDST (one run), independent runs (DST / dense), EnsembleModel.
+
+Also Divide-and-Co-training (`divide`, `cotraining`, `views`), CigL's weight
+averaging, best-validation tracking, EDST's ticket BatchNorm checks
+(`ticket_batchnorm`) and the choice of an ensemble's fastest serving form
+(`serving_choice`, `EnsembleModel.export_fastest`).
+"""
 
 from tf_freetickets.ensembles.cotraining import CoTrainingModel, default_view_augmentation, js_divergence
 from tf_freetickets.ensembles.divide import (

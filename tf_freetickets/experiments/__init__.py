@@ -7,6 +7,11 @@
 - `plan`: `RunPlan.from_config(config)`: the config validated and resolved once (method from the
   registry, EDST layout, epochs); the runner and the FLOPs accounting read the plan.
 - `runner`: `run(config, workdir)` trains (or resumes) and evaluates one experiment.
+- `run_context`: `RunContext`, what every trainer of `runner` shares (builder, optimizer, resumable
+  `fit`, member writes through the workdir's staging folder).
+- `workdir`, `guards`, `interrupt`, `member_ledger`, `cli`: one run per workdir (record, data identity,
+  lock, manifest), the finite-training guard, the SIGTERM stop at an epoch end, the certified EDST
+  tickets, and the binaries' one-line errors.
 - `checkpointing`: epoch checkpoints that let a killed run resume exactly.
 - `flops`: the training and inference FLOPs every run records.
 - `evaluation`: test metrics, OoD detection and corruption robustness of trained members.

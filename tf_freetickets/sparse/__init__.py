@@ -2,8 +2,11 @@
 
 Layers: masked layers and `sparsify` at the bottom; `updater` (the contract),
 `score_sources`, `schedules` and `registry` above them; one module per method
-in `methods/`; `MaskEngine` and the `MaskUpdate` callback on top. Nothing here
-imports another `tf_freetickets` subpackage.
+in `methods/`; `MaskEngine` and the `MaskUpdate` callback on top. Structured
+patterns: `structured` (N:M), `block` (tfmot's block sparsity), `channel_exits`
+(which layers Chase may channel-prune); `xnnpack` checks tfmot's XNNPACK
+sparse-inference conditions. Nothing here imports another `tf_freetickets`
+subpackage.
 """
 
 from tf_freetickets.sparse.callback import MaskUpdate
