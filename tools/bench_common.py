@@ -9,6 +9,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 
 
@@ -156,3 +157,42 @@ def batch_end_timer_class(base):
             self.stamps.append(time.perf_counter())
 
     return BatchEndTimer
+
+
+def zero_channels(ticket, fraction, seed):
+    """Zeroes (mask and kernel) round(fraction * units) random output units of every masked layer but the last.
+
+    A ticket with dead channels, as structured training leaves them, for the compaction benchmarks.
+    """
+    import numpy as np
+
+    from tf_freetickets.sparse import layers as masking
+
+    rng = np.random.default_rng(seed)
+    for layer in masking.masked_layers(ticket)[:-1]:
+        units = layer.kernel_mask.shape[-1]
+        chosen = rng.choice(units, int(round(fraction * units)), replace=False)
+        for variable in (layer.kernel_mask, layer.kernel_variable):
+            value = variable.numpy()
+            value[..., chosen] = 0.0
+            variable.assign(value)
+    return ticket
+
+
+def rows_per_thread_count(script, threads, argv):
+    """Runs `script --child_threads=N` once per N in `threads` (TensorFlow fixes its threads at start-up).
+
+    Args:
+      script: the benchmark's path; its child prints its rows as JSON on its last stdout line.
+      threads: thread counts.
+      argv: the parent's flags, passed on to each child.
+
+    Returns:
+      the children's rows, in order.
+    """
+    rows = []
+    for count in threads:
+        command = [sys.executable, script, f"--child_threads={count}"] + [a for a in argv if "child" not in a]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows += json.loads(out.strip().splitlines()[-1])
+    return rows

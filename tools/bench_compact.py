@@ -47,23 +47,6 @@ _METHODS = flags.DEFINE_list("methods", ["rigl", "srigl"], "Methods trained for 
 _OUTPUT = flags.DEFINE_string("output", "out/bench_compact", "Output folder.")
 
 
-def zero_channels(ticket, fraction, seed):
-    """Zeroes (mask and kernel) round(fraction * units) random output units of every masked layer but the last."""
-    import numpy as np
-
-    from tf_freetickets.sparse import layers as masking
-
-    rng = np.random.default_rng(seed)
-    for layer in masking.masked_layers(ticket)[:-1]:
-        units = layer.kernel_mask.shape[-1]
-        chosen = rng.choice(units, int(round(fraction * units)), replace=False)
-        for variable in (layer.kernel_mask, layer.kernel_variable):
-            value = variable.numpy()
-            value[..., chosen] = 0.0
-            variable.assign(value)
-    return ticket
-
-
 def _served(model, shape):
     import tensorflow as tf
 
@@ -85,7 +68,7 @@ def variants(model_name, sparsity, fractions, folder):
     models = {"dense": dense}
     facts = {"dense": {"fraction": None, "params": dense.count_params()}}
     for fraction in fractions:
-        masked = zero_channels(tft.sparsify(dense, sparsity, distribution="erk", seed=0), fraction, seed=1)
+        masked = common.zero_channels(tft.sparsify(dense, sparsity, distribution="erk", seed=0), fraction, seed=1)
         small, report = tft.compact(masked)
         models[f"masked {fraction:g}"], models[f"compact {fraction:g}"] = masked, small
         params = report.params_before

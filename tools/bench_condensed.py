@@ -144,16 +144,11 @@ def main(argv):
     del argv
     common.quiet_tensorflow()
     import json
-    import subprocess
 
     if _CHILD.value:
         print(json.dumps(measure(_CHILD.value)))
         return
-    rows = []
-    for threads in (int(t) for t in _THREADS.value):  # a child per thread count: TF fixes threads at start-up
-        argv = [sys.executable, __file__, f"--child_threads={threads}"] + [a for a in sys.argv[1:] if "child" not in a]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
+    rows = common.rows_per_thread_count(__file__, [int(t) for t in _THREADS.value], sys.argv[1:])
     result = {"machine": common.machine_info(), "sparsity": _SPARSITY.value, "rows": rows}
     table = common.markdown_table(
         ["W", "batch", "threads", "form", "ms", "ratio to dense", "max abs diff"],

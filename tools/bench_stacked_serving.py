@@ -49,26 +49,6 @@ def _probabilities(models, x):
     return np.mean([keras.ops.convert_to_numpy(keras.ops.softmax(m(x, training=False))) for m in models], axis=0)
 
 
-def zero_channels(ticket, fraction, seed):
-    """Zeroes (mask and kernel) round(fraction * units) random output units of every masked layer but the last.
-
-    As tools/bench_compact.py's (not imported: its flags would clash with these).
-    """
-    import numpy as np
-
-    from tf_freetickets.sparse import layers as masking
-
-    rng = np.random.default_rng(seed)
-    for layer in masking.masked_layers(ticket)[:-1]:
-        units = layer.kernel_mask.shape[-1]
-        chosen = rng.choice(units, int(round(fraction * units)), replace=False)
-        for variable in (layer.kernel_mask, layer.kernel_variable):
-            value = variable.numpy()
-            value[..., chosen] = 0.0
-            variable.assign(value)
-    return ticket
-
-
 def forms(folder):
     """{form: (serve function x -> probabilities, Keras models whose mean probability it must equal)}."""
     import keras
@@ -91,7 +71,7 @@ def forms(folder):
     add(f"EnsembleModel x{len(members)}", tft.EnsembleModel(members).export(os.path.join(folder, "ensemble")), members)
     add(f"stacked x{len(members)}", export_member(stack_ensemble(members), os.path.join(folder, "stacked")), members)
     for fraction in (float(f) for f in _FRACTIONS.value):
-        tickets = [zero_channels(tft.sparsify(m, _SPARSITY.value, distribution="erk", seed=i), fraction, seed=10 + i)
+        tickets = [common.zero_channels(tft.sparsify(m, _SPARSITY.value, distribution="erk", seed=i), fraction, seed=10 + i)
                    for i, m in enumerate(members)]  # fmt: skip
         small = [tft.compact(ticket)[0] for ticket in tickets]
         path = export_member(stack_ensemble(small), os.path.join(folder, f"compact_{fraction:g}"))
@@ -152,18 +132,13 @@ def main(argv):
     del argv
     common.quiet_tensorflow()
     import json
-    import subprocess
 
     if _CHILD.value:
         print(json.dumps(measure(_CHILD.value)))
         return
     started = time.perf_counter()
     machine = common.machine_info()
-    rows = []
-    for threads in (int(t) for t in _THREADS.value):  # a child per thread count: TF fixes threads at start-up
-        argv = [sys.executable, __file__, f"--child_threads={threads}"] + [a for a in sys.argv[1:] if "child" not in a]
-        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-        rows += json.loads(out.strip().splitlines()[-1])
+    rows = common.rows_per_thread_count(__file__, [int(t) for t in _THREADS.value], sys.argv[1:])
     config = {"model": "small_cnn", "shape": SHAPE, "members": _MEMBERS.value, "sparsity": _SPARSITY.value,
               "fractions": [float(f) for f in _FRACTIONS.value], "repeats": _REPEATS.value,
               "window_s": _WINDOW_S.value}  # fmt: skip
