@@ -21,7 +21,7 @@ runtime. "max abs diff": each variant against the masked ticket's (or the dense 
 
 Real tickets (--train_steps > 0, Fashion-MNIST from Debian's package): the units with an all-zero
 kernel slice of small_cnn tickets at --sparsity, right after `sparsify` and after --train_steps steps
-of RigL and of SRigL (neuron ablation on), and what `compact` removes from them.
+of RigL, of SRigL (neuron ablation on) and of Chase (channel removal), and what `compact` removes from them.
 Writes compact.json / compact.md under --output.
 """
 
@@ -43,7 +43,9 @@ _BATCHES = flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
 _CALLS = flags.DEFINE_integer("calls", 20, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed windows per variant and batch size (interleaved).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 300, "RigL / SRigL steps for the real-ticket counts (0: sparsify only).")
-_METHODS = flags.DEFINE_list("methods", ["rigl", "srigl"], "Methods trained for the real-ticket counts (rigl, srigl).")
+_METHODS = flags.DEFINE_list(
+    "methods", ["rigl", "srigl", "chase"], "Methods trained for the real-ticket counts (rigl, srigl, chase)."
+)
 _OUTPUT = flags.DEFINE_string("output", "out/bench_compact", "Output folder.")
 
 
@@ -114,7 +116,10 @@ def measure(functions, models, batch, calls, repeats, shape):
 
 
 def trained_ticket(method, steps, sparsity, seed=0):
-    """small_cnn at `sparsity` after `steps` steps of `method` ("rigl", "srigl") on Fashion-MNIST (0: just sparsified)."""
+    """small_cnn at `sparsity` after `steps` steps of `method` (rigl, srigl, chase) on Fashion-MNIST (0: just sparsified).
+
+    Chase runs its defaults (channel sparsity 0.5 on the code's cubic ramp, ending at the last mask update).
+    """
     import keras
 
     import tf_freetickets as tft
@@ -126,7 +131,7 @@ def trained_ticket(method, steps, sparsity, seed=0):
         return model
     x, y = load_fashion_mnist("train")
     x, y = x[: steps * 128].astype("float32") / 255.0, y[: steps * 128]
-    updater_class = tft.SRigL if method == "srigl" else tft.RigL
+    updater_class = {"rigl": tft.RigL, "srigl": tft.SRigL, "chase": tft.Chase}[method]
     updater = updater_class(update_every=max(1, steps // 10), end_step=steps, seed=seed)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=128, epochs=1, verbose=0,
@@ -134,12 +139,35 @@ def trained_ticket(method, steps, sparsity, seed=0):
     return model
 
 
-def real_tickets(steps, sparsity, methods):
-    """Zero-kernel units of real small_cnn tickets and what `compact` removes (module doc)."""
+def ticket_latency(ticket, small, batches, calls, repeats, folder):
+    """{batch: ratio of the compacted ticket's SavedModel to its dense twin's}, paired and interleaved (`measure`)."""
+    import keras
+    import tensorflow as tf
+
+    import tf_freetickets as tft
+    from tf_freetickets.deploy.saved_model import export_member
+
+    keras.utils.set_random_seed(0)
+    models = {"dense": tft.models.small_cnn(), "masked": ticket}
+    functions = {}
+    for name, model, reference in (("dense", models["dense"], "dense"), ("compact", small, "masked")):
+        loaded = tf.saved_model.load(export_member(model, os.path.join(folder, f"{name}_{id(ticket)}")))
+        functions[f"{name} / saved_model"] = ((lambda m: lambda x: m.serve(x).numpy())(loaded), reference)
+    shape = common.input_shape("small_cnn")
+    return {batch: measure(functions, models, batch, calls, repeats, shape)["ratio_to_dense"]["compact / saved_model"]
+            for batch in batches}  # fmt: skip
+
+
+def real_tickets(steps, sparsity, methods, batches=(), calls=20, repeats=5, folder=None):
+    """Zero-kernel units of real small_cnn tickets, what `compact` removes and (with `batches`) its latency.
+
+    The latency: the compacted ticket's SavedModel against its dense twin's, batch by batch (`ticket_latency`).
+    """
     import tf_freetickets as tft
 
     rows = []
-    runs = [("sparsify only", "rigl", 0)] + [({"rigl": "RigL", "srigl": "SRigL"}[m], m, steps) for m in methods if steps]
+    labels = {"rigl": "RigL", "srigl": "SRigL", "chase": "Chase"}
+    runs = [("sparsify only", "rigl", 0)] + [(labels[m], m, steps) for m in methods if steps]
     for label, method, n in runs:
         started = time.perf_counter()
         ticket = trained_ticket(method, n, sparsity)
@@ -152,6 +180,7 @@ def real_tickets(steps, sparsity, methods):
             "removed": sum(r.before - r.after for r in producers), "unread_removed": sum(r.unread for r in producers),
             "kept_zero_kernel": sum(r.kept_add + r.kept_other for r in producers),
             "params_before": report.params_before, "params_after": report.params_after, "table": str(report),
+            "compact_vs_dense": ticket_latency(ticket, small, batches, calls, repeats, folder) if batches else {},
         })  # fmt: skip
     return rows
 
@@ -177,9 +206,12 @@ def markdown(result):
     if result["real_tickets"]:
         lines += ["", common.markdown_table(
             ["small_cnn ticket", "steps", "units (Conv2D + Dense)", "zero-kernel units", "removed by compact",
-             "of which unread", "zero-kernel units kept", "params before -> after"],
+             "of which unread", "zero-kernel units kept", "params before -> after",
+             *(f"compact SavedModel vs dense, b={b}" for b in cfg["batches"])],
             [[r["ticket"], r["steps"], r["units"], r["zero_kernel_units"], r["removed"], r["unread_removed"],
-              r["kept_zero_kernel"], f"{r['params_before']} -> {r['params_after']}"] for r in result["real_tickets"]],
+              r["kept_zero_kernel"], f"{r['params_before']} -> {r['params_after']}",
+              *(common.fmt_ratio(r["compact_vs_dense"][b]) if b in r["compact_vs_dense"] else "-" for b in cfg["batches"])]
+             for r in result["real_tickets"]],
         )]  # fmt: skip
     return "\n".join(lines)
 
@@ -200,7 +232,8 @@ def main(argv):
                                                     common.input_shape(_MODEL.value))  # fmt: skip
             ratios = result["latency"][str(batch)]["ratio_to_dense"]
             print(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
-    result["real_tickets"] = real_tickets(_TRAIN_STEPS.value, _SPARSITY.value, _METHODS.value)
+        result["real_tickets"] = real_tickets(_TRAIN_STEPS.value, _SPARSITY.value, _METHODS.value, batches,
+                                              _CALLS.value, _REPEATS.value, folder)  # fmt: skip
     result["seconds"] = time.perf_counter() - started
     table = markdown(result)
     json_path, _ = common.write_outputs(_OUTPUT.value, "compact", result, table)
