@@ -206,7 +206,7 @@ def _small_ensemble_config():
 @needs_data
 def test_a_finished_run_stays_finished_until_a_rerun_has_written_all_its_members(tmp_path, monkeypatch):
     from tf_freetickets.deploy import saved_model
-    from tf_freetickets.experiments import runner
+    from tf_freetickets.experiments import run_context, runner
 
     runner.run(_small_ensemble_config(), str(tmp_path))
     manifest = (tmp_path / "members" / workdirs.MANIFEST_NAME).read_text()
@@ -215,7 +215,7 @@ def test_a_finished_run_stays_finished_until_a_rerun_has_written_all_its_members
         raise workdirs.WorkdirError("injected failure before any member is written")
 
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "restore_latest", damaged_checkpoint)
+        patch.setattr(run_context, "restore_latest", damaged_checkpoint)
         with pytest.raises(workdirs.WorkdirError, match="injected"):
             runner.run(_small_ensemble_config(), str(tmp_path))
     assert len(workdirs.manifest_members(tmp_path)) == 2  # still finished, its files as listed
