@@ -88,6 +88,20 @@ def test_bad_edst_learning_rate_steps_are_config_errors():
         validate(config)
 
 
+def test_edst_batchnorm_batches_is_a_count_for_edst_only():
+    config = load("fashion_mnist_edst")
+    config.ensemble.batchnorm_batches = 4
+    validate(config)
+    config.ensemble.batchnorm_batches = -1
+    with pytest.raises(ConfigError, match=r"^config.ensemble.batchnorm_batches=-1 must be an integer >= 0.$"):
+        validate(config)
+    config = fashion_mnist_defaults()
+    config.ensemble.batchnorm_batches = 4
+    with pytest.raises(ConfigError, match=r"^config.ensemble.batchnorm_batches=4 recomputes EDST tickets' BatchNorm "
+                                          r"statistics; ensemble.kind='none' has no tickets. Leave it at 0.$"):  # fmt: skip
+        validate(config)
+
+
 def test_cigl_and_dnc_configs():
     cigl = load("cifar10_wrn22_2_cigl")
     assert (cigl.sparse.method, cigl.sparse.random_drop_rate, cigl.weight_averaging.start_fraction) == ("cigl", 0.01, 0.8)

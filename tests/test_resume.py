@@ -26,8 +26,8 @@ ARGS = [
 ]  # fmt: skip
 
 
-def _command(workdir):
-    return [sys.executable, "-m", "tf_freetickets.train", *ARGS, f"--workdir={workdir}"]
+def _command(workdir, extra=()):
+    return [sys.executable, "-m", "tf_freetickets.train", *ARGS, *extra, f"--workdir={workdir}"]
 
 
 def _env():
@@ -46,12 +46,17 @@ def _ticket_arrays(workdir):
     return arrays
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("--config.ensemble.batchnorm_batches=2",)],  # tickets' BatchNorm statistics recomputed before each save
+    ids=["default", "batchnorm-recomputed"],
+)
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, extra):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    done = subprocess.run(_command(straight), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    done = subprocess.run(_command(straight, extra), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    process = subprocess.Popen(_command(interrupted), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(_command(interrupted, extra), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     marker = interrupted / "checkpoints" / "edst" / "ckpt-4.index"  # after epoch 4: one ticket saved, two to go
     deadline = time.time() + 600
     while not marker.exists() and process.poll() is None and time.time() < deadline:
@@ -61,7 +66,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     process.wait()
     assert not (interrupted / "results.json").exists()
 
-    resumed = subprocess.run(_command(interrupted), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(_command(interrupted, extra), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming edst after epoch" in resumed.stdout
 

@@ -187,8 +187,11 @@ class EDST(MaskUpdate):
       batchnorm_data: training batches ((x, y) or x) on which every
         BatchNormalization layer's moving statistics are recomputed (equal
         weight per batch, SWA's `bn_update`) right before each ticket is
-        saved. None (default, as FreeTickets' code): the statistics training
-        left, with a warning when over 10% of them predate the ticket's phase.
+        saved, or a function ticket index -> such batches (a fresh, seeded
+        dataset per ticket keeps a resumed run exact: a shuffled tf.data
+        dataset reshuffles at every new iterator). None (default, as
+        FreeTickets' code): the statistics training left, with a warning
+        when over 10% of them predate the ticket's phase.
       batchnorm_batches: how many batches of `batchnorm_data` to use (None:
         all; needed for an endless dataset).
       verbose: 1 prints the phases and the saved tickets, 2 also every DST
@@ -357,7 +360,8 @@ class EDST(MaskUpdate):
     def _prepare_batchnorm(self, index):
         """Recomputes BatchNorm statistics before ticket `index` is saved, or warns once when they are stale."""
         if self.batchnorm_data is not None:
-            recompute_batchnorm_statistics(self.model, self.batchnorm_data, self.batchnorm_batches)
+            data = self.batchnorm_data(index) if callable(self.batchnorm_data) else self.batchnorm_data
+            recompute_batchnorm_statistics(self.model, data, self.batchnorm_batches)
             return
         steps_per_epoch = (self.params or {}).get("steps")
         if self._batchnorm_warned or not steps_per_epoch:

@@ -51,7 +51,7 @@ def stale_statistics_warning(model, index, step, phase_start, shortest_phase):
         f"(momentum {momentum}) still hold {stale:.0%} of older values, so it can score near chance in inference mode. "
         "Pass EDST(batchnorm_data=<training batches>, batchnorm_batches=N) to recompute them before each ticket is "
         f"saved, train longer, or set the BatchNorm momentum to {enough} or less (train binary: "
-        "--config.batchnorm_momentum)."
+        "--config.ensemble.batchnorm_batches=N, or --config.batchnorm_momentum)."
     )
 
 
@@ -64,6 +64,8 @@ def check_batchnorm_data(data, num_batches):
     """
     if num_batches is not None and (isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1):
         raise ValueError(f"batchnorm_batches must be a positive int or None, got {num_batches!r}.")
+    if callable(data) and num_batches is None:
+        raise ValueError("batchnorm_data is a function of the ticket index; pass batchnorm_batches=N as well.")
     if data is not None and num_batches is None and hasattr(data, "cardinality"):
         if int(data.cardinality()) == int(tf.data.INFINITE_CARDINALITY):
             raise ValueError("batchnorm_data is an endless dataset; pass batchnorm_batches=N (e.g. one epoch's steps).")

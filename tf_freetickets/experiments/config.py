@@ -86,12 +86,8 @@ def fashion_mnist_defaults():
     config.ensemble.refinement_lr_factors = (0.1, 0.01)  # EDST: lr steps of each refinement phase (x base lr)
     config.ensemble.refinement_lr_epochs = ()  # EDST: epochs of each step (empty: even split)
     config.ensemble.large_drop_fraction = 0.8  # EDST q
-    config.ensemble.cotraining_weight = 0.5  # DNC: weight of the JS co-training term
-    config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
-    config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
-    config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
-    config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
-    config.ensemble.divide_weight_decay = True  # DNC: members decay with wd * exp(1/S - 1) (paper: CIFAR-10 only)
+    config.ensemble.batchnorm_batches = 0  # EDST: recompute BN statistics on N training batches per ticket (0: as the code)
+    _add_dnc_defaults(config)
 
     # Fidelity switches of the DST schedule (docs/METHODS.md).
     config.sparse.min_drop_fraction = 0.0  # where the cosine drop fraction ends (FreeTickets' code: 0.005)
@@ -103,6 +99,16 @@ def fashion_mnist_defaults():
     config.sparse.adjust_prune_rate = False  # True: a layer of sparsity s < 0.2 with above-mean active count drops min(s, f)
     add_method_fields(config.sparse)  # each method's own fields, from the registry (sparse.methods)
     return config
+
+
+def _add_dnc_defaults(config):
+    """Divide-and-Co-training's `config.ensemble` fields at their defaults (each line read by --config_help)."""
+    config.ensemble.cotraining_weight = 0.5  # DNC: weight of the JS co-training term
+    config.ensemble.cotraining_warmup_epochs = 1  # DNC: linear ramp of that weight
+    config.ensemble.cotraining_ramp = "step"  # step | epoch: the ramp rises every step, or every epoch (official)
+    config.ensemble.cotraining_min_weight = 0.0  # DNC: floor of the ramp (official: 0.005)
+    config.ensemble.views = "flip_translate"  # DNC member views: flip_translate | cifar10 | cifar100 | cifar100_autoaugment
+    config.ensemble.divide_weight_decay = True  # DNC: members decay with wd * exp(1/S - 1) (paper: CIFAR-10 only)
 
 
 def add_method_fields(sparse):
@@ -320,7 +326,13 @@ def _validate_ensemble(config, method):
         raise ConfigError(f"config.ensemble.cotraining_weight={ensemble.cotraining_weight!r} must be >= 0.")
     if not isinstance(ensemble.get("divide_weight_decay", True), bool):
         raise ConfigError(f"config.ensemble.divide_weight_decay={ensemble.divide_weight_decay!r} must be True or False.")
+    _positive_int(ensemble.get("batchnorm_batches", 0), "ensemble.batchnorm_batches", minimum=0)
     if ensemble.kind != "edst":
+        if ensemble.get("batchnorm_batches", 0):
+            raise ConfigError(
+                f"config.ensemble.batchnorm_batches={ensemble.batchnorm_batches} recomputes EDST tickets' BatchNorm "
+                f"statistics; ensemble.kind={ensemble.kind!r} has no tickets. Leave it at 0."
+            )
         return
     if not method.dynamic:
         dynamic = ", ".join(name for name in registry.method_names() if registry.get_method(name).dynamic)
@@ -364,12 +376,12 @@ def field_docs():
     """{dotted field: meaning} of every `fashion_mnist_defaults` field.
 
     A shared field is documented by the comment beside its default in
-    `fashion_mnist_defaults`; a method's own field by the help text it was
+    `fashion_mnist_defaults` (or `_add_dnc_defaults`); a method's own field by the help text it was
     registered with (`sparse.registry.ConfigField`). `--config_help` prints
     them and a test checks none is missing.
     """
     docs = {}
-    for line in inspect.getsource(fashion_mnist_defaults).splitlines():
+    for line in (inspect.getsource(fashion_mnist_defaults) + inspect.getsource(_add_dnc_defaults)).splitlines():
         match = _FIELD_LINE.match(line)
         if match and "ConfigDict()" not in line:  # a group, not a field
             docs[match.group(1)] = (match.group(2) or "").strip()

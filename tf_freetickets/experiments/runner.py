@@ -53,6 +53,7 @@ def _train_edst(run):
         export_dir=run.members_dir,
         export_input_range=run.input_range,
         gradient_data=run.gradient_stream(config.seed),
+        **_edst_batchnorm(run),
     )
     ledger = TicketLedger(edst)  # sizes and SHA-256 of the tickets as written, checkpointed with EDST's state
     callbacks = [edst]
@@ -72,6 +73,22 @@ def _train_edst(run):
     paths = [ticket.keras_path for ticket in edst.tickets]
     ledger.verify(paths, run.workdir)  # a replaced ticket is never loaded, scored or certified
     return EnsembleModel.from_saved_models(paths).members, {"ticket_mask_overlap": overlaps.tolist(), "member_files": paths}
+
+
+def _edst_batchnorm(run):
+    """EDST's BatchNorm recompute (config.ensemble.batchnorm_batches; 0: none, as FreeTickets' code).
+
+    Each ticket reads a fresh stream seeded by its index, so the batches are
+    the same whether or not the run was resumed in between.
+    """
+    batches = run.config.ensemble.get("batchnorm_batches", 0)
+    if not batches:
+        return {}
+    seed = run.config.seed + BATCHNORM_SEED_OFFSET
+    return {"batchnorm_data": lambda index: run.gradient_stream(seed + index), "batchnorm_batches": batches}
+
+
+BATCHNORM_SEED_OFFSET = 7919  # EDST's BatchNorm batches: an order of their own, apart from the gradient stream's
 
 
 def dnc_members(config, build):
