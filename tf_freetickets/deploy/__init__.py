@@ -6,6 +6,7 @@
 - tflite: TFLite flatbuffers with sparse weight encoding, and their interpreter helpers
   (`export_tflite`, `tflite_predict`, `sparse_tensors`, `tflite_latency`).
 - csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
+- chain: the layer-chain check both serving paths outside Keras (csr, fused) share.
 - compact, compact_graph: a ticket as a physically smaller plain Keras model, its dead and unread
   units and channels removed and their constants folded into the next biases (`compact`, also
   `tft.compact`; `compact_graph` holds the analysis and the supported-layer rules).

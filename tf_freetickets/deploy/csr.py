@@ -25,7 +25,7 @@ import keras
 import numpy as np
 import scipy.sparse
 
-from tf_freetickets import keras_compat
+from tf_freetickets.deploy.chain import chain_layers
 
 #: Layers the chain can hold; Dropout is the identity at inference.
 SUPPORTED_LAYERS = ("InputLayer", "Flatten", "Dense", "Activation", "ReLU", "Softmax", "Dropout")
@@ -72,6 +72,13 @@ def _layer_steps(layer):
     )
 
 
+def _refuse_link(model, layer, problem):
+    if problem == "nested":
+        raise ValueError(f"Layer {layer.name!r} of {model.name!r} is a nested model; CSRPredictor serves flat chains.")
+    raise ValueError(f"Layer {layer.name!r} of {model.name!r} does not take the previous layer's output; "
+                     "CSRPredictor serves chains (no branches or skips).")  # fmt: skip
+
+
 def model_steps(model):
     """`model` as a list of steps (see `_layer_steps`), checking that its layers form one chain.
 
@@ -81,24 +88,9 @@ def model_steps(model):
     Raises:
       ValueError: a layer outside SUPPORTED_LAYERS, a nested model, or a graph that is not a chain.
     """
-    if not (isinstance(model, keras.Sequential) or keras_compat.is_plain_functional(model)):
-        raise ValueError(f"CSRPredictor serves Functional and Sequential models; got {type(model).__name__}.")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"CSRPredictor serves one-input, one-output models; {model.name!r} has "
-                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")  # fmt: skip
-    steps, previous = [], model.inputs[0]
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.Model):
-            raise ValueError(f"Layer {layer.name!r} of {model.name!r} is a nested model; CSRPredictor serves flat chains.")
-        if layer.input is not previous:
-            raise ValueError(f"Layer {layer.name!r} of {model.name!r} does not take the previous layer's output; "
-                             "CSRPredictor serves chains (no branches or skips).")  # fmt: skip
+    steps = []
+    for layer in chain_layers(model, "CSRPredictor", lambda layer, problem: _refuse_link(model, layer, problem)):
         steps += _layer_steps(layer)
-        previous = layer.output
-    if previous is not model.outputs[0]:
-        raise ValueError(f"The output of {model.name!r} is not its last layer's; CSRPredictor serves chains.")
     if not any(step[0] == "dense" for step in steps):
         raise ValueError(f"{model.name!r} has no Dense layer; nothing to serve sparse.")
     return steps

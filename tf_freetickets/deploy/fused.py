@@ -26,8 +26,8 @@ Dense before it. Anything else is refused in one line naming the layer. Needs nu
 import keras
 import numpy as np
 
-from tf_freetickets import keras_compat
 from tf_freetickets.deploy import fused_kernels
+from tf_freetickets.deploy.chain import chain_layers
 from tf_freetickets.deploy.fused_kernels import FusedLayer
 
 #: The layers a member may hold (Dropout: identity at inference).
@@ -52,24 +52,8 @@ def _activation(model, layer, function):
 
 def _chain_layers(model):
     """The model's layers after its InputLayer, checked to form one chain (one input, one output)."""
-    if not (isinstance(model, keras.Sequential) or keras_compat.is_plain_functional(model)):
-        raise ValueError(f"FusedMLPEnsemble serves Functional and Sequential models; got {type(model).__name__}.")
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"FusedMLPEnsemble serves one-input, one-output models; {model.name!r} has "
-                         f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")  # fmt: skip
-    layers, previous = [], model.inputs[0]
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.Model):
-            _refuse(model, layer, "a nested model")
-        if layer.input is not previous:
-            _refuse(model, layer, "it does not take the previous layer's output (a branch or skip)")
-        layers.append(layer)
-        previous = layer.output
-    if previous is not model.outputs[0]:
-        raise ValueError(f"The output of {model.name!r} is not its last layer's; FusedMLPEnsemble serves chains.")
-    return layers
+    problems = {"nested": "a nested model", "branch": "it does not take the previous layer's output (a branch or skip)"}
+    return chain_layers(model, "FusedMLPEnsemble", lambda layer, problem: _refuse(model, layer, problems[problem]))
 
 
 def _input_step(model, layer, dense):
