@@ -196,3 +196,34 @@ def rows_per_thread_count(script, threads, argv):
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rows += json.loads(out.strip().splitlines()[-1])
     return rows
+
+
+def interleaved_window_times(functions, x, repeats, window_s):
+    """Per-window seconds per call of each function on `x`: windows interleaved, order rotated each repeat.
+
+    Args:
+      functions: {key: callable x -> anything}; each is called once untimed first (trace, warm-up).
+      x: the input of every call.
+      repeats: timed windows per function.
+      window_s: approximate seconds per window (calls per window calibrated per function).
+
+    Returns:
+      {key: [seconds per call in each window]}, windows in the order they ran.
+    """
+    calls = {}
+    for key, function in functions.items():
+        function(x)
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < window_s / 3:
+            function(x)
+            n += 1
+        calls[key] = max(1, int(n * 3))
+    keys, times = list(functions), {key: [] for key in functions}
+    for repeat in range(repeats):
+        shift = repeat % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            start = time.perf_counter()
+            for _ in range(calls[key]):
+                functions[key](x)
+            times[key].append((time.perf_counter() - start) / calls[key])
+    return times

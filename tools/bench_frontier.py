@@ -1,0 +1,276 @@
+"""The quality-per-millisecond frontier: the long_v2 study's models, each in every serving form, timed.
+
+  python tools/bench_frontier.py --workdir=out/long_study_v2 --json=docs/results/long_study_v2.json \
+      --seed=0 --threads=1 --repeats=7 --output=out/bench_frontier --figure=docs/results/frontier.png
+  python tools/bench_frontier.py --report_only --output=out/bench_frontier --figure=docs/results/frontier.png
+
+What users choose between: test accuracy, NLL, ECE and OoD AUROC (mean ± std over every record of the
+row in the study JSON, so over all its finished seed groups) against the batch-1 CPU latency and the
+file size of the row's models in each serving form, measured on the models of one seed group
+(`--seed`) that the study left in `--workdir`. Every form returns the ensemble's mean probability (a
+single model's softmax) and is checked against the Keras members' mean probability on a test batch.
+
+Forms (the ones that apply to the row; a form that cannot serve a row says why in the table):
+- single model: "SavedModel" (`export_member`), "TFLite" (`export_tflite`, XNNPACK), "compacted
+  SavedModel" / "compacted TFLite" (`tft.compact` first: dead units removed);
+- ensemble (M > 1): "EnsembleModel" (`EnsembleModel.export`), "stacked" (`stack_ensemble`),
+  "compacted stacked" (`tft.compact` on each member, then stacked), "stacked TFLite";
+- "CSR" (`CSRPredictor`): tried on every row; it serves chains of Dense layers only.
+
+Timing: one process, TensorFlow and the TFLite interpreters on `--threads` threads (inter-op 1), calls
+per window calibrated to ~`--window_s`, the windows of every form of every row interleaved (order
+rotated each repeat), `--repeats` windows, medians; ratios paired per window to the dense row's
+SavedModel ("one dense twin", what TensorFlow Serving would run) and to the dense row in the form's
+own runtime (its TFLite file for TFLite forms, "same runtime"). The quality columns are the study's (evaluated in Keras); each
+form's max abs diff says how far its outputs are from them.
+
+A row whose model files are missing (the study ran on another machine) is listed with the command
+of the missing run (the record's, which retrains it) and left out of the timing; with
+`--require_all` that is an error (exit 2) instead.
+Writes frontier.json / frontier.md under --output and the figure (tools/reporting/frontier_page.py).
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_common as common  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_ROWS = ("dense", "dense_ensemble", "rigl_0.8", "rigl_0.9", "gmp_0.9", "dst_0.8", "dst_0.9", "dst_ft_0.8",
+                "edst_0.8", "edst_0.9", "cigl_0.8", "cigl_0.9", "dnc_s2")  # fmt: skip
+
+_WORKDIR = flags.DEFINE_string("workdir", "out/long_study_v2", "The long_v2 study's --workdir (its model files).")
+_JSON = flags.DEFINE_string("json", os.path.join(ROOT, "docs/results/long_study_v2.json"), "The study's JSON.")
+_SEED = flags.DEFINE_integer("seed", 0, "Study seed group whose models are timed.")
+_ROWS = flags.DEFINE_list("rows", list(DEFAULT_ROWS), "Study rows (cells) to place on the frontier.")
+_THREADS = flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads and TFLite interpreter threads.")
+_REPEATS = flags.DEFINE_integer("repeats", 7, "Timed windows per form (interleaved).")
+_WINDOW_S = flags.DEFINE_float("window_s", 0.2, "Approximate seconds per timed window.")
+_REQUIRE_ALL = flags.DEFINE_bool("require_all", False, "Exit 2 when a row's model files are missing.")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Rebuild the table and figure from --output's JSON.")
+_OUTPUT = flags.DEFINE_string("output", "out/bench_frontier", "Output folder (frontier.json, frontier.md).")
+_FIGURE = flags.DEFINE_string("figure", "", "Also write the figure (PNG) here.")
+
+
+def member_paths(cell, seed, workdir, cells_by_name):
+    """The member files of `cell` for study seed `seed`: its own run's, or for a composed row its source runs'.
+
+    Returns:
+      (paths, missing): model file paths in member order, and [(cell name, run seed)] of the runs
+      whose files are not in `workdir` (then `paths` is empty).
+    """
+    from tf_freetickets.experiments.workdir import WorkdirError, manifest_members
+
+    if cell.composed_of:
+        source = cells_by_name[cell.composed_of]
+        runs = [(source.name, s) for s in cell.run_seeds(seed)]
+    else:
+        runs = [(cell.name, seed)]
+    paths, missing = [], []
+    for name, run_seed in runs:
+        try:
+            paths += manifest_members(os.path.join(workdir, name, f"seed_{run_seed}"))
+        except (WorkdirError, FileNotFoundError, OSError):
+            missing.append((name, run_seed))
+    return ([] if missing else paths), missing
+
+
+def _folder_bytes(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def _saved_model_serve(path, softmax):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(path)
+    if softmax:
+        return lambda x: tf.nn.softmax(loaded.serve(x)).numpy()
+    return lambda x: loaded.serve(x).numpy()
+
+
+def _tflite_serve(path, threads, batch_shape, softmax):
+    import numpy as np
+
+    from tf_freetickets.deploy.tflite import make_interpreter
+
+    interpreter = make_interpreter(path, num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], list(batch_shape))
+    interpreter.allocate_tensors()
+    output = interpreter.get_output_details()[0]["index"]
+
+    def serve(x):
+        interpreter.set_tensor(detail["index"], np.asarray(x, np.float32))
+        interpreter.invoke()
+        z = interpreter.get_tensor(output)
+        if not softmax:
+            return np.array(z)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    return serve
+
+
+def _exports(members, folder):
+    """{form: (writer, kind)}; a writer saves the form under `folder` and returns its path."""
+    from tf_freetickets.deploy.compact import compact
+    from tf_freetickets.deploy.saved_model import export_member
+    from tf_freetickets.deploy.stacked import stack_ensemble
+    from tf_freetickets.deploy.tflite import export_tflite
+    from tf_freetickets.ensembles import EnsembleModel
+
+    def at(name):
+        return os.path.join(folder, name)
+
+    def tflite(model, name):
+        export_tflite(model, at(name))
+        return at(name)
+
+    if len(members) == 1:
+        member = members[0]
+        return {
+            "SavedModel": (lambda: export_member(member, at("saved_model")), "saved_model_logits"),
+            "TFLite": (lambda: tflite(member, "model.tflite"), "tflite_logits"),
+            "compacted SavedModel": (lambda: export_member(compact(member)[0], at("compact")), "saved_model_logits"),
+            "compacted TFLite": (lambda: tflite(compact(member)[0], "compact.tflite"), "tflite_logits"),
+        }
+    return {
+        "EnsembleModel": (lambda: EnsembleModel(members).export(at("ensemble")), "saved_model"),
+        "stacked": (lambda: export_member(stack_ensemble(members), at("stacked")), "saved_model"),
+        "compacted stacked": (
+            lambda: export_member(stack_ensemble([compact(m)[0] for m in members]), at("compact_stacked")),
+            "saved_model",
+        ),
+        "stacked TFLite": (lambda: tflite(stack_ensemble(members), "stacked.tflite"), "tflite"),
+        "compacted stacked TFLite": (
+            lambda: tflite(stack_ensemble([compact(m)[0] for m in members]), "compact_stacked.tflite"),
+            "tflite",
+        ),
+    }
+
+
+def _csr_reason(members):
+    """ "" when `CSRPredictor` serves these members, else its one-line refusal."""
+    from tf_freetickets.deploy.csr import CSRPredictor
+    from tf_freetickets.ensembles import EnsembleModel
+
+    try:
+        CSRPredictor.from_ensemble(EnsembleModel(members)) if len(members) > 1 else CSRPredictor.from_model(members[0])
+    except (ValueError, TypeError) as error:
+        return str(error).splitlines()[0]
+    return ""
+
+
+def row_forms(row, members, folder, threads, x):
+    """Exports, reloads and checks each serving form of one row.
+
+    Returns:
+      (serves, forms): {form: serve function batch -> probabilities} for the forms that exported,
+      and a list of dicts (form, bytes, max_abs_diff or skipped) for every form tried.
+    """
+    import keras
+    import numpy as np
+
+    reference = np.mean([keras.ops.convert_to_numpy(keras.ops.softmax(m(x, training=False))) for m in members], 0)
+    serves, forms = {}, []
+    for form, (write, kind) in _exports(members, os.path.join(folder, row)).items():
+        try:
+            path = write()
+        except (ValueError, TypeError, NotImplementedError) as error:
+            forms.append({"form": form, "skipped": str(error).splitlines()[0]})
+            continue
+        softmax = kind.endswith("_logits")
+        if kind.startswith("tflite"):
+            serve = _tflite_serve(path, threads, x.shape, softmax)
+        else:
+            serve = _saved_model_serve(path, softmax)
+        serves[form] = serve
+        forms.append({"form": form, "bytes": _folder_bytes(path),
+                      "max_abs_diff": float(np.abs(serve(x) - reference).max())})  # fmt: skip
+    csr = _csr_reason(members)
+    forms.append({"form": "CSR", "skipped": csr or "serves this row, but is not timed here (section 6c times it)"})
+    return serves, forms
+
+
+def measure(rows, workdir, seed, threads, repeats, window_s):
+    """Exports and times every form of every row; returns (form rows, missing runs)."""
+    import numpy as np
+
+    from reporting.long_study import fashion_mnist_decided_study
+    from tf_freetickets.ensembles import EnsembleModel
+
+    cells = {c.name: c for c in fashion_mnist_decided_study()}
+    unknown = [r for r in rows if r not in cells]
+    if unknown:
+        raise ValueError(f"--rows names {unknown}, not rows of the long_v2 study; known: {sorted(cells)}.")
+    x = np.random.default_rng(seed).random((1, 28, 28, 1), dtype=np.float32)
+    serves, results, missing = {}, [], []
+    with tempfile.TemporaryDirectory(prefix="bench_frontier_") as folder:
+        for row in rows:
+            paths, gone = member_paths(cells[row], seed, workdir, cells)
+            if gone:
+                missing += [{"row": row, "run": name, "seed": s} for name, s in gone]
+                print(f"{row}: model files missing for {gone}: not timed", flush=True)
+                continue
+            members = EnsembleModel.from_saved_models(paths).members
+            row_serves, forms = row_forms(row, members, folder, threads, x)
+            serves.update({(row, form): f for form, f in row_serves.items()})
+            results += [{"row": row, "members": len(members), **form} for form in forms]
+            print(f"{row}: {len(members)} member(s), {len(row_serves)} forms exported", flush=True)
+        if ("dense", "SavedModel") not in serves:
+            raise FileNotFoundError(f"the dense row's model files are not in {workdir} (seed {seed}): no baseline")
+        times = common.interleaved_window_times(serves, x, repeats, window_s)
+    base = times[("dense", "SavedModel")]
+    same_runtime = {True: times.get(("dense", "TFLite")), False: base}
+    for result in results:
+        values = times.get((result["row"], result["form"]))
+        if values:
+            twin = same_runtime["TFLite" in result["form"]]
+            result["ms"] = 1000 * common.median(values)
+            result["ratio_to_dense_twin"] = common.median([a / b for a, b in zip(values, base)])
+            result["ratio_same_runtime"] = common.median([a / b for a, b in zip(values, twin)]) if twin else None
+            result["raw_s"] = values
+    return results, missing
+
+
+def main(argv):
+    del argv
+    common.quiet_tensorflow()
+    from reporting import frontier_page
+
+    json_path = os.path.join(_OUTPUT.value, "frontier.json")
+    if _REPORT_ONLY.value:
+        with open(json_path) as f:
+            result = json.load(f)
+    else:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        started, machine = time.perf_counter(), common.machine_info()
+        forms, missing = measure(_ROWS.value, _WORKDIR.value, _SEED.value, _THREADS.value, _REPEATS.value,
+                                 _WINDOW_S.value)  # fmt: skip
+        if missing and _REQUIRE_ALL.value:
+            print(frontier_page.missing_lines(missing, _JSON.value)[0])
+            sys.exit(2)
+        config = {"workdir": _WORKDIR.value, "json": os.path.relpath(_JSON.value, ROOT), "seed": _SEED.value,
+                  "threads": _THREADS.value, "repeats": _REPEATS.value, "window_s": _WINDOW_S.value, "batch": 1}  # fmt: skip
+        result = {"config": config, "machine": machine, "forms": forms, "missing": missing,
+                  "seconds": time.perf_counter() - started}  # fmt: skip
+    with open(_JSON.value if not _REPORT_ONLY.value else os.path.join(ROOT, result["config"]["json"])) as f:
+        study = json.load(f)
+    markdown = frontier_page.page(result, study, _FIGURE.value or None)
+    common.write_outputs(_OUTPUT.value, "frontier", result, markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,157 @@
+"""The frontier page of tools/bench_frontier.py: quality against batch-1 latency and file size, table and figure.
+
+Quality comes from the long_v2 study JSON (mean ± std over every record of a row); latency, size
+and max abs diff from the frontier measurement of one seed group's models.
+"""
+
+import os
+
+from reporting.plots import _pyplot
+from reporting.results_page import records_by_cell
+from reporting.tables import aggregate
+
+QUALITY = (("accuracy", "accuracy", True), ("nll", "NLL", False), ("ece", "ECE", False),
+           ("ood_auroc", "OoD AUROC", True))  # fmt: skip
+
+
+def quality(study):
+    """{row: {metric: (mean, std, n)}} over every record of each row of the study JSON."""
+    return {row: aggregate(records, [k for k, _, _ in QUALITY]) for row, records in records_by_cell(study).items()}
+
+
+def _timed(forms):
+    return [f for f in forms if "ms" in f]
+
+
+def fastest(forms):
+    """{row: the timed form of the smallest median latency}."""
+    best = {}
+    for form in _timed(forms):
+        if form["row"] not in best or form["ms"] < best[form["row"]]["ms"]:
+            best[form["row"]] = form
+    return best
+
+
+def smallest(forms):
+    """{row: the exported form of the smallest file}."""
+    best = {}
+    for form in forms:
+        if "bytes" in form and (form["row"] not in best or form["bytes"] < best[form["row"]]["bytes"]):
+            best[form["row"]] = form
+    return best
+
+
+def _cell(summary, key, digits=4):
+    if key not in summary:
+        return "–"
+    mean, std, n = summary[key]
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
+
+
+def _ratio(value):
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def missing_lines(missing, json_path):
+    """One line per run whose files were missing, with the command that retrains it (from its record)."""
+    import json
+
+    with open(json_path) as f:
+        records = json.load(f)["records"]
+    commands = {(r["cell"], int(r["seed"])): r.get("command", "") for r in records}
+    lines = []
+    for item in missing:
+        command = commands.get((item["run"], int(item["seed"])), "(no record: run the study for this seed group)")
+        lines.append(f"{item['row']}: no model files for {item['run']} seed {item['seed']}; retrain with: {command}")
+    return lines
+
+
+def summary_table(result, study):
+    """Markdown: per row, its fastest form (ms, ratio to one dense twin, size) and its quality."""
+    scores, best, small = quality(study), fastest(result["forms"]), smallest(result["forms"])
+    lines = [
+        "| row | M | fastest form | batch-1 ms | vs one dense twin (SavedModel) | vs dense twin, same runtime "
+        "| smallest file | accuracy | NLL | ECE | OoD AUROC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row, form in best.items():
+        s = scores.get(row, {})
+        size = small[row]
+        lines.append(
+            f"| {row} | {form['members']} | {form['form']} | {form['ms']:.3f} | {form['ratio_to_dense_twin']:.2f}x | "
+            f"{_ratio(form.get('ratio_same_runtime'))} | {size['bytes'] / 1e3:.0f} KB ({size['form']}) | "
+            f"{_cell(s, 'accuracy')} | {_cell(s, 'nll')} | {_cell(s, 'ece')} | {_cell(s, 'ood_auroc')} |"
+        )
+    return "\n".join(lines)
+
+
+def forms_table(result):
+    """Markdown: every form of every row (ms, ratio, size, max abs diff), or why it was not served."""
+    lines = [
+        "| row | form | batch-1 ms | vs one dense twin (SavedModel) | vs dense twin, same runtime | file | max abs diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in result["forms"]:
+        if "skipped" in f:
+            lines.append(f"| {f['row']} | {f['form']} | – | – | – | – | not served: {f['skipped']} |")
+            continue
+        ms = f"{f['ms']:.3f}" if "ms" in f else "–"
+        ratio = f"{_ratio(f.get('ratio_to_dense_twin'))} | {_ratio(f.get('ratio_same_runtime'))}"
+        lines.append(f"| {f['row']} | {f['form']} | {ms} | {ratio} | {f['bytes'] / 1e3:.0f} KB | "
+                     f"{f['max_abs_diff']:.1e} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def frontier_figure(result, study, path):
+    """Saves the frontier PNG: each quality metric against latency (top) and file size (bottom)."""
+    plt = _pyplot()
+    scores, best, small = quality(study), fastest(result["forms"]), smallest(result["forms"])
+    rows = [r for r in best if r in scores]
+    palette = plt.get_cmap("tab20")
+    colours = {row: palette(i % palette.N) for i, row in enumerate(rows)}
+    fig, axes = plt.subplots(2, len(QUALITY), figsize=(4.0 * len(QUALITY), 7.5))
+    for column, (key, title, higher) in enumerate(QUALITY):
+        for line, (chosen, xlabel) in enumerate(((best, "batch-1 latency (x one dense twin), fastest form"),
+                                                  (small, "file size (KB), smallest form"))):  # fmt: skip
+            ax = axes[line][column]
+            for row in rows:
+                if key not in scores[row]:
+                    continue
+                mean, std, _ = scores[row][key]
+                x = chosen[row]["ratio_to_dense_twin"] if line == 0 else chosen[row]["bytes"] / 1e3
+                ax.errorbar(x, mean, yerr=std, fmt="o", color=colours[row], capsize=3, label=row)
+            ax.set_xlabel(xlabel, fontsize=8)
+            ax.set_ylabel(f"{title} ({'higher' if higher else 'lower'} is better)", fontsize=8)
+            ax.grid(True, alpha=0.3)
+            if line == 1:
+                ax.set_xscale("log")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.87, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def page(result, study, figure_path=None):
+    """The markdown of one frontier run (and the figure, when `figure_path` is given)."""
+    machine, config = result["machine"], result["config"]
+    lines = [
+        f"CPU: {machine['cpu_model']} ({machine['cpu_count']} cores, load average at start "
+        f"{machine['load_average_at_start']}), TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
+        f"{config['threads']} thread(s), batch 1, {config['repeats']} interleaved windows of ~{config['window_s']} s, "
+        f"medians; models of seed group {config['seed']}; quality from {config['json']} (mean ± std (runs)).",
+        "",
+        summary_table(result, study),
+        "",
+        "Every form:",
+        "",
+        forms_table(result),
+    ]
+    if result.get("missing"):
+        lines += ["", "Not timed (model files missing):", ""]
+        lines += [f"- {line}" for line in missing_lines(result["missing"], config["json"])]
+    if figure_path:
+        os.makedirs(os.path.dirname(os.path.abspath(figure_path)), exist_ok=True)
+        frontier_figure(result, study, figure_path)
+        lines += ["", f"Figure: {figure_path}"]
+    return "\n".join(lines) + "\n"
