@@ -14,14 +14,17 @@ from reporting.study_runner import cell_dicts
 SETTINGS = {"package_version": "0.2.0", "dataset": "fashion_mnist", "train_examples": 5000, "learning_rate": 0.025,
             "epochs": 100, "sparsities": [0.8, 0.9], "ood_sets": ["digits"], "ood_examples": 1000,
             "corruption_examples": 1000, "extra_overrides": []}  # fmt: skip
-MEANS = {"rigl": (0.890, 0.33, 0.036, 0.90), "srigl": (0.889, 0.33, 0.035, 0.90), "chase": (0.870, 0.40, 0.050, 0.85)}
+MEANS = {"rigl": (0.890, 0.33, 0.036, 0.90), "srigl": (0.889, 0.33, 0.035, 0.90), "chase": (0.870, 0.40, 0.050, 0.85),
+         "dst": (0.902, 0.28, 0.014, 0.90), "chase_dst": (0.885, 0.31, 0.020, 0.85)}  # fmt: skip
 
 
 def test_each_row_is_long_v2s_rigl_row_with_only_the_method_changed():
     rigl = {c.name: c for c in fashion_mnist_decided_study() if c.family == "rigl"}
     cells = fashion_mnist_structured_study()
-    assert [c.name for c in cells] == ["srigl_0.8", "chase_0.8", "srigl_0.9", "chase_0.9"]
-    for cell in cells:
+    assert [c.name for c in cells] == ["srigl_0.8", "chase_0.8", "srigl_0.9", "chase_0.9", "chase_dst_0.8"]
+    ensemble = cells[-1]  # the Chase tickets' DST ensemble, as long_v2's dst_0.8 is of its RigL runs
+    assert (ensemble.composed_of, ensemble.members, ensemble.sparsity) == ("chase_0.8", 3, 0.8)
+    for cell in cells[:-1]:
         baseline = rigl[cell.name.replace(cell.family, "rigl")]
         assert cell.overrides == baseline.overrides and cell.replicas == baseline.replicas == 3
         assert cell.config_file == f"configs/fashion_mnist_{cell.family}.py"
@@ -49,6 +52,11 @@ def test_structure_measures_count_dead_units_and_what_compact_keeps():
     assert structure_measures([keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])]) == {}
 
 
+def _record_seeds(cell, group):
+    """A run row has a record per run seed; a composed row one per seed group."""
+    return (group,) if cell.composed_of else cell.run_seeds(group)
+
+
 def _payloads():
     rng = np.random.default_rng(0)
     structured_cells = fashion_mnist_structured_study()
@@ -63,10 +71,10 @@ def _payloads():
                 f"--config={cell.config_file} --workdir=/tmp/x", "train_seconds": 60.0, "eval_seconds": 5.0}  # fmt: skip
 
     structured = {"study": {**SETTINGS, "study": "structured", "seeds": [0], "cells": cell_dicts(structured_cells)},
-                  "records": [record(c, s) for c in structured_cells for s in (0, 1, 2)]}  # fmt: skip
-    rigl = [c for c in decided_cells if c.family == "rigl"]
+                  "records": [record(c, s) for c in structured_cells for s in _record_seeds(c, 0)]}  # fmt: skip
+    baseline = [c for c in decided_cells if c.family in ("rigl", "dst")]
     decided = {"study": {**SETTINGS, "study": "long_v2", "seeds": [0, 10], "cells": cell_dicts(decided_cells)},
-               "records": [record(c, s) for c in rigl for s in (0, 1, 2, 10, 11, 12)]}  # fmt: skip
+               "records": [record(c, s) for c in baseline for g in (0, 10) for s in _record_seeds(c, g)]}  # fmt: skip
     return structured, decided
 
 
@@ -74,13 +82,13 @@ def test_the_baseline_is_long_v2s_rigl_records_of_the_same_seeds_and_definitions
     structured, decided = _payloads()
     records, reason = baseline_records(structured, decided)
     assert reason == "" and sorted({(r["cell"], r["seed"]) for r in records}) == [
-        (f"rigl_{s}", seed) for s in (0.8, 0.9) for seed in (0, 1, 2)
-    ]
+        (f"{row}_{s}", seed) for row in ("dst", "rigl") for s in (0.8, 0.9) for seed in ((0,) if row == "dst" else (0, 1, 2))
+    ]  # fmt: skip
     decided["study"]["epochs"] = 50
     assert baseline_records(structured, decided) == ([], "the long_v2 JSON ran with epochs=50, this study with 100")
     decided["study"]["epochs"] = 100
     decided["study"]["cells"][[c["name"] for c in decided["study"]["cells"]].index("rigl_0.8")]["overrides"].append("x=1")
-    assert {r["cell"] for r in baseline_records(structured, decided)[0]} == {"rigl_0.9"}  # another definition: not used
+    assert {r["cell"] for r in baseline_records(structured, decided)[0]} == {"rigl_0.9", "dst_0.8", "dst_0.9"}
     assert baseline_records(structured, None) == ([], "no long_v2 JSON: the RigL baseline rows are missing")
 
 
@@ -95,6 +103,8 @@ def test_page_decides_each_claim_against_rigl_and_shows_the_structure(tmp_path):
     assert not [line for line in lines.values() if "incomplete (" in line.rsplit(" | ", 1)[-1]]
     assert "16 claims, 16 with a p value (the Holm family)" in text and "Baseline missing" not in text
     assert "| chase_0.8 | 3 |" in text and "| 0.150 ± 0.000 | 0.850 ± 0.000 |" in text
+    table = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines() if line.startswith("| ") and "±" in line]
+    assert table[-3:] == ["chase_0.9", "dst_0.8", "chase_dst_0.8"]  # the Chase ensemble beside long_v2's RigL one
     page = tmp_path / "RESULTS.md"
     page.write_text("# Results\n\nprose kept\n")
     write_structured_report(structured, None, str(page))

@@ -30,12 +30,18 @@ COLUMNS = (
 
 
 def structured_rows(payload, decided_payload):
-    """({row: per-run metrics}, note): RigL rows from long_v2 first, then this study's rows in its cell order."""
+    """({row: per-run metrics}, note): RigL rows from long_v2 first, then this study's rows in its cell order.
+
+    A composed Chase ensemble (`chase_dst_S`) follows long_v2's RigL-member ensemble `dst_S`.
+    """
     baseline, reason = baseline_records(payload, decided_payload)
     names = [c["name"] for c in payload["study"]["cells"]]
     sparsities = sorted({c["sparsity"] for c in payload["study"]["cells"]})
     rows = {f"rigl_{s}": [] for s in sparsities}
-    rows.update({name: [] for name in names})
+    for name in names:
+        if name.startswith("chase_dst_"):
+            rows[name.replace("chase_dst", "dst", 1)] = []
+        rows[name] = []
     for record in [*baseline, *payload["records"]]:
         if record["cell"] in rows:
             rows[record["cell"]].append(record["metrics"])
@@ -63,7 +69,9 @@ def generated_structured_markdown(payload, decided_payload):
         ),
         "",
         "Mean ± sample std over each row's runs; dead units: output units whose whole mask column is zero, "
-        "as a fraction of the masked layers' units; params kept: `tft.compact(member)`'s parameters over the member's:",
+        "as a fraction of the masked layers' units; params kept: `tft.compact(member)`'s parameters over the member's; "
+        "`dst_S` (long_v2) and `chase_dst_S` are the mean-probability ensembles of a seed group's 3 RigL / Chase runs "
+        "(one record per seed group; their serving latency: BENCHMARKS.md, the frontier):",
         "",
         markdown_table(rows, COLUMNS, count_header="runs"),
         "",

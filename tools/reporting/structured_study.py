@@ -24,13 +24,23 @@ ACCURACY_MARGIN = 0.005  # a "matches RigL" claim may lose half a point of accur
 
 def rigl_cells(epochs=EPOCHS, learning_rate=LEARNING_RATE, sparsities=(0.8, 0.9), train_examples=TRAIN_EXAMPLES):
     """The long_v2 study's `rigl_S` cells (the baseline rows), as that study defines them."""
+    return [c for c in baseline_cells(epochs, learning_rate, sparsities, train_examples) if c.family == "rigl"]
+
+
+def baseline_cells(epochs=EPOCHS, learning_rate=LEARNING_RATE, sparsities=(0.8, 0.9), train_examples=TRAIN_EXAMPLES):
+    """The long_v2 study's `rigl_S` cells and its `dst_S` ensembles of them, as that study defines them."""
     cells = fashion_mnist_decided_study(epochs, learning_rate, sparsities, train_examples)
-    return [c for c in cells if c.family == "rigl"]
+    return [c for c in cells if c.family in ("rigl", "dst")]
 
 
 def fashion_mnist_structured_study(epochs=EPOCHS, learning_rate=LEARNING_RATE, sparsities=(0.8, 0.9),
                                    train_examples=TRAIN_EXAMPLES):  # fmt: skip
     """`srigl_S` and `chase_S`: long_v2's `rigl_S` with only the method changed (3 runs per seed group).
+
+    Then `chase_dst_S` at the first sparsity: the DST ensemble of the 3 Chase runs of a
+    seed group, as long_v2's `dst_S` is of its RigL runs (the issue's "DST ensemble of 3
+    compacted tickets beside dst_0.8"; `tft.compact` leaves the outputs within 1e-5, so
+    its quality is evaluated on the Keras tickets and its latency by tools/bench_frontier.py).
 
     Returns:
       list of `Cell`.
@@ -40,6 +50,9 @@ def fashion_mnist_structured_study(epochs=EPOCHS, learning_rate=LEARNING_RATE, s
         for family, config_file, _ in STRUCTURED_METHODS:
             name = rigl.name.replace("rigl", family, 1)
             cells.append(Cell(name, config_file, rigl.overrides, family, rigl.sparsity, replicas=rigl.replicas))
+    first = sparsities[0]
+    cells.append(Cell(f"chase_dst_{first}", family="chase_dst", sparsity=first, composed_of=f"chase_{first}",
+                      members=cells[1].replicas))  # fmt: skip
     return cells
 
 
@@ -66,7 +79,7 @@ def structured_claims(sparsities=(0.8, 0.9)):
 
 
 def baseline_records(structured_payload, decided_payload):
-    """long_v2's RigL records that are this study's baseline: same cell definition, seed and study settings.
+    """long_v2's RigL and DST records that are this study's baseline: same cell definition, seed and study settings.
 
     Returns:
       (records, reason): the records, and "" or one line saying why none
@@ -80,7 +93,7 @@ def baseline_records(structured_payload, decided_payload):
         if mine.get(key) != theirs.get(key):
             return [], f"the long_v2 JSON ran with {key}={theirs.get(key)!r}, this study with {mine.get(key)!r}"
     definitions = {c["name"]: c for c in theirs.get("cells", [])}
-    expected = {c.name: c for c in rigl_cells(mine["epochs"], mine["learning_rate"], tuple(mine["sparsities"]),
+    expected = {c.name: c for c in baseline_cells(mine["epochs"], mine["learning_rate"], tuple(mine["sparsities"]),
                                               mine["train_examples"])}  # fmt: skip
     from reporting.study_runner import cell_dicts
 
