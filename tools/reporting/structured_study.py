@@ -50,9 +50,9 @@ def fashion_mnist_structured_study(epochs=EPOCHS, learning_rate=LEARNING_RATE, s
         for family, config_file, _ in STRUCTURED_METHODS:
             name = rigl.name.replace("rigl", family, 1)
             cells.append(Cell(name, config_file, rigl.overrides, family, rigl.sparsity, replicas=rigl.replicas))
-    first = sparsities[0]
-    cells.append(Cell(f"chase_dst_{first}", family="chase_dst", sparsity=first, composed_of=f"chase_{first}",
-                      members=cells[1].replicas))  # fmt: skip
+        if rigl.sparsity == sparsities[0]:  # composed as soon as its runs exist
+            cells.append(Cell(f"chase_dst_{rigl.sparsity}", family="chase_dst", sparsity=rigl.sparsity,
+                              composed_of=f"chase_{rigl.sparsity}", members=rigl.replicas))  # fmt: skip
     return cells
 
 
