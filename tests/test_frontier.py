@@ -36,7 +36,7 @@ def test_every_form_serves_the_members_mean_probability(tmp_path, num_members):
 
 def _result(forms):
     machine = {"cpu_model": "test CPU", "cpu_count": 2, "load_average_at_start": [0.0], "tensorflow": "x", "keras": "y"}
-    config = {"threads": 1, "repeats": 3, "window_s": 0.1, "seed": 0, "json": "study.json"}
+    config = {"threads": 1, "repeats": 3, "window_s": 0.1, "seed": 0, "json": ["study.json"]}
     return {"machine": machine, "config": config, "forms": forms, "missing": []}
 
 
@@ -60,7 +60,7 @@ def test_summary_gives_each_row_its_fastest_form_smallest_file_and_quality_over_
          "ratio_same_runtime": 3.0, "bytes": 800, "max_abs_diff": 0.0},
         {"row": "edst_0.8", "members": 3, "form": "CSR", "skipped": "cannot serve layer 'conv' (Conv2D)"},
     ]  # fmt: skip
-    table = frontier_page.summary_table(_result(forms), _study()).splitlines()
+    table = frontier_page.summary_table(_result(forms), [_study()]).splitlines()
     dense = next(line for line in table if line.startswith("| dense |"))
     edst = next(line for line in table if line.startswith("| edst_0.8 |"))
     assert "| TFLite | 0.200 | 0.20x | 1.00x | 1 KB (TFLite) | 0.9100 ± 0.0141 (2) |" in dense
@@ -76,6 +76,6 @@ def test_a_composed_row_with_a_missing_run_is_named_with_the_command_that_retrai
     study = tmp_path / "study.json"
     study.write_text(json.dumps({"records": [{"cell": "rigl_0.8", "seed": 1, "command": "python -m train --x=1"}]}))
     lines = frontier_page.missing_lines([{"row": "dst_0.8", "run": "rigl_0.8", "seed": 1},
-                                         {"row": "dst_0.8", "run": "rigl_0.8", "seed": 2}], str(study))  # fmt: skip
+                                         {"row": "dst_0.8", "run": "rigl_0.8", "seed": 2}], [str(study)])  # fmt: skip
     assert lines[0] == "dst_0.8: no model files for rigl_0.8 seed 1; retrain with: python -m train --x=1"
     assert lines[1].endswith("(no record: run the study for this seed group)")

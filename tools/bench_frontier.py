@@ -24,7 +24,9 @@ SavedModel ("one dense twin", what TensorFlow Serving would run) and to the dens
 own runtime (its TFLite file for TFLite forms, "same runtime"). The quality columns are the study's (evaluated in Keras); each
 form's max abs diff says how far its outputs are from them.
 
-A row whose model files are missing (the study ran on another machine) is listed with the command
+Rows come from the long_v2 study (`--workdir`, `--json`) and the structured study
+(`--structured_workdir`, `--structured_json`: SRigL, Chase and `chase_dst_0.8`, the DST ensemble of
+3 Chase tickets). A row whose model files are missing (the study ran on another machine) is listed with the command
 of the missing run (the record's, which retrains it) and left out of the timing; with
 `--require_all` that is an error (exit 2) instead.
 Writes frontier.json / frontier.md under --output and the figure (tools/reporting/frontier_page.py).
@@ -43,10 +45,14 @@ import bench_common as common  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ROWS = ("dense", "dense_ensemble", "rigl_0.8", "rigl_0.9", "gmp_0.9", "dst_0.8", "dst_0.9", "dst_ft_0.8",
-                "edst_0.8", "edst_0.9", "cigl_0.8", "cigl_0.9", "dnc_s2")  # fmt: skip
+                "edst_0.8", "edst_0.9", "cigl_0.8", "cigl_0.9", "dnc_s2", "chase_0.8", "chase_dst_0.8")  # fmt: skip
 
 _WORKDIR = flags.DEFINE_string("workdir", "out/long_study_v2", "The long_v2 study's --workdir (its model files).")
 _JSON = flags.DEFINE_string("json", os.path.join(ROOT, "docs/results/long_study_v2.json"), "The study's JSON.")
+_STRUCTURED_WORKDIR = flags.DEFINE_string("structured_workdir", "out/structured_study",
+                                          "The structured study's --workdir (SRigL, Chase and chase_dst rows).")  # fmt: skip
+_STRUCTURED_JSON = flags.DEFINE_string("structured_json", os.path.join(ROOT, "docs/results/structured_study.json"),
+                                       "The structured study's JSON.")  # fmt: skip
 _SEED = flags.DEFINE_integer("seed", 0, "Study seed group whose models are timed.")
 _ROWS = flags.DEFINE_list("rows", list(DEFAULT_ROWS), "Study rows (cells) to place on the frontier.")
 _THREADS = flags.DEFINE_integer("threads", 1, "TensorFlow intra-op threads and TFLite interpreter threads.")
@@ -200,22 +206,35 @@ def row_forms(row, members, folder, threads, x):
     return serves, forms
 
 
-def measure(rows, workdir, seed, threads, repeats, window_s):
-    """Exports and times every form of every row; returns (form rows, missing runs)."""
+def study_cells(workdir, structured_workdir):
+    """{row: (Cell, the workdir of its study)} over the long_v2 and structured studies."""
+    from reporting.long_study import fashion_mnist_decided_study
+    from reporting.structured_study import fashion_mnist_structured_study
+
+    cells = {c.name: (c, workdir) for c in fashion_mnist_decided_study()}
+    cells.update({c.name: (c, structured_workdir) for c in fashion_mnist_structured_study()})
+    return cells
+
+
+def measure(rows, workdirs, seed, threads, repeats, window_s):
+    """Exports and times every form of every row; returns (form rows, missing runs).
+
+    `workdirs`: (the long_v2 study's, the structured study's).
+    """
     import numpy as np
 
-    from reporting.long_study import fashion_mnist_decided_study
     from tf_freetickets.ensembles import EnsembleModel
 
-    cells = {c.name: c for c in fashion_mnist_decided_study()}
+    located = study_cells(*workdirs)
+    cells = {name: cell for name, (cell, _) in located.items()}
     unknown = [r for r in rows if r not in cells]
     if unknown:
-        raise ValueError(f"--rows names {unknown}, not rows of the long_v2 study; known: {sorted(cells)}.")
+        raise ValueError(f"--rows names {unknown}, not rows of the long_v2 or structured study; known: {sorted(cells)}.")
     x = np.random.default_rng(seed).random((1, 28, 28, 1), dtype=np.float32)
     serves, results, missing = {}, [], []
     with tempfile.TemporaryDirectory(prefix="bench_frontier_") as folder:
         for row in rows:
-            paths, gone = member_paths(cells[row], seed, workdir, cells)
+            paths, gone = member_paths(cells[row], seed, located[row][1], cells)
             if gone:
                 missing += [{"row": row, "run": name, "seed": s} for name, s in gone]
                 print(f"{row}: model files missing for {gone}: not timed", flush=True)
@@ -226,7 +245,7 @@ def measure(rows, workdir, seed, threads, repeats, window_s):
             results += [{"row": row, "members": len(members), **form} for form in forms]
             print(f"{row}: {len(members)} member(s), {len(row_serves)} forms exported", flush=True)
         if ("dense", "SavedModel") not in serves:
-            raise FileNotFoundError(f"the dense row's model files are not in {workdir} (seed {seed}): no baseline")
+            raise FileNotFoundError(f"the dense row's model files are not in {workdirs[0]} (seed {seed}): no baseline")
         times = common.interleaved_window_times(serves, x, repeats, window_s)
     base = times[("dense", "SavedModel")]
     same_runtime = {True: times.get(("dense", "TFLite")), False: base}
@@ -256,18 +275,23 @@ def main(argv):
         tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
         tf.config.threading.set_inter_op_parallelism_threads(1)
         started, machine = time.perf_counter(), common.machine_info()
-        forms, missing = measure(_ROWS.value, _WORKDIR.value, _SEED.value, _THREADS.value, _REPEATS.value,
+        workdirs = (_WORKDIR.value, _STRUCTURED_WORKDIR.value)
+        forms, missing = measure(_ROWS.value, workdirs, _SEED.value, _THREADS.value, _REPEATS.value,
                                  _WINDOW_S.value)  # fmt: skip
         if missing and _REQUIRE_ALL.value:
-            print(frontier_page.missing_lines(missing, _JSON.value)[0])
+            print(frontier_page.missing_lines(missing, [_JSON.value, _STRUCTURED_JSON.value])[0])
             sys.exit(2)
-        config = {"workdir": _WORKDIR.value, "json": os.path.relpath(_JSON.value, ROOT), "seed": _SEED.value,
+        jsons = [os.path.relpath(p, ROOT) for p in (_JSON.value, _STRUCTURED_JSON.value)]
+        config = {"workdirs": list(workdirs), "json": jsons, "seed": _SEED.value,
                   "threads": _THREADS.value, "repeats": _REPEATS.value, "window_s": _WINDOW_S.value, "batch": 1}  # fmt: skip
         result = {"config": config, "machine": machine, "forms": forms, "missing": missing,
                   "seconds": time.perf_counter() - started}  # fmt: skip
-    with open(_JSON.value if not _REPORT_ONLY.value else os.path.join(ROOT, result["config"]["json"])) as f:
-        study = json.load(f)
-    markdown = frontier_page.page(result, study, _FIGURE.value or None)
+    studies = []
+    for path in result["config"]["json"]:
+        if os.path.exists(os.path.join(ROOT, path)):
+            with open(os.path.join(ROOT, path)) as f:
+                studies.append(json.load(f))
+    markdown = frontier_page.page(result, studies, _FIGURE.value or None)
     common.write_outputs(_OUTPUT.value, "frontier", result, markdown)
     print(markdown)
 

@@ -10,13 +10,15 @@ from reporting.plots import _pyplot
 from reporting.results_page import records_by_cell
 from reporting.tables import aggregate
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 QUALITY = (("accuracy", "accuracy", True), ("nll", "NLL", False), ("ece", "ECE", False),
            ("ood_auroc", "OoD AUROC", True))  # fmt: skip
 
 
-def quality(study):
-    """{row: {metric: (mean, std, n)}} over every record of each row of the study JSON."""
-    return {row: aggregate(records, [k for k, _, _ in QUALITY]) for row, records in records_by_cell(study).items()}
+def quality(studies):
+    """{row: {metric: (mean, std, n)}} over every record of each row of the study JSONs (row names are unique)."""
+    keys = [k for k, _, _ in QUALITY]
+    return {row: aggregate(records, keys) for study in studies for row, records in records_by_cell(study).items()}
 
 
 def _timed(forms):
@@ -52,13 +54,15 @@ def _ratio(value):
     return "–" if value is None else f"{value:.2f}x"
 
 
-def missing_lines(missing, json_path):
-    """One line per run whose files were missing, with the command that retrains it (from its record)."""
+def missing_lines(missing, json_paths):
+    """One line per run whose files were missing, with the command that retrains it (from its study's record)."""
     import json
 
-    with open(json_path) as f:
-        records = json.load(f)["records"]
-    commands = {(r["cell"], int(r["seed"])): r.get("command", "") for r in records}
+    commands = {}
+    for path in json_paths:
+        if os.path.exists(path):
+            with open(path) as f:
+                commands.update({(r["cell"], int(r["seed"])): r.get("command", "") for r in json.load(f)["records"]})
     lines = []
     for item in missing:
         command = commands.get((item["run"], int(item["seed"])), "(no record: run the study for this seed group)")
@@ -66,9 +70,9 @@ def missing_lines(missing, json_path):
     return lines
 
 
-def summary_table(result, study):
+def summary_table(result, studies):
     """Markdown: per row, its fastest form (ms, ratio to one dense twin, size) and its quality."""
-    scores, best, small = quality(study), fastest(result["forms"]), smallest(result["forms"])
+    scores, best, small = quality(studies), fastest(result["forms"]), smallest(result["forms"])
     lines = [
         "| row | M | fastest form | batch-1 ms | vs one dense twin (SavedModel) | vs dense twin, same runtime "
         "| smallest file | accuracy | NLL | ECE | OoD AUROC |",
@@ -102,10 +106,10 @@ def forms_table(result):
     return "\n".join(lines)
 
 
-def frontier_figure(result, study, path):
+def frontier_figure(result, studies, path):
     """Saves the frontier PNG: each quality metric against latency (top) and file size (bottom)."""
     plt = _pyplot()
-    scores, best, small = quality(study), fastest(result["forms"]), smallest(result["forms"])
+    scores, best, small = quality(studies), fastest(result["forms"]), smallest(result["forms"])
     rows = [r for r in best if r in scores]
     palette = plt.get_cmap("tab20")
     colours = {row: palette(i % palette.N) for i, row in enumerate(rows)}
@@ -132,16 +136,17 @@ def frontier_figure(result, study, path):
     plt.close(fig)
 
 
-def page(result, study, figure_path=None):
+def page(result, studies, figure_path=None):
     """The markdown of one frontier run (and the figure, when `figure_path` is given)."""
     machine, config = result["machine"], result["config"]
     lines = [
         f"CPU: {machine['cpu_model']} ({machine['cpu_count']} cores, load average at start "
         f"{machine['load_average_at_start']}), TensorFlow {machine['tensorflow']}, Keras {machine['keras']}, "
         f"{config['threads']} thread(s), batch 1, {config['repeats']} interleaved windows of ~{config['window_s']} s, "
-        f"medians; models of seed group {config['seed']}; quality from {config['json']} (mean ± std (runs)).",
+        f"medians; models of seed group {config['seed']}; quality from {' and '.join(config['json'])} "
+        "(mean ± std (runs)).",
         "",
-        summary_table(result, study),
+        summary_table(result, studies),
         "",
         "Every form:",
         "",
@@ -149,9 +154,10 @@ def page(result, study, figure_path=None):
     ]
     if result.get("missing"):
         lines += ["", "Not timed (model files missing):", ""]
-        lines += [f"- {line}" for line in missing_lines(result["missing"], config["json"])]
+        paths = [os.path.join(ROOT, path) for path in config["json"]]
+        lines += [f"- {line}" for line in missing_lines(result["missing"], paths)]
     if figure_path:
         os.makedirs(os.path.dirname(os.path.abspath(figure_path)), exist_ok=True)
-        frontier_figure(result, study, figure_path)
+        frontier_figure(result, studies, figure_path)
         lines += ["", f"Figure: {figure_path}"]
     return "\n".join(lines) + "\n"
