@@ -106,32 +106,58 @@ def forms_table(result):
     return "\n".join(lines)
 
 
+def _log_axis(ax):
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    # Plain labels at 1, 2 and 5 per decade: the default minor labels (2x10^2, ...) collide.
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _dense_lines(ax, forms):
+    """Dotted verticals at the dense row's SavedModel and TFLite latency: the twins of each runtime."""
+    for form in forms:
+        if form["row"] == "dense" and form["form"] in ("SavedModel", "TFLite") and "ms" in form:
+            ax.axvline(form["ms"], color="gray", linestyle=":", linewidth=1)
+            ax.annotate(f"dense {form['form']}", (form["ms"], 1.0), xycoords=("data", "axes fraction"), fontsize=6,
+                        rotation=90, va="top", ha="right", color="gray")  # fmt: skip
+
+
 def frontier_figure(result, studies, path):
-    """Saves the frontier PNG: each quality metric against latency (top) and file size (bottom)."""
+    """Saves the frontier PNG: each quality metric against batch-1 ms (top) and file size (bottom).
+
+    Each row is one point (mean ± std over its runs) at its fastest form's latency (top) and its
+    smallest form's file (bottom); ensembles are squares, single models circles.
+    """
     plt = _pyplot()
     scores, best, small = quality(studies), fastest(result["forms"]), smallest(result["forms"])
     rows = [r for r in best if r in scores]
-    palette = plt.get_cmap("tab20")
+    palette = plt.get_cmap("tab10")
     colours = {row: palette(i % palette.N) for i, row in enumerate(rows)}
-    fig, axes = plt.subplots(2, len(QUALITY), figsize=(4.0 * len(QUALITY), 7.5))
+    fig, axes = plt.subplots(2, len(QUALITY), figsize=(4.2 * len(QUALITY), 8.0))
     for column, (key, title, higher) in enumerate(QUALITY):
-        for line, (chosen, xlabel) in enumerate(((best, "batch-1 latency (x one dense twin), fastest form"),
+        for line, (chosen, xlabel) in enumerate(((best, "batch-1 latency (ms), fastest form"),
                                                   (small, "file size (KB), smallest form"))):  # fmt: skip
             ax = axes[line][column]
-            for row in rows:
+            for index, row in enumerate(rows):
                 if key not in scores[row]:
                     continue
                 mean, std, _ = scores[row][key]
-                x = chosen[row]["ratio_to_dense_twin"] if line == 0 else chosen[row]["bytes"] / 1e3
-                ax.errorbar(x, mean, yerr=std, fmt="o", color=colours[row], capsize=3, label=row)
+                x = chosen[row]["ms"] if line == 0 else chosen[row]["bytes"] / 1e3
+                marker = "s" if chosen[row]["members"] > 1 else "o"
+                marker = marker if index < palette.N else {"s": "D", "o": "^"}[marker]
+                ax.errorbar(x, mean, yerr=std, fmt=marker, color=colours[row], capsize=3, label=row)
+            if line == 0:
+                _dense_lines(ax, result["forms"])
+            _log_axis(ax)
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(f"{title} ({'higher' if higher else 'lower'} is better)", fontsize=8)
-            ax.grid(True, alpha=0.3)
-            if line == 1:
-                ax.set_xscale("log")
+            ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.87, 1))
+    fig.tight_layout(rect=(0, 0, 0.88, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
