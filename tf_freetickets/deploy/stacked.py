@@ -68,7 +68,7 @@ def check_stackable(members, from_logits):
     return reference[0], reference[1]
 
 
-def _plain(member):
+def plain_member(member):
     """`member` with no masked layer (stripped: exact)."""
     return strip(member) if masking.masked_layers(member) else member
 
@@ -121,7 +121,7 @@ def stack_ensemble(members, from_logits=True, name="stacked_ensemble"):
     """
     members = list(members)
     input_shape, dtype = check_stackable(members, from_logits)
-    plains = [_plain(member) for member in members]
+    plains = [plain_member(member) for member in members]
     inputs = keras.Input(input_shape, dtype=dtype, name="inputs")
     probabilities = []
     for index, member in enumerate(plains):
