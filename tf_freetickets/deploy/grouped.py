@@ -24,6 +24,14 @@ members' mean probability ~1e-7 in tests). Plain Keras layers only: the `.keras`
 SavedModel load without this library. Members that differ (a layer's type, configuration or weight
 shapes) are refused with one ValueError naming the first difference; `stack_ensemble` serves them.
 Dropout-like layers are dropped (the model is for inference).
+
+Speed: Keras on TensorFlow runs a Conv2D with groups > 1 through an XLA-compiled function on CPU
+(keras/src/backend/tensorflow/nn.py, `conv`: "grouped convolutions are broken on CPU without XLA"),
+about 1.3-1.5x slower per layer than TensorFlow's own grouped `tf.nn.conv2d` on the 2-core machine
+this was written on; so as a SavedModel this form was slower than `stack_ensemble`'s in its first
+measurement (tools/bench_stacked_serving.py), while its TFLite file (native grouped CONV_2D) ran about
+as fast as the stacked one at batch 1. Its EinsumDense heads become BATCH_MATMUL in TFLite, which the
+converter's sparse encoding does not compress: a grouped file of tickets is larger than a stacked one.
 """
 
 import keras
