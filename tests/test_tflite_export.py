@@ -107,3 +107,38 @@ def test_nonzero_pruned_weight_is_refused(tmp_path):
     layer.kernel_variable.assign(kernel)
     with pytest.raises(ValueError, match="outside its mask"):
         tflite.export_tflite(model, str(tmp_path / "bad.tflite"))
+
+
+def _dead_channel_ticket(seed):
+    """A small 80% ERK small_cnn ticket with BatchNorm statistics and conv1_2's first two channels all zero."""
+    keras.utils.set_random_seed(seed)
+    ticket = tft.sparsify(_with_batchnorm_statistics(tft.models.small_cnn(width=0.25), seed), 0.8, seed=seed)
+    layer = ticket.get_layer("conv1_2")
+    for variable in (layer.kernel_mask, layer.kernel_variable):
+        value = variable.numpy()
+        value[..., :2] = 0.0
+        variable.assign(value)
+    return ticket
+
+
+@pytest.mark.parametrize("form", ["stacked", "grouped", "compacted", "stacked compacted"])
+def test_one_graph_serving_forms_convert_exactly(form, images):
+    """stack_ensemble, group_ensemble and tft.compact outputs as TFLite: within 1e-5 of Keras."""
+    from tf_freetickets.deploy.grouped import group_ensemble
+    from tf_freetickets.deploy.stacked import stack_ensemble
+
+    tickets = [_dead_channel_ticket(seed) for seed in range(3)]
+    compacted = [tft.compact(ticket)[0] for ticket in tickets]
+    assert compacted[0].get_layer("conv1_2").filters < 8  # the dead channels are really gone
+    build = {
+        "stacked": lambda: stack_ensemble(tickets),
+        "grouped": lambda: group_ensemble(tickets),
+        "compacted": lambda: compacted[0],
+        "stacked compacted": lambda: stack_ensemble(compacted),
+    }
+    model = build[form]()
+    content = tflite.convert_to_tflite(model)
+    got = tflite.tflite_predict(content, images)
+    want = model.predict(images, verbose=0)
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-5

@@ -14,6 +14,8 @@
   M values per index, numba kernels for one example and for batches (`FusedMLPEnsemble`; fused_kernels).
 - stacked: M CNN members (any widths, e.g. compacted tickets) as ONE plain Keras Functional model, mean
   probability output, one SavedModel via `export_member` (`stack_ensemble`).
+- grouped: M members of ONE CNN architecture as one model of grouped layers (the first Conv2D fused over
+  the shared input, Conv2D(groups=M) after it, per-member EinsumDense heads; `group_ensemble`).
 - run_export: what `python -m tf_freetickets.export_main` runs (a run's members to SavedModels,
   reload checked), and the source and output checks it shares with `evaluate`.
 

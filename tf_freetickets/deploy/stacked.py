@@ -13,14 +13,13 @@ a ResNet next to a small CNN) as long as they share the input spec and the class
 member (a ticket) is copied through `tft.strip` first (its masks folded into the kernels, exact);
 to serve fewer channels, `tft.compact` the tickets before stacking.
 
-A grouped form (for identical architectures: the members' first Conv2D as one wider shared
-convolution, then Conv2D(groups=M) over the channel-concatenated members) is NOT built yet. Its
-core was measured once on the shared 2-core CPU this was written on: small_cnn's 32->64 3x3
-convolution of 3 members on 14x14 maps as one groups=3 `tf.nn.conv2d` against 3 separate ones,
-exact (max abs diff 0), took 0.43-0.50 ms against 0.47-0.57 ms at batch 1 and 4.6-4.7 ms against
-5.3-6.0 ms at batch 32 (1 thread), i.e. 10-20 % less on that layer alone; the whole grouped graph
-(Flatten's channel interleaving needs a per-member EinsumDense head) is left for a follow-up that
-measures it end to end (BENCHMARKS.md section 6e).
+The grouped form, for members of ONE architecture (the first Conv2D fused over the shared input,
+Conv2D(groups=M) after it, per-member EinsumDense heads), is `deploy.grouped.group_ensemble`: exact
+too, but not faster on CPU in its first measurement (tools/bench_stacked_serving.py, small_cnn x3 on
+the shared 2-core machine): as a SavedModel it was slower than this form (2.5x against 1.9x one dense
+twin at batch 1, one thread), because Keras runs grouped convolutions on TensorFlow's CPU through XLA;
+as TFLite (native grouped CONV_2D) it was about as fast as this form at batch 1. Both forms convert
+with `deploy.tflite.export_tflite`, within 1e-5 of Keras.
 """
 
 import keras
@@ -68,7 +67,7 @@ def check_stackable(members, from_logits):
     return reference[0], reference[1]
 
 
-def _plain(member):
+def plain_member(member):
     """`member` with no masked layer (stripped: exact)."""
     return strip(member) if masking.masked_layers(member) else member
 
@@ -121,7 +120,7 @@ def stack_ensemble(members, from_logits=True, name="stacked_ensemble"):
     """
     members = list(members)
     input_shape, dtype = check_stackable(members, from_logits)
-    plains = [_plain(member) for member in members]
+    plains = [plain_member(member) for member in members]
     inputs = keras.Input(input_shape, dtype=dtype, name="inputs")
     probabilities = []
     for index, member in enumerate(plains):
