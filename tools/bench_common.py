@@ -198,32 +198,35 @@ def rows_per_thread_count(script, threads, argv):
     return rows
 
 
-def interleaved_window_times(functions, x, repeats, window_s):
-    """Per-window seconds per call of each function on `x`: windows interleaved, order rotated each repeat.
+def interleaved_window_times(functions, repeats, window_s, warmup=3):
+    """Per-window seconds per call of each function: windows interleaved, order rotated each repeat.
 
     Args:
-      functions: {key: callable x -> anything}; each is called once untimed first (trace, warm-up).
-      x: the input of every call.
+      functions: {key: callable with no arguments}; each is called `warmup` times untimed first
+        (tracing; a TFLite interpreter's first invoke packs its weights: ~100 ms).
       repeats: timed windows per function.
       window_s: approximate seconds per window (calls per window calibrated per function).
+      warmup: untimed calls before calibration.
 
     Returns:
       {key: [seconds per call in each window]}, windows in the order they ran.
     """
     calls = {}
     for key, function in functions.items():
-        function(x)
+        for _ in range(warmup):
+            function()
         start, n = time.perf_counter(), 0
         while time.perf_counter() - start < window_s / 3:
-            function(x)
+            function()
             n += 1
         calls[key] = max(1, int(n * 3))
     keys, times = list(functions), {key: [] for key in functions}
     for repeat in range(repeats):
         shift = repeat % len(keys)
         for key in keys[shift:] + keys[:shift]:
+            function, count = functions[key], calls[key]
             start = time.perf_counter()
-            for _ in range(calls[key]):
-                functions[key](x)
-            times[key].append((time.perf_counter() - start) / calls[key])
+            for _ in range(count):
+                function()
+            times[key].append((time.perf_counter() - start) / count)
     return times

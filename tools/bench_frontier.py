@@ -14,7 +14,9 @@ Forms (the ones that apply to the row; a form that cannot serve a row says why i
 - single model: "SavedModel" (`export_member`), "TFLite" (`export_tflite`, XNNPACK), "compacted
   SavedModel" / "compacted TFLite" (`tft.compact` first: dead units removed);
 - ensemble (M > 1): "EnsembleModel" (`EnsembleModel.export`), "stacked" (`stack_ensemble`),
-  "compacted stacked" (`tft.compact` on each member, then stacked), "stacked TFLite";
+  "compacted stacked" (`tft.compact` on each member, then stacked), "stacked TFLite", "grouped TFLite"
+  (`group_ensemble`: one convolution per layer with groups=M; its SavedModel is slower, BENCHMARKS 6e),
+  "compacted stacked TFLite";
 - "CSR" (`CSRPredictor`): tried on every row; it serves chains of Dense layers only.
 
 Timing: one process, TensorFlow and the TFLite interpreters on `--threads` threads (inter-op 1), calls
@@ -128,6 +130,7 @@ def _tflite_serve(path, threads, batch_shape, softmax):
 def _exports(members, folder):
     """{form: (writer, kind)}; a writer saves the form under `folder` and returns its path."""
     from tf_freetickets.deploy.compact import compact
+    from tf_freetickets.deploy.grouped import group_ensemble
     from tf_freetickets.deploy.saved_model import export_member
     from tf_freetickets.deploy.stacked import stack_ensemble
     from tf_freetickets.deploy.tflite import export_tflite
@@ -156,6 +159,7 @@ def _exports(members, folder):
             "saved_model",
         ),
         "stacked TFLite": (lambda: tflite(stack_ensemble(members), "stacked.tflite"), "tflite"),
+        "grouped TFLite": (lambda: tflite(group_ensemble(members), "grouped.tflite"), "tflite"),
         "compacted stacked TFLite": (
             lambda: tflite(stack_ensemble([compact(m)[0] for m in members]), "compact_stacked.tflite"),
             "tflite",
@@ -246,7 +250,8 @@ def measure(rows, workdirs, seed, threads, repeats, window_s):
             print(f"{row}: {len(members)} member(s), {len(row_serves)} forms exported", flush=True)
         if ("dense", "SavedModel") not in serves:
             raise FileNotFoundError(f"the dense row's model files are not in {workdirs[0]} (seed {seed}): no baseline")
-        times = common.interleaved_window_times(serves, x, repeats, window_s)
+        calls = {key: (lambda serve=serve: serve(x)) for key, serve in serves.items()}
+        times = common.interleaved_window_times(calls, repeats, window_s)
     base = times[("dense", "SavedModel")]
     same_runtime = {True: times.get(("dense", "TFLite")), False: base}
     for result in results:

@@ -129,28 +129,6 @@ def tflite_calls(built, x, threads):
     return calls, sizes
 
 
-def _time(functions, repeats, window_s):
-    """Per-window seconds per call of each form, windows interleaved, order rotated each repeat."""
-    calls = {}
-    for name, f in functions.items():
-        for _ in range(3):  # trace / warm up (a TFLite interpreter's first invoke packs its weights: ~100 ms)
-            f()
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < window_s / 3:
-            f()
-            n += 1
-        calls[name] = max(1, int(n * 3))
-    names, times = list(functions), {name: [] for name in functions}
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                functions[name]()
-            times[name].append((time.perf_counter() - start) / calls[name])
-    return times
-
-
 def measure(threads):
     """Rows of (batch, threads, runtime, form, ms, ratio to the same runtime's dense twin, max abs diff, bytes)."""
     import numpy as np
@@ -172,7 +150,7 @@ def measure(threads):
                 calls.update(more)
             diffs = {n: float(np.abs(np.asarray(f()) - _probabilities(references[n.removeprefix("TFLite ")], x)).max())
                      for n, f in calls.items()}  # fmt: skip
-            times = _time(calls, _REPEATS.value, _WINDOW_S.value)
+            times = common.interleaved_window_times(calls, _REPEATS.value, _WINDOW_S.value)
             for name, values in times.items():
                 runtime = "TFLite" if name.startswith("TFLite ") else "SavedModel"
                 base = times["TFLite dense twin" if runtime == "TFLite" else "dense twin"]
