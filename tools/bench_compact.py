@@ -37,8 +37,11 @@ import bench_common as common  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "small_cnn", "Model (see bench_common.MODELS).")
 _SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Global sparsity of the tickets (ERK).")
-_FRACTIONS = flags.DEFINE_list("fractions", ["0", "0.5", "0.75"], "Fractions of output channels zeroed per layer "
-                               "(empty: no latency, only the real-ticket counts).")
+_FRACTIONS = flags.DEFINE_list(
+    "fractions",
+    ["0", "0.5", "0.75"],
+    "Fractions of output channels zeroed per layer (empty: no latency, only the real-ticket counts).",
+)
 _BATCHES = flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
 _CALLS = flags.DEFINE_integer("calls", 20, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed windows per variant and batch size (interleaved).")
