@@ -139,6 +139,29 @@ def test_compact_removes_exactly_the_channels_chase_removed():
     np.testing.assert_allclose(_numpy(small(x)), _numpy(model(x)), atol=1e-5)
 
 
+def test_compact_removes_the_channels_chase_removed_in_a_residual_block():
+    # A CIFAR ResNet block: conv1 (no bias) -> BN -> ReLU -> conv2 ("same") -> BN -> Add. Chase prunes
+    # conv1 only; each removed channel outputs relu(BN(0)), a nonzero constant (beta starts at 0.1), into
+    # a "same"-padded conv2, where no bias can take it: compact carries them all in one channel.
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 2))
+    stem = keras.layers.ReLU()(keras.layers.Conv2D(6, 3, padding="same", name="stem")(inputs))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="conv1")(stem)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(beta_initializer=keras.initializers.Constant(0.1))(x))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="conv2")(x))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(keras.layers.Add()([stem, x])))
+    model = tft.sparsify(keras.Model(inputs, keras.layers.Dense(3, name="out")(x)), 0.5, distribution="uniform", seed=0)
+    _train(model, _chase(), steps=12)
+    removed = {layer.name: int(removed_units(layer).sum()) for layer in masking.masked_layers(model)}
+    assert removed == {"stem": 0, "conv1": 4, "conv2": 0, "out": 0}
+    small, report = tft.compact(model)
+    row = report.row("conv1")
+    assert (row.folded, row.kept_other) == (3, 1)  # nonzero constants: three go, the fourth carries them
+    assert (row.after, report.row("conv2").inputs_after) == (5, 5)
+    x, _ = _data(16, (8, 8, 2))
+    np.testing.assert_allclose(_numpy(small(x)), _numpy(model(x)), atol=1e-5)
+
+
 def test_a_run_restored_from_its_checkpoint_continues_with_the_same_masks(tmp_path):
     from tf_freetickets.experiments.checkpointing import EpochCheckpoint, restore_latest
 

@@ -258,6 +258,51 @@ def test_a_1x1_same_padded_conv_takes_a_constant():
     assert _max_diff(model, small, (6, 6, 2)) <= 1e-5 and report.row("c0").folded == 1
 
 
+def _carrier_model(second_reader=False):
+    """12x12x3 -> c1 (6, no bias) -> BN -> ReLU -> c2 (3x3 "same") [-> c3 (3x3 "same") on the ReLU too] -> pool -> out."""
+    keras.utils.set_random_seed(12)
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x))
+    y = keras.layers.Conv2D(5, 3, padding="same", name="c2")(x)
+    if second_reader:
+        y = keras.layers.Add()([y, keras.layers.Conv2D(5, 3, padding="same", name="c3")(x)])
+    model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D()(y)))
+    _randomize_batchnorm(model)
+    _zero_out(model.get_layer("c1"), [1, 2, 4, 5])
+    bn = model.get_layer("bn1")  # constants relu(beta): 0.4, 0 (a dead channel), 0.7, 0.2
+    gamma, beta, mean, variance = (v.numpy() for v in bn.weights)
+    beta[[1, 2, 4, 5]], mean[[1, 2, 4, 5]], variance[[1, 2, 4, 5]] = [0.4, -0.3, 0.7, 0.2], 0.0, 1.0 - 1e-3
+    bn.set_weights([gamma, beta, mean, variance])
+    return model
+
+
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_constants_into_a_same_padded_conv_merge_into_one_carrier(second_reader):
+    # The padding cuts the border windows, so no bias can take a constant channel; but the
+    # convolution is linear in its channels: channels 1 and 5 go into the kernel slice of channel 4.
+    model = _carrier_model(second_reader)
+    small, report = compact(model)
+    row = report.row("c1")
+    assert (row.after, row.dead, row.folded, row.kept_other) == (3, 1, 2, 1)
+    assert "carries the constants of 2 removed channel(s)" in row.note
+    readers = ("c2", "c3") if second_reader else ("c2",)
+    assert all(report.row(name).inputs_after == 3 for name in readers)
+    assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
+
+
+def test_a_lone_constant_into_a_same_padded_conv_stays():
+    model = _carrier_model()
+    bn = model.get_layer("bn1")
+    gamma, beta, mean, variance = (v.numpy() for v in bn.weights)
+    beta[[1, 5]] = -1.0  # only channel 4 holds a nonzero constant: merging it with itself gains nothing
+    bn.set_weights([gamma, beta, mean, variance])
+    small, report = compact(model)
+    row = report.row("c1")
+    assert (row.after, row.dead, row.folded, row.kept_other) == (3, 3, 0, 1) and "'same'-padded" in row.note
+    assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
+
+
 @pytest.mark.parametrize("pool", [keras.layers.MaxPooling2D, keras.layers.AveragePooling2D])
 def test_same_padded_pooling_keeps_a_constant_constant(pool):
     keras.utils.set_random_seed(9)

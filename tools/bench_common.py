@@ -179,6 +179,46 @@ def zero_channels(ticket, fraction, seed):
     return ticket
 
 
+def paired_latency(functions, models, batch, calls, repeats, shape):
+    """Median seconds per call, paired ratios to the dense twin in the same runtime, max abs diffs.
+
+    Args:
+      functions: {"<variant> / <runtime>": (callable numpy x -> numpy, name of the reference model)};
+        every runtime needs a "dense / <runtime>" entry (the ratios' denominator).
+      models: {reference name: Keras model}, whose output each function is compared with.
+      batch, shape: the input is one fixed random (batch, *shape) array.
+      calls, repeats: calls per timed window; windows per function, interleaved (order rotated each repeat).
+
+    Returns:
+      {"ms": median ms per call, "ratio_to_dense": median over windows of window / the dense twin's
+      window of the same repeat, "max_abs_diff", "raw_s": seconds per call of every window}.
+    """
+    import numpy as np
+
+    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
+    diffs = {}
+    for name, (fn, reference) in functions.items():
+        want = np.asarray(models[reference](x, training=False))
+        diffs[name] = float(np.max(np.abs(fn(x) - want)))
+        fn(x)  # warm-up
+    times = {name: [] for name in functions}
+    names = list(functions)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = functions[name][0]
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn(x)
+            times[name].append((time.perf_counter() - start) / calls)
+    ratios = {}
+    for name, values in times.items():
+        base = times["dense / " + name.split(" / ")[1]]
+        ratios[name] = median([a / b for a, b in zip(values, base)])
+    return {"ms": {n: 1000 * median(v) for n, v in times.items()}, "ratio_to_dense": ratios,
+            "max_abs_diff": diffs, "raw_s": times}  # fmt: skip
+
+
 def rows_per_thread_count(script, threads, argv):
     """Runs `script --child_threads=N` once per N in `threads` (TensorFlow fixes its threads at start-up).
 

@@ -37,8 +37,11 @@ import bench_common as common  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", "small_cnn", "Model (see bench_common.MODELS).")
 _SPARSITY = flags.DEFINE_float("sparsity", 0.9, "Global sparsity of the tickets (ERK).")
-_FRACTIONS = flags.DEFINE_list("fractions", ["0", "0.5", "0.75"], "Fractions of output channels zeroed per layer "
-                               "(empty: no latency, only the real-ticket counts).")
+_FRACTIONS = flags.DEFINE_list(
+    "fractions",
+    ["0", "0.5", "0.75"],
+    "Fractions of output channels zeroed per layer (empty: no latency, only the real-ticket counts).",
+)
 _BATCHES = flags.DEFINE_list("batches", ["1", "32"], "Batch sizes.")
 _CALLS = flags.DEFINE_integer("calls", 20, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed windows per variant and batch size (interleaved).")
@@ -87,34 +90,6 @@ def variants(model_name, sparsity, fractions, folder):
     return functions, models, facts
 
 
-def measure(functions, models, batch, calls, repeats, shape):
-    """Median seconds per call, paired ratios to the dense twin in the same runtime, max abs diffs."""
-    import numpy as np
-
-    x = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-    diffs = {}
-    for name, (fn, reference) in functions.items():
-        want = np.asarray(models[reference](x, training=False))
-        diffs[name] = float(np.max(np.abs(fn(x) - want)))
-        fn(x)  # warm-up
-    times = {name: [] for name in functions}
-    names = list(functions)
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = functions[name][0]
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            times[name].append((time.perf_counter() - start) / calls)
-    ratios = {}
-    for name, values in times.items():
-        base = times["dense / " + name.split(" / ")[1]]
-        ratios[name] = common.median([a / b for a, b in zip(values, base)])
-    return {"ms": {n: 1000 * common.median(v) for n, v in times.items()}, "ratio_to_dense": ratios,
-            "max_abs_diff": diffs, "raw_s": times}  # fmt: skip
-
-
 def trained_ticket(method, steps, sparsity, seed=0):
     """small_cnn at `sparsity` after `steps` steps of `method` (rigl, srigl, chase) on Fashion-MNIST (0: just sparsified).
 
@@ -140,7 +115,7 @@ def trained_ticket(method, steps, sparsity, seed=0):
 
 
 def ticket_latency(ticket, small, batches, calls, repeats, folder):
-    """{batch: ratio of the compacted ticket's SavedModel to its dense twin's}, paired and interleaved (`measure`)."""
+    """{batch: ratio of the compacted ticket's SavedModel to its dense twin's}, paired and interleaved (`paired_latency`)."""
     import keras
     import tensorflow as tf
 
@@ -154,8 +129,8 @@ def ticket_latency(ticket, small, batches, calls, repeats, folder):
         loaded = tf.saved_model.load(export_member(model, os.path.join(folder, f"{name}_{id(ticket)}")))
         functions[f"{name} / saved_model"] = ((lambda m: lambda x: m.serve(x).numpy())(loaded), reference)
     shape = common.input_shape("small_cnn")
-    return {batch: measure(functions, models, batch, calls, repeats, shape)["ratio_to_dense"]["compact / saved_model"]
-            for batch in batches}  # fmt: skip
+    ratios = [common.paired_latency(functions, models, b, calls, repeats, shape)["ratio_to_dense"] for b in batches]
+    return {batch: r["compact / saved_model"] for batch, r in zip(batches, ratios)}
 
 
 def real_tickets(steps, sparsity, methods, batches=(), calls=20, repeats=5, folder=None):
@@ -228,7 +203,7 @@ def main(argv):
     with tempfile.TemporaryDirectory(prefix="bench_compact_") as folder:
         functions, models, result["facts"] = variants(_MODEL.value, _SPARSITY.value, fractions, folder)
         for batch in batches if fractions else []:
-            result["latency"][str(batch)] = measure(functions, models, batch, _CALLS.value, _REPEATS.value,
+            result["latency"][str(batch)] = common.paired_latency(functions, models, batch, _CALLS.value, _REPEATS.value,
                                                     common.input_shape(_MODEL.value))  # fmt: skip
             ratios = result["latency"][str(batch)]["ratio_to_dense"]
             print(f"batch {batch}: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))

@@ -14,8 +14,10 @@ removes
 together with the matching input slices of every layer that reads them (strided for a Flatten:
 features p * C + c of channel c) and the matching entries of the BatchNormalization and
 DepthwiseConv2D layers between. The rules, the supported layers and the refusal of the others are in
-`compact_graph` (a Conv2D with "same" padding takes only a constant 0: elsewhere the padding cuts
-the window, so a nonzero constant channel that feeds one is kept and reported). An Add's channel goes
+`compact_graph` and `compact_decide` (a Conv2D with "same" padding takes no constant into its bias:
+the padding cuts the border windows; several nonzero constant channels that feed one are merged into
+one *carrier* channel, whose kernel slice takes theirs scaled by constant ratios, exactly; a lone one
+is kept and reported). An Add's channel goes
 only where it can go from every branch; model outputs keep every unit. Removals can free more units
 (a unit whose only inputs were removed becomes dead), so the analysis repeats until a pass removes
 nothing.
@@ -32,7 +34,8 @@ import keras
 import numpy as np
 
 from tf_freetickets import keras_compat
-from tf_freetickets.deploy.compact_graph import Graph, activation_name, decide
+from tf_freetickets.deploy.compact_decide import decide
+from tf_freetickets.deploy.compact_graph import Graph, activation_name
 from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse.strip import strip
 
@@ -49,7 +52,7 @@ class CompactRow:
       before, after: its units / channels (its output's last axis) in the model and in the compact model.
       inputs_before, inputs_after: the features of its input (Dense, Conv2D; None for the others).
       dead: zero-kernel units removed whose constant was 0 wherever it was read.
-      folded: zero-kernel units removed whose nonzero constant went into the next layers' biases.
+      folded: zero-kernel units removed whose nonzero constant went into the next layers' biases (or a carrier).
       unread: units removed because no layer after them reads them (zero weights on them).
       kept_add: zero-kernel units kept because another branch of an Add is live on that channel.
       kept_other: zero-kernel units kept for another reason (`note` says which).
@@ -109,8 +112,8 @@ def _weights(op):
 class _Rebuild:
     """One compaction pass: a new model from a `Graph`, its decisions and folds, and the pass's rows."""
 
-    def __init__(self, graph, decisions, folds):
-        self.graph, self.decisions, self.folds = graph, decisions, folds
+    def __init__(self, graph, decisions, folds, merges):
+        self.graph, self.decisions, self.folds, self.merges = graph, decisions, folds, merges
         self.rows, self.shifts, self.bias_on = [], {}, set()
         output_ids = {id(t) for t in graph.outputs}
         for op, _, outputs, _ in graph.nodes:  # where the constants of a bias-free layer go
@@ -161,7 +164,12 @@ class _Rebuild:
     def _producer(self, op, inputs, outputs):
         keep_in, keep_out = self.keep(inputs[0]), self.keep(outputs[0])
         weights = _weights(op)
-        kernel = np.compress(keep_out, np.compress(keep_in, weights["kernel"], axis=-2), axis=-1)
+        kernel = weights["kernel"]
+        if id(op) in self.merges:  # the carrier's slice takes the merged constant channels' (compact_decide)
+            carrier, ratios = self.merges[id(op)]
+            kernel = kernel.copy()
+            kernel[..., carrier, :] = np.einsum("...cf,c->...f", kernel.astype(np.float64), ratios).astype(kernel.dtype)
+        kernel = np.compress(keep_out, np.compress(keep_in, kernel, axis=-2), axis=-1)
         config = op.get_config()
         config["units" if "units" in config else "filters"] = int(keep_out.sum())
         fold = self.folds.get(id(op))
@@ -273,10 +281,10 @@ def compact(model, unsupported="refuse", verbose=False, check=True, max_passes=1
     current, passes = plain, []
     for index in range(max_passes):
         graph = Graph(current)
-        decisions, folds = decide(graph, unsupported)
+        decisions, folds, merges = decide(graph, unsupported)
         if index and all(d.keep.all() for d in decisions.values()):
             break
-        rebuild = _Rebuild(graph, decisions, folds)
+        rebuild = _Rebuild(graph, decisions, folds, merges)
         current = rebuild.model()
         passes.append(rebuild.rows)
     report = CompactReport(_merge(passes), len(passes), plain.count_params(), current.count_params())

@@ -1,4 +1,4 @@
-"""The analysis behind `compact`: channel spaces of a Keras graph, constant channels, what may be removed.
+"""The graph analysis behind `compact`: channel spaces of a Keras graph and the constants their channels hold.
 
 A *space* is a set of tensors that share one channel indexing (their last axis): the output of a
 Dense or Conv2D layer (a *producer*) and every tensor that channel-wise layers make from it; an Add
@@ -17,7 +17,7 @@ Supported layers (`layer_kind`), exact classes only (a subclass may compute some
   producer with such an activation): the space they read keeps every channel.
 Any other layer (Normalization and other preprocessing at the model's input included) is copied
 unchanged and treated as reading every channel of what it reads: nothing there can go. Where that
-blocks a channel that would otherwise go (a dead unit behind it), `decide` refuses in one line
+blocks a channel that would otherwise go (a dead unit behind it), `compact_decide.decide` refuses in one line
 naming the layer, or with `unsupported="keep"` keeps the channel and says why.
 
 Each tensor carries, per feature, the constant it holds for every input (NaN: not constant). A
@@ -26,16 +26,7 @@ channel-wise layers map such constants on (TensorFlow's pools leave the padding 
 stays constant under "same" pooling), an Add sums them; a DepthwiseConv2D keeps a constant only where
 its windows lie inside the input, and a zero depthwise filter makes its channel constant.
 
-A channel is removed from its whole space when every *exit* of the space (a Dense or Conv2D that
-reads one of its tensors) can do without it: its weights on the channel are all zero (*unread*), or
-the channel is constant there and the exit can take the constant into its bias exactly. A Dense
-always can (bias += sum over the channel's features of constant x weight row). A Conv2D can when
-every window lies inside its input ("valid" padding, or a 1x1 kernel): bias += constant x the sum
-of its kernel over the window. A Conv2D with "same" padding and a larger kernel can only for the
-constant 0: at the borders the padding cuts the window, so the contribution depends on the position
-and no bias holds it; such a channel is kept and reported ("constant into 'same'-padded Conv2D").
-A space that reaches a model output keeps every channel; so does one channel per space when all
-would go (a layer keeps at least one unit).
+What goes, given these spaces and constants, is `compact_decide`'s part.
 """
 
 import dataclasses
@@ -151,7 +142,7 @@ class TensorInfo:
 
 
 class Graph:
-    """A model's graph with its spaces and constants (module doc); `decide()` then says what goes.
+    """A model's graph with its spaces and constants (module doc); `compact_decide.decide` then says what goes.
 
     Args:
       model: a plain (unmasked) Functional or built Sequential Keras model.
@@ -318,101 +309,6 @@ class Graph:
             self.space_of(tensor).unknown.append((id(tensor), op))
         for tensor in outputs:
             self._new_space(tensor, fixed=f"output of {type(op).__name__} {op.name!r}")
-
-
-@dataclasses.dataclass
-class Decision:
-    """What `decide` says of one space: `keep` (bool per channel), why a channel stays (`reason`, None when it is
-    simply live), and `folded` (a removed channel whose nonzero constant went into a bias)."""
-
-    keep: np.ndarray
-    reason: list
-    folded: np.ndarray
-
-
-def _exit_checks(consumer, info, channels):
-    """(unread, constant, foldable, contribution (channels, units)) of a space's channels at one Dense/Conv2D exit.
-
-    unread: the exit's weights on the channel are all zero; constant: the channel holds a constant
-    there; foldable: it may go (unread, or constant and taken into the bias exactly); contribution:
-    what the constant adds to each output unit (Dense: sum over the channel's features of constant x
-    weight; Conv2D: constant x the sum of the kernel over the window).
-    """
-    const = info.const.reshape(info.reps, channels)
-    constant = ~np.isnan(const).any(axis=0)
-    values = np.nan_to_num(const)
-    kernel = keras.ops.convert_to_numpy(consumer.kernel).astype(np.float64)
-    if kernel.ndim == 2:  # Dense: (reps * channels, units), feature f is channel f % channels
-        kernel = kernel.reshape(info.reps, channels, -1)
-        contribution = np.einsum("rc,rcu->cu", values, kernel)
-        exact = constant
-    else:  # Conv2D: (kh, kw, channels, filters)
-        kernel = kernel.reshape(-1, channels, kernel.shape[-1])
-        contribution = values[0][:, None] * kernel.sum(axis=0)
-        exact = constant & (windows_inside(consumer) | np.all(values == 0, axis=0))
-    unread = ~np.any(kernel != 0, axis=(0, 2))
-    return unread, constant, unread | exact, np.where(unread[:, None], 0.0, contribution)
-
-
-def _check_unknown(graph, space, removable, reason, unsupported):
-    """Refuses (or keeps, with `unsupported="keep"`) the channels an unknown layer reads that would otherwise go.
-
-    An unknown layer is taken to read every channel of the space, so no channel of it can go. Where a
-    channel that could otherwise go is a constant at that layer (a dead unit behind it), compact
-    refuses, naming the layer; channels that vary there just stay (there was nothing to remove).
-    """
-    for tensor_id, op in space.unknown:
-        const = graph.tensors[tensor_id].const.reshape(graph.tensors[tensor_id].reps, space.channels)
-        constant = ~np.isnan(const).any(axis=0)
-        blocked = removable & constant
-        if blocked.any() and unsupported == "refuse":
-            producers = ", ".join(repr(p.name) for p, _ in space.producers) or "a model input"
-            raise ValueError(
-                f"compact: layer {op.name!r} ({type(op).__name__}) reads {int(blocked.sum())} constant channel(s) of "
-                f"{producers} that compact would remove, and compact cannot slice a {type(op).__name__}; pass "
-                "unsupported='keep' to keep them."
-            )
-        for c in np.flatnonzero(blocked):
-            reason[c] = f"read by unsupported {type(op).__name__} {op.name!r}"
-        removable[:] = False  # it reads every channel: none can go
-
-
-def decide(graph, unsupported="refuse"):
-    """Which channels of each space go, and what each exit takes into its bias.
-
-    Args:
-      graph: a `Graph`.
-      unsupported: "refuse" (a layer of unknown kind that reads removable channels raises ValueError
-        naming it) or "keep" (that space keeps every channel; the reason says which layer).
-
-    Returns:
-      ({root space index: Decision}, {id(exit layer): bias increment (its output units,)}).
-    """
-    decisions, folds = {}, {}
-    for index, space in enumerate(graph.spaces):
-        if space.parent is not None:
-            continue
-        channels = space.channels
-        removable, reason = np.full(channels, space.fixed is None), [space.fixed] * channels
-        checks = []
-        for tensor_id, consumer in space.exits:
-            unread, constant, foldable, contribution = _exit_checks(consumer, graph.tensors[tensor_id], channels)
-            checks.append((consumer, contribution))
-            for c in np.flatnonzero(removable & ~foldable):
-                reason[c] = (f"constant into 'same'-padded {type(consumer).__name__} {consumer.name!r}" if constant[c]
-                             else "an add" if space.has_add else f"varies where {consumer.name!r} reads it")  # fmt: skip
-            removable &= foldable
-        if space.unknown:
-            _check_unknown(graph, space, removable, reason, unsupported)
-        if channels and removable.all():
-            removable[0], reason[0] = False, "a layer keeps at least one unit"
-        folded = np.zeros(channels, bool)
-        for consumer, contribution in checks:
-            part = np.where(removable[:, None], contribution, 0.0)
-            folded |= removable & np.any(part != 0, axis=1)
-            folds[id(consumer)] = folds.get(id(consumer), 0.0) + part.sum(axis=0)
-        decisions[index] = Decision(~removable, reason, folded)
-    return decisions, folds
 
 
 def _activate(function, values):
