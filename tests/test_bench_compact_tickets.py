@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-from bench_compact_tickets import synthetic_images  # noqa: E402
+from bench_common import synthetic_images  # noqa: E402  (bench_common defines no flags)
 
 
 def _tool(tmp_path, *flags):

@@ -1,14 +1,13 @@
-"""The frontier benchmark (tools/bench_frontier.py) and its page: forms exact, fastest chosen, missing runs named."""
+"""The frontier benchmark (tools/bench_frontier.py): forms exact, fastest chosen, missing runs named."""
 
 import json
 
-import bench_frontier
 import keras
 import numpy as np
 import pytest
 
 import tf_freetickets as tft
-from reporting import frontier_page
+from reporting import frontier_forms, frontier_page
 from reporting.study import Cell
 
 
@@ -21,7 +20,7 @@ def _small_cnn(seed):
 def test_every_form_serves_the_members_mean_probability(tmp_path, num_members):
     members = [tft.sparsify(_small_cnn(seed), 0.8, distribution="erk", seed=seed) for seed in range(num_members)]
     x = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
-    serves, forms = bench_frontier.row_forms("row", members, str(tmp_path), threads=1, x=x)
+    serves, forms = frontier_forms.row_forms("row", members, str(tmp_path), threads=1, x=x)
     expected = np.mean([keras.ops.convert_to_numpy(keras.ops.softmax(m(x))) for m in members], axis=0)
     exported = [f for f in forms if "bytes" in f]
     assert {f["form"] for f in exported} == set(serves)
@@ -71,7 +70,7 @@ def test_summary_gives_each_row_its_fastest_form_smallest_file_and_quality_over_
 
 def test_a_composed_row_with_a_missing_run_is_named_with_the_command_that_retrains_it(tmp_path):
     cells = {"rigl_0.8": Cell("rigl_0.8", replicas=3), "dst_0.8": Cell("dst_0.8", composed_of="rigl_0.8", members=3)}
-    paths, missing = bench_frontier.member_paths(cells["dst_0.8"], 0, str(tmp_path), cells)
+    paths, missing = frontier_forms.member_paths(cells["dst_0.8"], 0, str(tmp_path), cells)
     assert paths == [] and missing == [("rigl_0.8", 0), ("rigl_0.8", 1), ("rigl_0.8", 2)]
     study = tmp_path / "study.json"
     study.write_text(json.dumps({"records": [{"cell": "rigl_0.8", "seed": 1, "command": "python -m train --x=1"}]}))

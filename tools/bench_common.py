@@ -270,3 +270,25 @@ def interleaved_window_times(functions, repeats, window_s, warmup=3):
                 function()
             times[key].append((time.perf_counter() - start) / count)
     return times
+
+
+def synthetic_images(shape, examples, seed, num_classes=10):
+    """Deterministic (x, y): per class a smooth template (a 4x4 random grid upsampled), plus N(0, 0.5) noise.
+
+    Args:
+      shape: (H, W, C) of one image.
+      examples, seed: how many, and the seed of everything drawn.
+
+    Returns:
+      float32 x (examples, H, W, C) in about [-1.5, 2.5], int32 y (examples,).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    height, width, channels = shape
+    coarse = rng.random((num_classes, 4, 4, channels), dtype=np.float32)
+    rows, cols = np.arange(height) * 4 // height, np.arange(width) * 4 // width
+    templates = coarse[:, rows][:, :, cols]
+    y = rng.integers(0, num_classes, examples).astype("int32")
+    x = templates[y] + rng.normal(0.0, 0.5, (examples, *shape)).astype(np.float32)
+    return x.astype(np.float32), y

@@ -11,7 +11,7 @@ end_fraction 0.75), the mask update every --update_every steps (100: `config.spa
 
 **The data is synthetic**: no CIFAR is available offline, so the tool makes a deterministic
 dataset of --examples images of the model's input shape (10 classes: a fixed smooth random
-template per class plus Gaussian noise, `synthetic_images`). Latency does not depend on what the
+template per class plus Gaussian noise, `bench_common.synthetic_images`). Latency does not depend on what the
 weights learned; which channels Chase removes does depend on the schedule (kept at the method's
 defaults), and their constants (BatchNorm statistics) on the data: the removed-channel counts are
 those of this data, not of CIFAR.
@@ -53,28 +53,6 @@ _THREADS = flags.DEFINE_integer("threads", 1, "TensorFlow and TFLite threads.")
 _CALLS = flags.DEFINE_integer("calls", 20, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed windows per variant and batch size (interleaved).")
 _OUTPUT = flags.DEFINE_string("output", "out/bench_compact_tickets", "Output folder.")
-
-
-def synthetic_images(shape, examples, seed, num_classes=10):
-    """Deterministic (x, y): per class a smooth template (a 4x4 random grid upsampled), plus N(0, 0.5) noise.
-
-    Args:
-      shape: (H, W, C) of one image.
-      examples, seed: how many, and the seed of everything drawn.
-
-    Returns:
-      float32 x (examples, H, W, C) in about [-1.5, 2.5], int32 y (examples,).
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    height, width, channels = shape
-    coarse = rng.random((num_classes, 4, 4, channels), dtype=np.float32)
-    rows, cols = np.arange(height) * 4 // height, np.arange(width) * 4 // width
-    templates = coarse[:, rows][:, :, cols]
-    y = rng.integers(0, num_classes, examples).astype("int32")
-    x = templates[y] + rng.normal(0.0, 0.5, (examples, *shape)).astype(np.float32)
-    return x.astype(np.float32), y
 
 
 def train_ticket(model_name, method, sparsity, steps, batch_size, update_every, data, seed):
@@ -244,7 +222,7 @@ def main(argv):
     print(f"Training on SYNTHETIC {common.input_shape(config['model'])} images (no CIFAR offline): latency and "
           "file sizes are the point; which channels go depends on this data.")  # fmt: skip
     started = time.perf_counter()
-    data = synthetic_images(common.input_shape(config["model"]), config["examples"], config["seed"])
+    data = common.synthetic_images(common.input_shape(config["model"]), config["examples"], config["seed"])
     result = {"config": config, "machine": common.machine_info(), "tickets": []}
     with tempfile.TemporaryDirectory(prefix="bench_compact_tickets_") as folder:
         for method in config["methods"]:
