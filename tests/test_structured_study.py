@@ -111,3 +111,25 @@ def test_page_decides_each_claim_against_rigl_and_shows_the_structure(tmp_path):
     written = page.read_text()
     assert "prose kept" in written and written.count(STRUCTURED_BEGIN_MARKER) == 1
     assert "**Baseline missing:** no long_v2 JSON: the RigL baseline rows are missing." in written
+
+
+def test_a_record_read_back_carries_what_the_current_compact_keeps(tmp_path):
+    from reporting.study import Cell
+    from reporting.study_runner import StudyRunner
+
+    path = str(tmp_path / "ticket.keras")
+    _masked_mlp(dead_units=[1, 3]).save(path)
+    cells = [Cell("chase_0.8", "configs/fashion_mnist_chase.py", (), "chase", 0.8, replicas=2),
+             Cell("chase_dst_0.8", family="chase_dst", sparsity=0.8, composed_of="chase_0.8", members=2)]  # fmt: skip
+    runner = StudyRunner(cells, [0], {"dataset": "fashion_mnist"}, str(tmp_path), str(tmp_path / "s.json"),
+                         structure_measures=True)  # fmt: skip
+    stale = {"cell": "chase_dst_0.8", "seed": 0, "metrics": {"accuracy": 0.9, "compact_param_fraction": 1.0}}
+    runner._has_member_files = lambda cell, seed: True
+    runner._member_files = lambda cell, seed: [path]
+    fresh = runner._with_current_structure(cells[1], 0, stale)
+    assert fresh["metrics"]["accuracy"] == 0.9 and fresh["structure_measured_by"] == "current compact"
+    assert fresh["metrics"]["compact_param_fraction"] == pytest.approx((6 * 2 + 2 + 2 * 3 + 3) / (6 * 4 + 4 + 4 * 3 + 3))
+    assert stale["metrics"]["compact_param_fraction"] == 1.0  # the committed record itself is not mutated
+    runner._has_member_files = lambda cell, seed: seed == 0  # seed 1's files are not on this machine
+    kept = runner._with_current_structure(cells[1], 0, stale)
+    assert kept["metrics"] == stale["metrics"] and kept["structure_measured_by"] == "record"

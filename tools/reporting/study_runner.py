@@ -172,6 +172,8 @@ class StudyRunner:
             start = time.time()
             record = committed.get((cell.name, seed)) or self._record(cell, seed, done)
             trained = time.time() - start > 5  # not read back from the JSON or a workdir record
+            if not trained and self.structure_measures:
+                record = self._with_current_structure(cell, seed, record)
             if trained:
                 spent, ran = spent + time.time() - start, ran + 1
             done[(cell.name, seed)] = record
@@ -235,6 +237,23 @@ class StudyRunner:
         with open(record_file, "w") as f:
             json.dump(record, f, indent=2)
         return record
+
+    def _with_current_structure(self, cell, seed, record):
+        """`record` with its structure measures recomputed by this version's `tft.compact`.
+
+        They are a function of the saved tickets and of `compact` alone, so a record read back
+        carries what the current `compact` keeps, not what an older one did (the study's package
+        version does not change with `compact`). Where the model files are not on this machine
+        the stored values stay, and the record says so ("structure_measured_by": "record").
+        """
+        runs = [(self.by_name[cell.composed_of], s) for s in cell.run_seeds(seed)] if cell.composed_of else [(cell, seed)]
+        if not all(self._has_member_files(c, s) for c, s in runs):
+            return {**record, "structure_measured_by": "record"}
+        from tf_freetickets.ensembles import EnsembleModel
+
+        members = EnsembleModel.from_saved_models([p for c, s in runs for p in self._member_files(c, s)]).members
+        return {**record, "metrics": {**record["metrics"], **structure_measures(members)},
+                "structure_measured_by": "current compact"}  # fmt: skip
 
     def _command(self, cell, seed, workdir):
         """The command that trains (cell, seed) alone; a composed cell's names its source's runs as one ensemble."""
