@@ -6,7 +6,7 @@
   python tools/reproduce.py --study=long --report_only   # rebuild its section of docs/RESULTS.md from the JSON
   python tools/reproduce.py --study=long_v2          # the long study rerun to decide its claims (5 seed groups)
   python tools/reproduce.py --study=long_v2 --report_only   # its section: claims tested (Welch, Holm), forest plot
-  python tools/reproduce.py --study=structured       # SRigL and Chase against long_v2's RigL rows (3 runs each)
+  python tools/reproduce.py --study=structured       # SRigL and Chase against long_v2's RigL rows (2 seed groups, 6 runs each)
 
 Studies (cells in tools/reporting/study.py and long_study.py):
 - short: dense single model, dense ensemble (M=3), DST ensemble (M=3), EDST ensemble (M=3), RigL,
@@ -20,9 +20,10 @@ Studies (cells in tools/reporting/study.py and long_study.py):
 - long_v2: the long study rerun over 5 seed groups with a validation split (temperature scaling),
   the unconfounded FreeTickets-recipe DST row and more measures; its section of the page tests
   each claim (Welch's CI and p, Holm-adjusted over the table) and draws a forest plot.
-- structured: SRigL and Chase with exactly long_v2's RigL settings (only the method differs), one
-  seed group of 3 runs per row, against long_v2's RigL records; the records add the dead-unit
-  fraction and the parameters `tft.compact` keeps.
+- structured: SRigL and Chase with exactly long_v2's RigL settings (only the method differs), two
+  seed groups of 3 runs per row, against long_v2's RigL records, and the DST ensemble of each seed
+  group's 3 Chase runs beside long_v2's `dst_0.8`; the records add the dead-unit fraction and the
+  parameters `tft.compact` keeps.
 
 Each (cell, seed) trains with `tf_freetickets.experiments.runner.run` in WORKDIR/<cell>/seed_<s>/ and
 is evaluated on the test set (accuracy, NLL, ECE, Brier, member diversity, reliability bins), on

@@ -16,7 +16,7 @@ dead output units and the parameter fraction `tft.compact` keeps.
 from reporting.long_study import EPOCHS, LEARNING_RATE, TRAIN_EXAMPLES, fashion_mnist_decided_study
 from reporting.study import Cell
 
-STRUCTURED_SEEDS = (0,)  # one seed group: 3 runs per row (seeds 0, 1, 2), as the long_v2 RigL rows of group 0
+STRUCTURED_SEEDS = (0, 10)  # two seed groups: 6 runs per row (seeds 0-2, 10-12), as long_v2's RigL rows
 STRUCTURED_METHODS = (("srigl", "configs/fashion_mnist_srigl.py", "SRigL"), ("chase", "configs/fashion_mnist_chase.py", "Chase"))
 MIN_STRUCTURED_RUNS = 3  # the issue's >= 3 seeds per row
 ACCURACY_MARGIN = 0.005  # a "matches RigL" claim may lose half a point of accuracy, as the decided study's no-worse claims
