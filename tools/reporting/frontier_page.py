@@ -97,7 +97,8 @@ def forms_table(result):
     ]
     for f in result["forms"]:
         if "skipped" in f:
-            lines.append(f"| {f['row']} | {f['form']} | – | – | – | – | not served: {f['skipped']} |")
+            reason = f["skipped"].split("; ")[0]  # the first clause names the refused layer; the JSON keeps all
+            lines.append(f"| {f['row']} | {f['form']} | – | – | – | – | not served: {reason} |")
             continue
         ms = f"{f['ms']:.3f}" if "ms" in f else "–"
         ratio = f"{_ratio(f.get('ratio_to_dense_twin'))} | {_ratio(f.get('ratio_same_runtime'))}"
