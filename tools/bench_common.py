@@ -201,16 +201,7 @@ def paired_latency(functions, models, batch, calls, repeats, shape):
         want = np.asarray(models[reference](x, training=False))
         diffs[name] = float(np.max(np.abs(fn(x) - want)))
         fn(x)  # warm-up
-    times = {name: [] for name in functions}
-    names = list(functions)
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = functions[name][0]
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            times[name].append((time.perf_counter() - start) / calls)
+    times = interleaved_times({name: (lambda fn=fn: fn(x)) for name, (fn, _) in functions.items()}, repeats, calls)
     ratios = {}
     for name, values in times.items():
         base = times["dense / " + name.split(" / ")[1]]
@@ -260,11 +251,25 @@ def interleaved_window_times(functions, repeats, window_s, warmup=3):
             function()
             n += 1
         calls[key] = max(1, int(n * 3))
+    return interleaved_times(functions, repeats, calls)
+
+
+def interleaved_times(functions, repeats, calls):
+    """Per-window seconds per call of each function, windows interleaved and their order rotated each repeat.
+
+    Args:
+      functions: {key: callable with no arguments}, already warm.
+      repeats: timed windows per function.
+      calls: calls per window: one int for all, or {key: int}.
+
+    Returns:
+      {key: [seconds per call in each window]}, windows in the order they ran.
+    """
     keys, times = list(functions), {key: [] for key in functions}
     for repeat in range(repeats):
         shift = repeat % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            function, count = functions[key], calls[key]
+            function, count = functions[key], calls[key] if isinstance(calls, dict) else calls
             start = time.perf_counter()
             for _ in range(count):
                 function()

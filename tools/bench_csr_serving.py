@@ -23,7 +23,6 @@ model (max abs diff). Writes csr_serving.json / .md.
 import os
 import sys
 import tempfile
-import time
 
 from absl import app, flags
 
@@ -100,16 +99,7 @@ def measure(width, sparsity, distribution, members, calls, repeats):
     diffs = {}
     for name, (fn, reference) in functions.items():
         diffs[name] = float(np.max(np.abs(fn(x) - keras.ops.convert_to_numpy(reference(x, training=False)))))
-    times = {name: [] for name in functions}
-    names = list(functions)
-    for repeat in range(repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            fn = functions[name][0]
-            start = time.perf_counter()
-            for _ in range(calls):
-                fn(x)
-            times[name].append((time.perf_counter() - start) / calls)
+    times = common.interleaved_times({name: (lambda fn=fn: fn(x)) for name, (fn, _) in functions.items()}, repeats, calls)
 
     def paired(base):
         return {n: common.median([a / b for a, b in zip(v, times[base])]) for n, v in times.items()}
