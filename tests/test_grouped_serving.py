@@ -1,14 +1,10 @@
 """`group_ensemble`: M tickets of one CNN architecture as one model of grouped convolutions and batched heads."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from plain_keras_load import max_abs_diff_loaded_without_library
 
 import tf_freetickets as tft
 from tf_freetickets.deploy.grouped import group_ensemble
@@ -94,20 +90,6 @@ def test_differing_architectures_are_refused_with_the_first_difference(tickets):
 
 
 def test_loads_with_plain_keras_without_the_library(tickets, tmp_path):
-    path, inputs, expected = tmp_path / "grouped.keras", tmp_path / "x.npy", tmp_path / "want.npy"
+    path, x = tmp_path / "grouped.keras", _inputs(4)
     group_ensemble(tickets).save(path)
-    x = _inputs(4)
-    np.save(inputs, x)
-    np.save(expected, _mean_probabilities(tickets, x))
-    script = textwrap.dedent(f"""
-        import sys
-        import keras, numpy as np
-        model = keras.models.load_model({str(path)!r})
-        got = np.asarray(model(np.load({str(inputs)!r}), training=False))
-        assert "tf_freetickets" not in sys.modules, "the library was imported"
-        print(float(np.abs(got - np.load({str(expected)!r})).max()))
-    """)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ""}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert float(out.stdout.strip().splitlines()[-1]) <= 1e-5
+    assert max_abs_diff_loaded_without_library(path, x, _mean_probabilities(tickets, x), tmp_path) <= 1e-5

@@ -18,7 +18,6 @@ the library: it measures TensorFlow's kernels on the structure the library's SRi
 
 import os
 import sys
-import time
 
 from absl import app, flags
 
@@ -101,21 +100,9 @@ def forms(layers):
 
 
 def _time_forms(functions, x, repeats, window_s):
-    calls = {}
-    for name, f in functions.items():
-        f(x)  # trace
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < window_s / 3:
-            f(x)
-            n += 1
-        calls[name] = max(1, int(n * 3))
-    times = {name: [] for name in functions}
-    for _ in range(repeats):
-        for name, f in functions.items():
-            start = time.perf_counter()
-            for _ in range(calls[name]):
-                f(x)
-            times[name].append((time.perf_counter() - start) / calls[name])
+    """Median seconds per call of each form (`bench_common.interleaved_window_times`, one warm-up call)."""
+    calls = {name: (lambda f=f: f(x)) for name, f in functions.items()}
+    times = common.interleaved_window_times(calls, repeats, window_s, warmup=1)
     return {name: common.median(t) for name, t in times.items()}
 
 
