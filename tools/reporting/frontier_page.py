@@ -6,7 +6,7 @@ and max abs diff from the frontier measurement of one seed group's models.
 
 import os
 
-from reporting.plots import _pyplot
+from reporting.plots import _pyplot, log_x_axis
 from reporting.results_page import records_by_cell
 from reporting.tables import aggregate
 
@@ -107,16 +107,6 @@ def forms_table(result):
     return "\n".join(lines)
 
 
-def _log_axis(ax):
-    from matplotlib import ticker
-
-    ax.set_xscale("log")
-    # Plain labels at 1, 2 and 5 per decade: the default minor labels (2x10^2, ...) collide.
-    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-
-
 def _dense_lines(ax, forms):
     """Dotted verticals at the dense row's SavedModel and TFLite latency: the twins of each runtime."""
     for form in forms:
@@ -152,7 +142,7 @@ def frontier_figure(result, studies, path):
                 ax.errorbar(x, mean, yerr=std, fmt=marker, color=colours[row], capsize=3, label=row)
             if line == 0:
                 _dense_lines(ax, result["forms"])
-            _log_axis(ax)
+            log_x_axis(ax)
             ax.set_xlabel(xlabel, fontsize=8)
             ax.set_ylabel(f"{title} ({'higher' if higher else 'lower'} is better)", fontsize=8)
             ax.grid(True, which="both", alpha=0.3)

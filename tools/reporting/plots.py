@@ -92,6 +92,16 @@ def reliability_figure(bins_by_run, path, columns=4):
     plt.close(fig)
 
 
+def log_x_axis(ax):
+    """A log x axis labelled plainly at 1, 2 and 5 per decade (the default minor labels, 2x10^-1, ... collide)."""
+    from matplotlib import ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def accuracy_flops_figure(points, path, reference=None):
     """Saves test accuracy (mean ± std over seeds) against training FLOPs as a PNG.
 
@@ -103,7 +113,6 @@ def accuracy_flops_figure(points, path, reference=None):
       reference: optional run name whose accuracy is drawn as a horizontal line.
     """
     plt = _pyplot()
-    from matplotlib import ticker
 
     fig, ax = plt.subplots(figsize=(8.0, 4.5))
     families = list(dict.fromkeys(p[3] for p in points.values()))
@@ -119,11 +128,7 @@ def accuracy_flops_figure(points, path, reference=None):
         ax.errorbar(flops, mean, yerr=std, fmt=marker, color=colours[family], capsize=3, label=name)
     if reference in points:
         ax.axhline(points[reference][1], color="gray", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    # Plain labels at 1, 2 and 5 per decade: the default minor labels (2x10^-1, ...) collide.
-    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    log_x_axis(ax)
     ax.set_xlabel("training FLOPs (x one dense model)")
     ax.set_ylabel("test accuracy (ensemble)")
     ax.grid(True, which="both", alpha=0.3)
