@@ -42,6 +42,8 @@ def _metrics(cell, rng):
                "ece_10bins": noise(ece), "brier": noise(0.45 * nll), "ts_nll": noise(0.9 * nll), "ts_ece": noise(0.5 * ece),
                "ts_brier": noise(0.44 * nll), "temperature": noise(1.2), "corruption_accuracy": noise(accuracy - 0.16),
                "corruption_ece": noise(2 * ece), "training_flops": flops * 1e12, "inference_flops": 1e6,
+               "gibbs_nll": noise(1.15 * nll), "adaptive_ece": noise(ece), "brier_reliability": noise(0.03),
+               "brier_resolution": noise(0.72), "brier_uncertainty": 0.9,
                "members": 3 if cell in ("dense_ensemble", "dnc_s2") or cell.startswith(("dst", "edst")) else 1}  # fmt: skip
     metrics["members"] = 1 if cell == "dst_ft_members_0.8" else metrics["members"]
     for i, name in enumerate(OOD_SETS):  # the near-OoD natural patches are the hardest set
@@ -99,6 +101,14 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     assert "midpoint of `dense`" in _claim_line(text, "DST ensemble approaches the dense deep ensemble")
     assert "24 claims, 24 with a p value" in text  # the OoD table, set by set: its own Holm family
     assert "| dense + TS | 15 |" in text and "| dst_ft_0.8 | 5 |" in text
+    baselines = text.split("### The metrics other libraries report")[1].split("### Runs")[0]
+    header = "| run | runs | NLL | Gibbs NLL (members' mean) | ECE (15 bins) | ECE (10 bins) | adaptive ECE | Brier |"
+    assert header in baselines and "| Brier uncertainty |" in baselines
+    dst_rows = [r["metrics"] for r in payload["records"] if r["cell"] == "dst_0.8"]
+    gibbs = np.mean([m["gibbs_nll"] for m in dst_rows]), np.std([m["gibbs_nll"] for m in dst_rows], ddof=1)
+    assert f"| dst_0.8 | 5 | {np.mean([m['nll'] for m in dst_rows]):.4f} ± " in baselines
+    assert f"{gibbs[0]:.4f} ± {gibbs[1]:.4f} |" in baselines.split("| dst_0.8 |")[1].splitlines()[0]
+    assert "| 0.9000 ± 0.0000 |" in baselines.split("| dense |")[1].splitlines()[0]
     assert "**Progress:** 125 of 125 planned records; 17 of 17 rows complete" in text
     assert "| dst_ft_members_0.8 | 15 | 15 | 0, 10, 20, 30, 40 |" in text
     assert f"![Forest plot of the claims](fig/{FOREST_FIGURE})" in text

@@ -34,6 +34,18 @@ RUN_COLUMNS = (
     Column("training_flops_rel", "train FLOPs (× dense)", "{:.3f}", show_std=False),
 )
 TS_COLUMNS = (Column("nll", "NLL"), Column("ece", "ECE"), Column("brier", "Brier"), Column("temperature", "T", "{:.3f}"))
+# The figures uncertainty-baselines and robustness_metrics report, beside the page's NLL / ECE / Brier.
+BASELINES_COLUMNS = (
+    Column("nll", "NLL"),
+    Column("gibbs_nll", "Gibbs NLL (members' mean)"),
+    Column("ece", "ECE (15 bins)"),
+    Column("ece_10bins", "ECE (10 bins)"),
+    Column("adaptive_ece", "adaptive ECE"),
+    Column("brier", "Brier"),
+    Column("brier_reliability", "Brier reliability"),
+    Column("brier_resolution", "Brier resolution"),
+    Column("brier_uncertainty", "Brier uncertainty"),
+)
 _BOLD = ("holds", "does not hold", "inconclusive")
 
 
@@ -264,6 +276,15 @@ def generated_decided_markdown(payload, figures_relpath="results"):
         "and CigL; T is each row's fitted temperature (applied only in the `dense + TS` row; T < 1 sharpens):",
         "",
         markdown_table(temperature_rows(rows), TS_COLUMNS, count_header="runs"),
+        "",
+        "### The metrics other libraries report",
+        "",
+        "As uncertainty-baselines and robustness_metrics define them (`tft.metrics`): the Gibbs NLL is the "
+        "members' mean NLL (the ensemble NLL of a single model); adaptive ECE bins by equal mass (15 bins); the "
+        "Brier decomposition groups predictions by their predicted class as TFP's `brier_decomposition` does, so "
+        "reliability − resolution + uncertainty equals the Brier score only for discrete forecasts:",
+        "",
+        markdown_table(rows, BASELINES_COLUMNS, count_header="runs"),
         "",
         "### Runs",
         "",
