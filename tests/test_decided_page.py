@@ -32,6 +32,7 @@ MEANS = {
     "edst_0.8": (0.888, 0.32, 0.021, 0.81), "rigl_steplr_0.9": (0.880, 0.36, 0.036, 0.13),
     "cigl_0.9": (0.884, 0.33, 0.027, 0.14), "edst_0.9": (0.883, 0.32, 0.014, 0.6),
     "dst_ft_members_0.8": (0.891, 0.34, 0.035, 0.2), "dst_ft_0.8": (0.902, 0.29, 0.016, 0.6),
+    "dense_narrow": (0.894, 0.36, 0.05, 0.5), "narrow_pair": (0.9036, 0.30, 0.02, 1.0), "dnc_s2_wd": (0.903, 0.29, 0.02, 1.0),
 }  # fmt: skip
 
 
@@ -45,7 +46,7 @@ def _metrics(cell, rng):
                "gibbs_nll": noise(1.15 * nll), "adaptive_ece": noise(ece), "brier_reliability": noise(0.03),
                "brier_resolution": noise(0.72), "brier_uncertainty": 0.9,
                "members": 3 if cell in ("dense_ensemble", "dnc_s2") or cell.startswith(("dst", "edst")) else 1}  # fmt: skip
-    metrics["members"] = 1 if cell == "dst_ft_members_0.8" else metrics["members"]
+    metrics["members"] = 1 if cell == "dst_ft_members_0.8" else 2 if cell in ("narrow_pair", "dnc_s2_wd") else metrics["members"]
     for i, name in enumerate(OOD_SETS):  # the near-OoD natural patches are the hardest set
         metrics[f"ood_auroc_{name}"] = noise(min(0.99, 0.6 + 0.1 * i + 0.3 * (1 - nll)) if i < 3 else 0.7)
         metrics[f"ood_fpr95_{name}"] = noise(0.9 - 0.1 * i if i < 3 else 0.85)
@@ -109,8 +110,16 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     assert f"| dst_0.8 | 5 | {np.mean([m['nll'] for m in dst_rows]):.4f} ± " in baselines
     assert f"{gibbs[0]:.4f} ± {gibbs[1]:.4f} |" in baselines.split("| dst_0.8 |")[1].splitlines()[0]
     assert "| 0.9000 ± 0.0000 |" in baselines.split("| dense |")[1].splitlines()[0]
-    assert "**Progress:** 125 of 125 planned records; 17 of 17 rows complete" in text
+    assert "**Progress:** 145 of 145 planned records; 20 of 20 rows complete" in text
     assert "| dst_ft_members_0.8 | 15 | 15 | 0, 10, 20, 30, 40 |" in text
+    assert "| dense_narrow | 10 | 10 | 0, 10, 20, 30, 40 |" in text and "| narrow_pair | 5 | 5 |" in text
+    diagnostics = text.split("### DNC: where its result comes from")[1].split("### Temperature scaling")[0]
+    assert "4 claims, 4 with a p value (the Holm family)" in diagnostics
+    pair = _claim_line(diagnostics, "two independent narrow networks (width / √2, no co-training)")
+    assert "`narrow_pair` 0.90" in pair and "(n=5)" in pair and "`dense` 0.89" in pair and pair.endswith("| **holds** |")
+    undivided = "DNC (S=2) with the members at the wide network's weight decay: higher accuracy than with"
+    assert "`dnc_s2_wd` " in _claim_line(diagnostics, undivided)
+    assert "narrow_pair" not in claims_table  # the diagnostics are not in the paper claims' Holm family
     assert f"![Forest plot of the claims](fig/{FOREST_FIGURE})" in text
     assert written == [str(page), str(tmp_path / "fig" / FOREST_FIGURE)]
     png = (tmp_path / "fig" / FOREST_FIGURE).read_bytes()
@@ -126,7 +135,7 @@ def test_rows_with_fewer_than_five_runs_get_no_verdict():
     line = _claim_line(text, "DST ensemble (M=3, S=0.8): higher accuracy than the dense single model")
     assert line.endswith("| incomplete (1 runs of 5) |") and "[" not in line.split("|")[7]  # one run: no CI
     assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| incomplete (3 runs of 5) |")
-    assert "**Progress:** 25 of 125 planned records; 0 of 17 rows complete" in text
+    assert "**Progress:** 29 of 145 planned records; 0 of 20 rows complete" in text
     assert "| dense | 15 | 3 | 0 |" in text
 
 
@@ -141,7 +150,7 @@ def test_page_from_the_one_epoch_smoke_run(tmp_path):
     assert cigl.endswith("| incomplete (1 runs of 5) |") and "`dense + TS` " in cigl and "(n=3)" in cigl
     assert _claim_line(text, "S=2 co-trained narrow networks").endswith("| – | not measured |")
     assert "46 claims, 0 with a p value (the Holm family); incomplete 1, not measured 45." in text
-    assert "**Progress:** 5 of 125 planned records" in text and "| cigl_0.8 | 5 | 1 | 0 |" in text
+    assert "**Progress:** 5 of 145 planned records" in text and "| cigl_0.8 | 5 | 1 | 0 |" in text
     dense = payload["records"][0]["metrics"]
     assert f"| dense + TS | 3 | {np.mean([r['metrics']['ts_nll'] for r in payload['records'][:3]]):.4f} ±" in text
     assert f"{dense['ood_auroc_natural_patches']:.4f}" not in text  # a mean over the three dense runs, not one run

@@ -120,3 +120,29 @@ def decided_ood_claims(ood_sets, sparsity=0.8):
                       f"ood_fpr95_{name}"),
             ]  # fmt: skip
     return claims
+
+
+def decided_diagnostic_claims():
+    """DNC's one-factor checks (`long_study._dnc_diagnostic_cells`), a table and Holm family of their own.
+
+    Not claims of the paper: they locate where the DNC claim's result comes
+    from, the split alone (an independent narrow pair against the wide
+    network), the narrow network alone, and DNC's weight-decay scaling.
+
+    Returns:
+      list of `claims.Claim`.
+    """
+    from reporting.claims import Claim
+
+    premise = "DNC's premise, not a claim of the paper"
+    return [
+        Claim("DNC", "two independent narrow networks (width / √2, no co-training): higher accuracy than the one wide "
+              "network", "narrow_pair", "dense", "accuracy", paper_value=premise),
+        Claim("DNC", "one narrow network alone: lower accuracy than the one wide network", "dense", "dense_narrow",
+              "accuracy", paper_value=premise),
+        Claim("DNC", "DNC (S=2) with the members at the wide network's weight decay: higher accuracy than with "
+              "exp(1/S − 1) of it", "dnc_s2_wd", "dnc_s2", "accuracy",
+              paper_value="the paper divides on CIFAR-10 (Table III), not on CIFAR-100 (Table II)"),
+        Claim("DNC", "DNC (S=2) with the members at the wide network's weight decay: higher accuracy than the one wide "
+              "network", "dnc_s2_wd", "dense", "accuracy", paper_value="the DNC claim with the CIFAR-100 decay"),
+    ]  # fmt: skip

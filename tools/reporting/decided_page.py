@@ -9,7 +9,7 @@ the statistics are `significance.decide`'s (Welch, Holm, the verdict rule).
 import math
 import os
 
-from reporting.decided_claims import decided_claims, decided_ood_claims
+from reporting.decided_claims import decided_claims, decided_diagnostic_claims, decided_ood_claims
 from reporting.long_study import DECIDED_SEEDS, fashion_mnist_decided_study
 from reporting.plots import forest_figure
 from reporting.results_page import command_lines, records_by_cell, replace_block
@@ -257,6 +257,22 @@ def _claims_lines(results, ood_results, figures_relpath):
     ]
 
 
+def _diagnostic_lines(results):
+    """DNC's one-factor checks: their table (own Holm family) and verdict counts."""
+    return [
+        "### DNC: where its result comes from",
+        "",
+        "One-factor rows beside `dnc_s2` (`dense_narrow`: the dense model at a member's width; `narrow_pair`: two of "
+        "those averaged; `dnc_s2_wd`: DNC with undivided weight decay), tested by the same rule in a Holm family of "
+        "their own; they are checks of this page, not claims of the paper:",
+        "",
+        decided_table(results),
+        "",
+        verdict_summary(results),
+        "",
+    ]
+
+
 def generated_decided_markdown(payload, figures_relpath="results"):
     """The generated block of the decided study: progress, claims, forest plot, OoD, TS, runs and commands."""
     rows = records_by_cell(payload)
@@ -269,6 +285,7 @@ def generated_decided_markdown(payload, figures_relpath="results"):
     lines += _claims_lines(results, ood_results, figures_relpath)
     lines += ["", "Per OoD set, every row (AUROC with predictive entropy as the score; FPR at 95% TPR):", ""]
     lines += [markdown_table(rows, ood_columns(sets), count_header="runs"), ""]
+    lines += _diagnostic_lines(decide(decided_diagnostic_claims(), rows))
     lines += [
         "### Temperature scaling",
         "",

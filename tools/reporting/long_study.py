@@ -12,6 +12,8 @@ the study, every row at those frozen base hyper-parameters and the papers'
 schedules scaled to E (see its docstring for each ratio).
 """
 
+import math
+
 from reporting.study import Cell
 
 TRAIN_EXAMPLES = 5000  # the training subset: the first 5,000 images of the training split
@@ -189,7 +191,10 @@ def fashion_mnist_decided_study(
       0, as its code does (`cigl_growth`; "step_batch" keeps that step's
       optimizer update, which the code skips: at ΔT = 11 skipping would drop
       one step in eleven);
-    - no exploration ablation (the first study answered it).
+    - no exploration ablation (the first study answered it);
+    - DNC's diagnostic rows last (`_dnc_diagnostic_cells`: the narrow
+      network, its independent pair, DNC with undivided weight decay), so
+      the first study's prose about them becomes records.
 
     Cells are ordered so the rows whose recipes did not change run first in
     each seed group.
@@ -235,7 +240,7 @@ def fashion_mnist_decided_study(
         Cell(f"dst_ft_members_{first}", "configs/fashion_mnist_rigl.py", dst_ft, "dst_ft_member", first, replicas=num_members),
         Cell(f"dst_ft_{first}", family="dst_ft", sparsity=first, composed_of=f"dst_ft_members_{first}", members=num_members),
     ]
-    return cells
+    return cells + _dnc_diagnostic_cells(base, epochs)
 
 
 def _dense_cells(base, epochs, num_members):
@@ -246,13 +251,31 @@ def _dense_cells(base, epochs, num_members):
     return [
         Cell("dense", "configs/fashion_mnist_dense.py", base, "dense", replicas=num_members),
         Cell("dense_ensemble", family="dense_ensemble", composed_of="dense", members=num_members),
-        Cell(
-            "dnc_s2",
-            "configs/fashion_mnist_dnc.py",
-            (*base, "ensemble.num_members=2", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
-             "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005"),
-            "dnc",
-        ),
+        Cell("dnc_s2", "configs/fashion_mnist_dnc.py", _dnc_overrides(base, epochs), "dnc"),
+    ]
+
+
+def _dnc_overrides(base, epochs, num_splits=2):
+    return (*base, f"ensemble.num_members={num_splits}", f"ensemble.cotraining_warmup_epochs={max(1, round(epochs * 40 / 300))}",
+            "ensemble.cotraining_ramp='epoch'", "ensemble.cotraining_min_weight=0.005")  # fmt: skip
+
+
+def _dnc_diagnostic_cells(base, epochs, num_splits=2):
+    """DNC's one-factor checks as rows: a member's width trained alone, an independent pair of those, DNC undivided decay.
+
+    `dense_narrow` is the dense model at DNC's member width (width / sqrt(S),
+    the wide network's weight decay), `narrow_pair` the mean-probability
+    ensemble of S such runs (DNC's split without co-training), `dnc_s2_wd`
+    DNC with its members at the wide network's weight decay
+    (`ensemble.divide_weight_decay=False`; the paper divides on CIFAR-10).
+    """
+    width = next(float(o.split("=")[1]) for o in base if o.startswith("width="))
+    narrow = tuple(f"width={round(width / math.sqrt(num_splits), 5)}" if o.startswith("width=") else o for o in base)
+    return [
+        Cell("dense_narrow", "configs/fashion_mnist_dense.py", narrow, "dense_narrow", replicas=num_splits),
+        Cell("narrow_pair", family="narrow_pair", composed_of="dense_narrow", members=num_splits),
+        Cell("dnc_s2_wd", "configs/fashion_mnist_dnc.py", (*_dnc_overrides(base, epochs, num_splits),
+             "ensemble.divide_weight_decay=False"), "dnc_wd"),
     ]  # fmt: skip
 
 
