@@ -187,3 +187,18 @@ def test_command_lines_give_one_mean_per_cpu_when_records_ran_on_several():
         "- `dense` (1.0 min on CPU A, 6.5 min on CPU B): `c`",
         "- `rigl` (2.0 min on an unrecorded CPU): `r`",
     ]
+
+
+def test_command_lines_leave_out_resumed_runs_and_give_cpu_minutes_where_the_clock_recorded_them():
+    from reporting.results_page import command_lines
+
+    records = [
+        {"cell": "edst", "seed": 0, "train_seconds": 590.0, "eval_seconds": 10.0, "train_cpu_seconds": 1080.0, "command": "e"},
+        {"cell": "edst", "seed": 1, "train_seconds": 60.0, "eval_seconds": 10.0, "untimed_epochs": 146, "command": "e"},
+        {"cell": "edst", "seed": 2, "train_seconds": 830.0, "eval_seconds": 10.0, "train_cpu_seconds": 1320.0, "command": "e"},
+        {"cell": "gmp", "seed": 0, "train_seconds": 5.0, "eval_seconds": 1.0, "untimed_epochs": 3, "command": "g"},
+    ]  # fmt: skip
+    assert command_lines(records) == [
+        "- `edst` (12.0 min; 20.0 CPU-min training over 2 runs; 1 resumed run(s) left out): `e`",
+        "- `gmp` (not timed: 1 resumed run(s) whose first epochs no clock timed): `g`",
+    ]

@@ -86,6 +86,7 @@ def test_a_finished_run_is_not_recomputed_on_other_data(tmp_path, monkeypatch):
     record = json.loads(open(os.path.join(workdir, workdirs.RECORD_NAME)).read())
     assert record["data"]["path"] == os.path.realpath(original) and len(record["data"]["sha256"]) == 64
     results = open(os.path.join(workdir, "results.json")).read()
+    assert first["untimed_epochs"] == 0 and first["train_seconds"] > 0 and first["train_cpu_seconds"] > 0
 
     monkeypatch.setenv("TFT_FASHION_MNIST_DIR", other)  # the same config, other test labels
     with pytest.raises(workdirs.WorkdirError) as error:
@@ -96,7 +97,12 @@ def test_a_finished_run_is_not_recomputed_on_other_data(tmp_path, monkeypatch):
     assert open(os.path.join(workdir, "results.json")).read() == results  # nothing recomputed
 
     monkeypatch.setenv("TFT_FASHION_MNIST_DIR", copy)  # the same files in another folder: the run is the same
-    assert runner.run(tiny_config(), workdir)["accuracy"] == first["accuracy"]
+    rerun = runner.run(tiny_config(), workdir)
+    assert rerun["accuracy"] == first["accuracy"]
+    # Nothing trained again, and the rerun still reports the run's training time, not its own.
+    assert {k: rerun[k] for k in ("train_seconds", "train_cpu_seconds", "untimed_epochs")} == {
+        k: first[k] for k in ("train_seconds", "train_cpu_seconds", "untimed_epochs")
+    }
 
 
 def _edst_config():
@@ -248,6 +254,10 @@ def test_sigterm_saves_the_epoch_and_the_rerun_ends_as_an_uninterrupted_run(tmp_
     assert done.wait(timeout=300) == 0
     results = [json.loads((w / "results.json").read_text())["results"] for w in (straight, stopped)]
     assert {k: results[1][k] for k in ("accuracy", "nll", "ece")} == {k: results[0][k] for k in ("accuracy", "nll", "ece")}
+    # The training time spans both processes: the epochs before SIGTERM and those after the resume.
+    clock = json.loads((stopped / "checkpoints" / "member_0" / "clock.json").read_text())
+    assert sorted(int(k) for k in clock) == list(range(1, 7))
+    assert results[1]["untimed_epochs"] == 0 and results[1]["train_seconds"] == clock["6"][0] > clock[str(epoch)][0] > 0
 
 
 _DISK_FULL_BINARY = """

@@ -13,6 +13,7 @@
   lock, manifest), the finite-training guard, the SIGTERM stop at an epoch end, the certified EDST
   tickets, and the binaries' one-line errors.
 - `checkpointing`: epoch checkpoints that let a killed run resume exactly.
+- `training_clock`: the run's training time (wall and CPU seconds per epoch), kept across resumes.
 - `flops`: the training and inference FLOPs every run records.
 - `evaluation`: test metrics, OoD detection and corruption robustness of trained members.
 """

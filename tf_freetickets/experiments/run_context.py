@@ -21,6 +21,7 @@ from tf_freetickets.experiments.checkpointing import EpochCheckpoint, checkpoint
 from tf_freetickets.experiments.guards import FiniteTrainingGuard, NonFiniteTrainingError, check_finite
 from tf_freetickets.experiments.interrupt import StopAtEpochEnd
 from tf_freetickets.experiments.plan import RunPlan
+from tf_freetickets.experiments.training_clock import TrainingClock
 from tf_freetickets.losses import SmoothedSparseCrossentropy
 from tf_freetickets.multi_worker import enable_multi_worker_fit
 from tf_freetickets.sparse import masked_layers, sparsify
@@ -44,6 +45,7 @@ class RunContext:
     workdir: str
     source: object  # experiment_data.ArrayData or ImageNetData
     strategy: object
+    clocks: list = dataclasses.field(default_factory=list)  # a `TrainingClock` per `fit`, in call order
 
     @property
     def config(self):
@@ -202,6 +204,7 @@ class RunContext:
         # The guard goes first: a non-finite batch or epoch stops fit before mask
         # updates, tickets and the epoch checkpoint see it.
         guard = FiniteTrainingGuard(checkpoint_name)
+        self.clocks.append(TrainingClock(directory, initial_epoch))
         # Called even when every epoch is done, so that end-of-training callbacks run.
         # shuffle=False: the stream is already shuffled per epoch (and Keras would warn).
         try:
@@ -209,7 +212,7 @@ class RunContext:
                 self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=self.steps_per_epoch, shuffle=False,
                 callbacks=[
-                    guard, *callbacks, *logging, EpochCheckpoint(directory, stateful),
+                    guard, *callbacks, *logging, self.clocks[-1], EpochCheckpoint(directory, stateful),
                     StopAtEpochEnd(checkpoint_name, directory),  # SIGTERM: stop once the epoch's checkpoint is saved
                 ], verbose=self.config.verbose,
             )  # fmt: skip

@@ -37,6 +37,7 @@ from tf_freetickets.experiments.flops import run_flops
 from tf_freetickets.experiments.member_ledger import TicketLedger
 from tf_freetickets.experiments.plan import RunPlan
 from tf_freetickets.experiments.run_context import RunContext
+from tf_freetickets.experiments.training_clock import clock_totals
 from tf_freetickets.metrics.summary import format_table, member_probabilities, summarize_members
 from tf_freetickets.sparse import MaskUpdate, global_sparsity, sparsify, sparsity_table
 
@@ -232,6 +233,7 @@ def _train_and_report(plan, workdir, source, training):
     results = summarize_members(member_probabilities(members, source.test_inputs()), source.test_labels)
     results.update(extra)
     results.update(run_flops(plan, members, training.steps_per_epoch))
+    results.update(clock_totals(training.clocks))
     if not plan.sparsity.is_dense:
         print(sparsity_table(members[0]))
         results["sparsity"] = global_sparsity(members[0])

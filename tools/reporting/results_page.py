@@ -132,7 +132,12 @@ def command_lines(records, workdir=None):
     """One "- `cell` (N min): `command`" line per cell: its first record's command, mean minutes per record.
 
     Records that name different CPUs (a study resumed on another machine)
-    get one mean per CPU: "(4.5 min on CPU A, 11.0 min on CPU B)".
+    get one mean per CPU: "(4.5 min on CPU A, 11.0 min on CPU B)". Where the
+    records carry the training clock's CPU seconds ("train_cpu_seconds"),
+    their mean follows ("; 9.8 CPU-min training"): wall time on a shared
+    machine moves with what else runs there, CPU time much less. A record
+    whose run was resumed from epochs no clock timed ("untimed_epochs" > 0)
+    has only part of its time and is left out of the means, which say so.
 
     Args:
       records: the study's records (each with "cell", "seed", "command" and
@@ -141,25 +146,40 @@ def command_lines(records, workdir=None):
         folder (`<workdir>/<cell>/seed_<seed>`), the study's default, rather
         than wherever that record happened to run.
     """
-    seconds, first = {}, {}
+    by_cell, first = {}, {}
     for record in records:
-        by_cpu = seconds.setdefault(record["cell"], {})
-        by_cpu.setdefault(record.get("cpu"), []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
+        by_cell.setdefault(record["cell"], []).append(record)
         first.setdefault(record["cell"], record)
-    several_cpus = len({cpu for by_cpu in seconds.values() for cpu in by_cpu}) > 1
+    several_cpus = len({r.get("cpu") for r in records if not r.get("untimed_epochs")}) > 1
     lines = []
     for name, record in first.items():
         command = record["command"]
         if workdir is not None:
             run_dir = f"--workdir={workdir}/{name}/seed_{record['seed']}"
             command = re.sub(r"--workdir=\S+", lambda _, run_dir=run_dir: run_dir, command)
-        means = {cpu: sum(values) / len(values) / 60 for cpu, values in seconds[name].items()}
-        if several_cpus:
-            minutes = ", ".join(f"{m:.1f} min on {cpu or UNRECORDED_CPU}" for cpu, m in means.items())
-        else:
-            minutes = f"{next(iter(means.values())):.1f} min"
-        lines.append(f"- `{name}` ({minutes}): `{command}`")
+        lines.append(f"- `{name}` ({_time_text(by_cell[name], several_cpus)}): `{command}`")
     return lines
+
+
+def _time_text(records, several_cpus):
+    """Mean wall minutes per record (per CPU when several ran the study), CPU minutes, left-out resumed runs."""
+    timed = [r for r in records if not r.get("untimed_epochs")]
+    if not timed:
+        return f"not timed: {len(records)} resumed run(s) whose first epochs no clock timed"
+    by_cpu = {}
+    for record in timed:
+        by_cpu.setdefault(record.get("cpu"), []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
+    means = {cpu: sum(values) / len(values) / 60 for cpu, values in by_cpu.items()}
+    if several_cpus:
+        text = ", ".join(f"{m:.1f} min on {cpu or UNRECORDED_CPU}" for cpu, m in means.items())
+    else:
+        text = f"{next(iter(means.values())):.1f} min"
+    cpu_seconds = [r["train_cpu_seconds"] for r in timed if "train_cpu_seconds" in r]
+    if cpu_seconds:
+        text += f"; {sum(cpu_seconds) / len(cpu_seconds) / 60:.1f} CPU-min training over {len(cpu_seconds)} runs"
+    if len(timed) < len(records):
+        text += f"; {len(records) - len(timed)} resumed run(s) left out"
+    return text
 
 
 def flops_points(payload, rows):

@@ -127,3 +127,33 @@ def structure_measures(members):
         _, report = compact(member)
         kept.append(report.params_after / report.params_before)
     return {"removed_unit_fraction": float(np.mean(removed)), "compact_param_fraction": float(np.mean(kept))}
+
+
+def run_timing(results, elapsed_seconds):
+    """A trained run's time for its record: the run's own training clock, resumes included.
+
+    Args:
+      results: `experiments.runner.run`'s results; "train_seconds",
+        "train_cpu_seconds" and "untimed_epochs" are its `TrainingClock`
+        totals (absent in results of versions before the clock).
+      elapsed_seconds: wall time of the `run` call (training and its test
+        evaluation), the fallback for results without the clock.
+
+    Returns:
+      {"train_seconds", "train_cpu_seconds", "untimed_epochs"}; without the
+      clock, the elapsed seconds and no CPU figure.
+    """
+    if "train_seconds" not in results:
+        return {"train_seconds": elapsed_seconds}
+    return {key: results[key] for key in ("train_seconds", "train_cpu_seconds", "untimed_epochs")}
+
+
+def composed_timing(parts):
+    """A composed ensemble's time: the sums over its source runs' records (CPU seconds only when every part has them)."""
+    timing = {
+        "train_seconds": sum(p["train_seconds"] for p in parts),
+        "untimed_epochs": sum(p.get("untimed_epochs", 0) for p in parts),
+    }
+    if all("train_cpu_seconds" in p for p in parts):
+        timing["train_cpu_seconds"] = sum(p["train_cpu_seconds"] for p in parts)
+    return timing

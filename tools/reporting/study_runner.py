@@ -18,7 +18,15 @@ import time
 from reporting.environment import cpu_model, environment
 from reporting.results_page import UNRECORDED_CPU
 from reporting.study import cell_config, rerun_command
-from reporting.study_records import composed_results, fit_measures, flatten_results, structure_measures, validation_split
+from reporting.study_records import (
+    composed_results,
+    composed_timing,
+    fit_measures,
+    flatten_results,
+    run_timing,
+    structure_measures,
+    validation_split,
+)
 
 
 def cell_dicts(cells):
@@ -209,13 +217,13 @@ class StudyRunner:
             paths = [p for s in cell.run_seeds(seed) for p in self._member_files(source, s)]
             results = composed_results(parts, paths)
             config = cell_config(source, seed, self.root, self.extra_overrides)
-            train_seconds = sum(p["train_seconds"] for p in parts)
+            timing = composed_timing(parts)
             cpu = " + ".join(sorted({p.get("cpu") or UNRECORDED_CPU for p in parts}))
         else:
             config = cell_config(cell, seed, self.root, self.extra_overrides)
             results = experiment.run(config, workdir)
             paths = members_source(workdir)
-            train_seconds = time.time() - start
+            timing = run_timing(results, time.time() - start)
             cpu = cpu_model()
         evaluated = time.time()
         metrics = self._evaluate(results, paths, config)
@@ -225,7 +233,7 @@ class StudyRunner:
             "sparsity": cell.sparsity,
             "seed": seed,
             "command": command,
-            "train_seconds": train_seconds,
+            **timing,
             "eval_seconds": time.time() - evaluated,
             "cpu": cpu,
             **metrics,
@@ -343,5 +351,3 @@ class StudyRunner:
             "ood": evaluation["ood"],
             "corruption": corrupted["corruption"],
         }
-
-
