@@ -50,7 +50,44 @@ def test_a_form_that_cannot_be_built_is_skipped_with_its_reason(tmp_path, monkey
     assert skipped == {"compacted": "ValueError: compact cannot slice layer 'x'"} and chosen in ("members", "stacked")
 
 
-def test_unknown_forms_are_refused(tmp_path):
+def test_unknown_forms_and_runtimes_are_refused(tmp_path):
     ensemble = tft.EnsembleModel([_member(0)])
-    with pytest.raises(ValueError, match=r"Unknown serving forms \['fused'\]; choose from \('members', 'stacked', "):
-        ensemble.export_fastest(str(tmp_path / "s"), np.zeros((1, 12, 12, 1), np.float32), forms=("fused",))
+    example = np.zeros((1, 12, 12, 1), np.float32)
+    with pytest.raises(ValueError, match=r"Unknown serving forms \['fused'\] for runtime 'saved_model'; choose from \('members', "):
+        ensemble.export_fastest(str(tmp_path / "s"), example, forms=("fused",))
+    with pytest.raises(ValueError, match=r"Unknown serving forms \['members'\] for runtime 'tflite'; choose from \('stacked', "):
+        ensemble.export_fastest(str(tmp_path / "s.tflite"), example, forms=("members",), runtime="tflite")
+    with pytest.raises(ValueError, match=r"Unknown runtime 'onnx'; choose from \('saved_model', 'tflite'\)"):
+        ensemble.export_fastest(str(tmp_path / "s"), example, runtime="onnx")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_the_tflite_runtime_writes_the_fastest_file_and_it_serves_the_members_mean(tmp_path, capsys):
+    from tf_freetickets.deploy.tflite import tflite_predict
+
+    ensemble = tft.EnsembleModel([_member(0, dead=4), _member(1, dead=4), _member(2)])
+    example = np.random.default_rng(0).random((1, 12, 12, 1)).astype(np.float32)
+    path = tmp_path / "served.tflite"
+    path.write_bytes(b"an older file")  # replaced
+    chosen, timings = ensemble.export_fastest(str(path), example, runtime="tflite", repeats=3, calls=5)
+    assert [t.form for t in timings] == list(serving_choice.TFLITE_FORMS)
+    measured = {t.form: t.seconds for t in timings if not t.skipped}
+    assert set(measured) == {"stacked", "compacted", "grouped"} and chosen == min(measured, key=measured.get)
+    assert all(t.max_abs_diff <= 1e-5 for t in timings)
+    out = capsys.readouterr().out
+    assert f"Serving form: {chosen} in tflite (fastest measured at batch 1), written to {path}" in out
+    # The file serves any example at batch 1 (the shape it was timed on) as the members' mean probability.
+    other = np.random.default_rng(1).random((1, 12, 12, 1)).astype(np.float32)
+    np.testing.assert_allclose(tflite_predict(str(path), other), ensemble(other), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served.tflite"]
+
+
+def test_the_grouped_tflite_form_is_skipped_with_its_reason_when_members_differ(tmp_path):
+    keras.utils.set_random_seed(3)
+    wider = tft.models.small_cnn(input_shape=(12, 12, 1), num_classes=4, width=0.5)
+    ensemble = tft.EnsembleModel([_member(0), wider])
+    example = np.zeros((1, 12, 12, 1), np.float32)
+    chosen, timings = ensemble.export_fastest(str(tmp_path / "s.tflite"), example, runtime="tflite", repeats=1, calls=1,
+                                              verbose=False)  # fmt: skip
+    skipped = {t.form: t.skipped for t in timings if t.skipped}
+    assert list(skipped) == ["grouped"] and skipped["grouped"].startswith("ValueError: ") and chosen != "grouped"

@@ -4,7 +4,7 @@
   (shape, NaN/Inf, range: one contract for every SavedModel written; `export_member`,
   `export_ensemble`; `EnsembleModel.export` calls the latter).
 - tflite: TFLite flatbuffers with sparse weight encoding, and their interpreter helpers
-  (`export_tflite`, `tflite_predict`, `sparse_tensors`, `tflite_latency`).
+  (`export_tflite`, `tflite_predict`, `tflite_function`, `sparse_tensors`, `tflite_latency`).
 - csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
 - chain: the layer-chain check both serving paths outside Keras (csr, fused) share.
 - compact, compact_graph, compact_decide: a ticket as a physically smaller plain Keras model, its dead

@@ -14,7 +14,8 @@
 
 At run time the TFLite interpreter inserts a DENSIFY op in front of each sparse weight, so the
 sparse encoding shrinks the file (and the download), not the arithmetic: latency stays that of the
-dense model. `tflite_latency` measures it; `tflite_predict` runs a batch.
+dense model. `tflite_latency` measures it; `tflite_predict` runs a batch; `tflite_function` keeps one
+interpreter for many batches.
 
 Works for Functional/Sequential models (masked or not) and for `EnsembleModel` (one file computing
 the mean of the members' probabilities). Importing this module does not import `tf_keras`.
@@ -175,17 +176,38 @@ def _prepare(interpreter, batch_shape):
     return detail["index"], interpreter.get_output_details()[0]["index"]
 
 
+def tflite_function(path_or_content, batch_shape, num_threads=None, default_delegates=True):
+    """A callable running the TFLite model on batches of `batch_shape`, with one interpreter allocated once.
+
+    For serving loops and timing: `tflite_predict` builds an interpreter per call.
+
+    Args:
+      path_or_content: a .tflite path or its bytes.
+      batch_shape: the input shape every call gets, e.g. (1, 28, 28, 1).
+      num_threads, default_delegates: as for `make_interpreter`.
+
+    Returns:
+      f(x) -> numpy output of the batch x (numpy of shape `batch_shape`).
+    """
+    interpreter = make_interpreter(path_or_content, num_threads, default_delegates)
+    input_index, output_index = _prepare(interpreter, tuple(batch_shape))
+    dtype = interpreter.get_input_details()[0]["dtype"]
+
+    def run(x):
+        interpreter.set_tensor(input_index, np.asarray(x).astype(dtype, copy=False))
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(output_index))
+
+    return run
+
+
 def tflite_predict(path_or_content, x, num_threads=None, default_delegates=True):
     """Runs the TFLite model on the batch `x` (numpy, the model's input shape); returns the output.
 
     `num_threads`, `default_delegates`: as for `make_interpreter`.
     """
     x = np.asarray(x)
-    interpreter = make_interpreter(path_or_content, num_threads, default_delegates)
-    input_index, output_index = _prepare(interpreter, x.shape)
-    interpreter.set_tensor(input_index, x.astype(interpreter.get_input_details()[0]["dtype"]))
-    interpreter.invoke()
-    return np.array(interpreter.get_tensor(output_index))
+    return tflite_function(path_or_content, x.shape, num_threads, default_delegates)(x)
 
 
 def tflite_latency(path, input, runs=50, warmup=5, num_threads=None, default_delegates=True):

@@ -186,21 +186,23 @@ class EnsembleModel(keras.Model):
 
         return export_ensemble(self, filepath, input_range=input_range)
 
-    def export_fastest(self, filepath, example, forms=("members", "stacked", "compacted"), input_range="auto", **kwargs):
-        """Writes one SavedModel in the form that serves `example` fastest here, and says which.
+    def export_fastest(self, filepath, example, forms=None, input_range="auto", runtime="saved_model", **kwargs):
+        """Writes the ensemble in the form that serves `example` fastest in `runtime`, and says which.
 
-        The forms (`ensembles.serving_choice`): "members" (`export`), "stacked"
-        (one plain graph, `deploy.stacked`), "compacted" (stacked after
-        `tft.compact`). Each is exported, reloaded, checked against the mean
-        probability (max abs diff <= 1e-5) and timed on `example`; the
-        fastest is kept at `filepath`.
+        The forms (`ensembles.serving_choice`): for runtime "saved_model" (one
+        SavedModel at `filepath`) "members" (`export`), "stacked" (one plain
+        graph, `deploy.stacked`), "compacted" (stacked after `tft.compact`);
+        for runtime "tflite" (one .tflite file at `filepath`) "stacked",
+        "compacted" and "grouped" (`deploy.grouped`). Each is exported,
+        reloaded, checked against the mean probability (max abs diff <= 1e-5)
+        and timed on `example`; the fastest is kept at `filepath`.
 
         Returns:
           (chosen form, list of `serving_choice.FormTiming`).
         """
         from tf_freetickets.ensembles.serving_choice import export_fastest
 
-        return export_fastest(self, filepath, example, forms=forms, input_range=input_range, **kwargs)
+        return export_fastest(self, filepath, example, forms=forms, input_range=input_range, runtime=runtime, **kwargs)
 
     def get_config(self):
         return {

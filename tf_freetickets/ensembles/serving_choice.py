@@ -1,21 +1,31 @@
 """Serve an ensemble in the fastest measured form: each candidate exported, checked, timed; the fastest kept.
 
-Forms (all one SavedModel with the library's input contract, `deploy.saved_model`):
+Two runtimes (`runtime`):
 
-- "members": `EnsembleModel.export`, the M members side by side behind
-  `serve`, `member_probabilities` and `uncertainty`;
-- "stacked": `deploy.stacked.stack_ensemble`, the members copied into one
-  plain Keras graph returning the mean probability (`serve` only);
-- "compacted": the same of the members after `tft.compact` (dead units and
-  channels removed, constants folded): faster where the tickets have dead
-  channels (Chase, SRigL's ablation), the same as "stacked" where they have
-  none (BENCHMARKS.md 6e, 7).
+- "saved_model" (default): one SavedModel with the library's input contract
+  (`deploy.saved_model`), in one of these forms:
+  - "members": `EnsembleModel.export`, the M members side by side behind
+    `serve`, `member_probabilities` and `uncertainty`;
+  - "stacked": `deploy.stacked.stack_ensemble`, the members copied into one
+    plain Keras graph returning the mean probability (`serve` only);
+  - "compacted": the same of the members after `tft.compact` (dead units and
+    channels removed, constants folded): faster where the tickets have dead
+    channels (Chase, SRigL's ablation), the same as "stacked" where they have
+    none (BENCHMARKS.md 6e, 7).
+  The grouped form is not a candidate here: Keras runs grouped convolutions
+  through XLA on TensorFlow's CPU, 2.4-4.8x the stacked form (BENCHMARKS.md 6e).
+- "tflite": one .tflite file (`deploy.tflite.convert_to_tflite`, mean
+  probability output; TFLite has no input contract) of "stacked",
+  "compacted" or "grouped" (`deploy.grouped.group_ensemble`, members of one
+  architecture). At batch 1 the TFLite interpreter served this library's
+  small CNNs in 0.15x the SavedModel runtime's time (BENCHMARKS.md 8).
 
 Each candidate is exported to a temporary folder, reloaded, checked against
 the members' mean probability (a form off by more than `tolerance` is
 refused, never kept) and timed on `example` batches through its reloaded
-`serve` endpoint, interleaved, medians. The fastest is moved to the target
-path and the choice is printed with every form's figures.
+`serve` endpoint (or one TFLite interpreter), interleaved, medians. The
+fastest is moved to the target path and the choice is printed with every
+form's figures.
 """
 
 import dataclasses
@@ -28,6 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 SERVING_FORMS = ("members", "stacked", "compacted")
+TFLITE_FORMS = ("stacked", "compacted", "grouped")
+RUNTIME_FORMS = {"saved_model": SERVING_FORMS, "tflite": TFLITE_FORMS}
 
 
 @dataclasses.dataclass
@@ -40,15 +52,37 @@ class FormTiming:
     skipped: str = ""
 
 
-def _export_form(ensemble, form, path, input_range):
+def _keras_form(ensemble, form):
+    """The one-graph Keras model of `form` ("stacked", "compacted" or "grouped")."""
     from tf_freetickets.deploy.compact import compact
-    from tf_freetickets.deploy.saved_model import export_member
+    from tf_freetickets.deploy.grouped import group_ensemble
     from tf_freetickets.deploy.stacked import stack_ensemble
 
-    if form == "members":
-        return ensemble.export(path, input_range=input_range)
+    if form == "grouped":
+        return group_ensemble(ensemble.members, from_logits=ensemble.from_logits)
     members = ensemble.members if form == "stacked" else [compact(member)[0] for member in ensemble.members]
-    return export_member(stack_ensemble(members, from_logits=ensemble.from_logits), path, input_range=input_range)
+    return stack_ensemble(members, from_logits=ensemble.from_logits)
+
+
+def _saved_model_candidate(ensemble, form, scratch, input_range, example, alive):
+    """(serve function, written folder) of `form` as a SavedModel, reloaded from `scratch`."""
+    from tf_freetickets.deploy.saved_model import export_member
+
+    if form == "members":
+        folder = ensemble.export(scratch, input_range=input_range)
+    else:
+        folder = export_member(_keras_form(ensemble, form), scratch, input_range=input_range)
+    alive.append(tf.saved_model.load(folder))  # kept alive: `serve` references its variables
+    return alive[-1].serve, folder
+
+
+def _tflite_candidate(ensemble, form, scratch, input_range, example, alive):
+    """(serve function, written file) of `form` converted to TFLite, run by one interpreter."""
+    from tf_freetickets.deploy.tflite import export_tflite, tflite_function
+
+    path = scratch + ".tflite"
+    export_tflite(_keras_form(ensemble, form), path)
+    return tflite_function(path, example.shape), path
 
 
 def _median_seconds(serves, batch, repeats, calls):
@@ -62,66 +96,73 @@ def _median_seconds(serves, batch, repeats, calls):
     return {form: float(np.median(t)) for form, t in times.items()}
 
 
-def export_fastest(ensemble, path, example, forms=SERVING_FORMS, input_range="auto", repeats=5, calls=20,
-                   tolerance=1e-5, verbose=True):  # fmt: skip
-    """Exports `ensemble` to `path` in whichever of `forms` serves `example` fastest (module doc).
+def export_fastest(ensemble, path, example, forms=None, input_range="auto", repeats=5, calls=20, tolerance=1e-5,
+                   verbose=True, runtime="saved_model"):  # fmt: skip
+    """Exports `ensemble` to `path` in whichever of `forms` serves `example` fastest in `runtime` (module doc).
 
     Args:
       ensemble: an `EnsembleModel`.
-      path: the SavedModel folder to write (its parent must exist).
+      path: the SavedModel folder (runtime "saved_model") or .tflite file
+        ("tflite") to write; its parent must exist; what is there is replaced.
       example: a batch shaped as the serving traffic, e.g. (1, 28, 28, 1)
         float32 in [0, 1]: the forms are timed on it (batch 1 and batch 32
         can rank differently).
-      forms: candidates among SERVING_FORMS.
-      input_range: the input contract's range ("auto", (low, high) or None).
+      forms: candidates among the runtime's forms (None: all of them):
+        SERVING_FORMS for "saved_model", TFLITE_FORMS for "tflite".
+      input_range: the SavedModel input contract's range ("auto", (low, high) or None).
       repeats, calls: timed windows per form (interleaved) and calls per window.
       tolerance: the largest max abs diff to the members' mean probability a form may have.
       verbose: print every form's figures and the choice.
+      runtime: "saved_model" or "tflite".
 
     Returns:
       (chosen form, [FormTiming]).
 
     Raises:
-      ValueError: an unknown form, or no form passed the check.
+      ValueError: an unknown runtime or form, or no form passed the check.
     """
-    unknown = [f for f in forms if f not in SERVING_FORMS]
+    if runtime not in RUNTIME_FORMS:
+        raise ValueError(f"Unknown runtime {runtime!r}; choose from {tuple(RUNTIME_FORMS)}.")
+    allowed = RUNTIME_FORMS[runtime]
+    forms = allowed if forms is None else tuple(forms)
+    unknown = [f for f in forms if f not in allowed]
     if unknown or not forms:
-        raise ValueError(f"Unknown serving forms {unknown or list(forms)}; choose from {SERVING_FORMS}.")
+        raise ValueError(f"Unknown serving forms {unknown or list(forms)} for runtime {runtime!r}; choose from {allowed}.")
+    candidate = _saved_model_candidate if runtime == "saved_model" else _tflite_candidate
     example = np.asarray(example, np.float32)
     reference = np.mean(ensemble.member_probabilities(example), axis=0)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(path))) as scratch:
-        timings, serves, loaded = [], {}, []
+        timings, serves, written, alive = [], {}, {}, []
         for form in forms:
             timing = FormTiming(form)
+            timings.append(timing)
             try:
-                folder = _export_form(ensemble, form, os.path.join(scratch, form), input_range)
+                serve, written[form] = candidate(ensemble, form, os.path.join(scratch, form), input_range, example, alive)
             except (ValueError, TypeError) as error:  # e.g. compact refusing a layer it cannot slice
                 timing.skipped = f"{type(error).__name__}: {error}"
-                timings.append(timing)
                 continue
-            loaded.append(tf.saved_model.load(folder))  # kept alive: `serve` references its variables
-            serve = loaded[-1].serve
             timing.max_abs_diff = float(np.max(np.abs(np.asarray(serve(example)) - reference)))
             if timing.max_abs_diff > tolerance:
                 timing.skipped = f"max abs diff {timing.max_abs_diff:.2e} > tolerance {tolerance:g}"
             else:
                 serves[form] = serve
-            timings.append(timing)
         if not serves:
             raise ValueError("No serving form passed the check: " + "; ".join(f"{t.form}: {t.skipped}" for t in timings))
         medians = _median_seconds(serves, example, repeats, calls)
         for timing in timings:
             timing.seconds = medians.get(timing.form, float("nan"))
         chosen = min(medians, key=medians.get)
-        if os.path.exists(path):
+        if os.path.isdir(path):
             shutil.rmtree(path)
-        shutil.move(os.path.join(scratch, chosen), path)
+        elif os.path.exists(path):
+            os.remove(path)
+        shutil.move(written[chosen], path)
     if verbose:
-        _print_choice(chosen, timings, example.shape[0], path)
+        _print_choice(chosen, timings, example.shape[0], path, runtime)
     return chosen, timings
 
 
-def _print_choice(chosen, timings, batch, path):
+def _print_choice(chosen, timings, batch, path, runtime):
     fastest = next(t.seconds for t in timings if t.form == chosen)
     for t in timings:
         if t.skipped:
@@ -129,4 +170,5 @@ def _print_choice(chosen, timings, batch, path):
         else:
             print(f"  {t.form:10s} {1e3 * t.seconds:8.3f} ms per batch of {batch} ({t.seconds / fastest:.2f}x), "
                   f"max abs diff {t.max_abs_diff:.1e}")  # fmt: skip
-    print(f"Serving form: {chosen} (fastest measured at batch {batch}), written to {path}")
+    where = "" if runtime == "saved_model" else f" in {runtime}"
+    print(f"Serving form: {chosen}{where} (fastest measured at batch {batch}), written to {path}")
