@@ -53,7 +53,7 @@ def test_a_form_that_cannot_be_built_is_skipped_with_its_reason(tmp_path, monkey
 def test_unknown_forms_and_runtimes_are_refused(tmp_path):
     ensemble = tft.EnsembleModel([_member(0)])
     example = np.zeros((1, 12, 12, 1), np.float32)
-    with pytest.raises(ValueError, match=r"Unknown serving forms \['fused'\] for runtime 'saved_model'; choose from \('members', "):
+    with pytest.raises(ValueError, match=r"Unknown serving forms \['fused'\] for runtime 'saved_model'; choose from \('members'"):
         ensemble.export_fastest(str(tmp_path / "s"), example, forms=("fused",))
     with pytest.raises(ValueError, match=r"Unknown serving forms \['members'\] for runtime 'tflite'; choose from \('stacked', "):
         ensemble.export_fastest(str(tmp_path / "s.tflite"), example, forms=("members",), runtime="tflite")
