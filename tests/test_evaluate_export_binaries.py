@@ -99,6 +99,30 @@ def test_export_writes_a_reloadable_ensemble(members_dir, tmp_path):
     assert tuple(loaded.member_probabilities(x).shape) == (2, 3, 10)
 
 
+@pytest.mark.parametrize("runtime", ["saved_model", "tflite"])
+def test_export_fastest_writes_the_chosen_form_and_checks_it(members_dir, tmp_path, runtime):
+    import re
+
+    output = tmp_path / ("served.tflite" if runtime == "tflite" else "served")
+    result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={output}", f"--fastest={runtime}",
+                  "--fastest_batch=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    forms = ("stacked", "compacted", "grouped") if runtime == "tflite" else ("members", "stacked", "compacted")
+    for form in forms:  # every candidate timed at the serving batch, then the choice
+        assert re.search(rf"  {form} +[0-9.]+ ms per batch of 2 ", result.stdout), result.stdout
+    chosen = re.search(r"wrote .*: 2 members as the (\w+) form \(" + runtime + r"\), reload max \|diff\| = (\S+)", result.stdout)
+    assert chosen and chosen.group(1) in forms and float(chosen.group(2)) <= 1e-5, result.stdout
+    assert os.path.isfile(output) if runtime == "tflite" else os.path.isfile(output / "saved_model.pb")
+    members = tmp_path / "served_members"
+    assert sorted(os.listdir(members)) == ["member_0", "member_1"]
+
+
+def test_export_fastest_tflite_refuses_a_folder_output_in_one_line(members_dir, tmp_path):
+    result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={tmp_path}", "--fastest=tflite")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"--output={tmp_path} is a folder; pass --output=<a TFLite file path in a writable place>" in result.stderr
+
+
 @pytest.mark.parametrize("module", ["tf_freetickets.evaluate", "tf_freetickets.export_main"])
 def test_missing_members_give_one_error_line(module, tmp_path):
     args = [f"--source={tmp_path / 'nothing'}"] + ([f"--output={tmp_path / 'o'}"] if "export" in module else [])

@@ -108,6 +108,12 @@ def _check_writable(path, label, needed):
         raise OutputError(f"{label} cannot be written ({where}: {problem}); {needed}.")
 
 
+def members_folder(output):
+    """Where the members' SavedModels go beside `output`: `output`_members (`x.tflite` -> `x_members`)."""
+    root, extension = os.path.splitext(os.path.normpath(output))
+    return f"{root if extension == '.tflite' else os.path.normpath(output)}_members"
+
+
 def check_output_folder(output, members=True):
     """Refuses, in one line, an export `--output` that cannot become the SavedModel folder.
 
@@ -120,27 +126,29 @@ def check_output_folder(output, members=True):
         file, or its folder cannot be written (read-only).
     """
     needed = "pass --output=<a folder path in a writable place>"
-    for path in [output, f"{os.path.normpath(output)}_members"] if members else [output]:
+    for path in [output, members_folder(output)] if members else [output]:
         if os.path.exists(path) and not os.path.isdir(path):
             raise OutputError(f"--output={output}: {path} is a file, and a SavedModel is a folder; {needed}.")
         _check_writable(path, f"--output={output}", needed)
 
 
-def check_output_file(output, label=None):
-    """Refuses, in one line, a JSON output path that is a folder or cannot be written.
+def check_output_file(output, label=None, kind="JSON", example_name="evaluation.json"):
+    """Refuses, in one line, an output file path that is a folder or cannot be written.
 
     Args:
       output: the file to be written.
       label: how the message names it (default: `--output=<output>`).
+      kind, example_name: what the file is ("JSON", "TFLite") and a file name
+        the message suggests inside a folder given by mistake.
 
     Raises:
       OutputError: `output` is a folder, lies under a file, or its folder (or
         the file itself) cannot be written.
     """
     label = label or f"--output={output}"
-    needed = "pass --output=<a JSON file path in a writable place>"
+    needed = f"pass --output=<a {kind} file path in a writable place>"
     if os.path.isdir(output):
-        raise OutputError(f"{label} is a folder; {needed} (e.g. {os.path.join(output, 'evaluation.json')}).")
+        raise OutputError(f"{label} is a folder; {needed} (e.g. {os.path.join(output, example_name)}).")
     _check_writable(output, label, needed)
     problem = _open_problem(output, "a") if os.path.exists(output) else None  # "a": the content stays
     if problem:
@@ -172,19 +180,21 @@ def input_range_for(setting, source):
     return input_range_for_dataset(recorded_config_of(source).get("dataset", ""))
 
 
-def write_saved_models(ensemble, output, input_range=None, members=True):
+def write_saved_models(ensemble, output, input_range=None, members=True, ensemble_model=True):
     """Writes the ensemble SavedModel to `output` and, with `members`, each member to `output`_members/member_<i>.
 
     Args:
       ensemble: an `EnsembleModel`.
-      output: folder of the ensemble SavedModel.
+      output: folder of the ensemble SavedModel (or the path `export_fastest` wrote).
       input_range: optional (low, high) every endpoint enforces (see `input_range_for`).
       members: also write each member as its own SavedModel.
+      ensemble_model: write the ensemble SavedModel (False: `output` holds another form already).
     """
-    ensemble.export(output, input_range=input_range)
+    if ensemble_model:
+        ensemble.export(output, input_range=input_range)
     if members:
         for index, member in enumerate(ensemble.members):
-            export_member(member, os.path.join(f"{output}_members", f"member_{index}"), input_range=input_range)
+            export_member(member, os.path.join(members_folder(output), f"member_{index}"), input_range=input_range)
 
 
 def reload_max_difference(ensemble, path, examples=8, seed=0):
@@ -202,3 +212,28 @@ def reload_max_difference(ensemble, path, examples=8, seed=0):
     x = np.random.default_rng(seed).random((examples, *ensemble.input_shape_per_example)).astype("float32")
     loaded = tf.saved_model.load(path)
     return float(np.abs(loaded.serve(x).numpy() - ensemble.predict(x, verbose=0)).max())
+
+
+def serving_example(ensemble, batch):
+    """The batch `export_fastest` times the forms on: `batch` random images in [0, 1) (zeros for integer inputs)."""
+    shape = (batch, *ensemble.input_shape_per_example)
+    if np.issubdtype(np.dtype(ensemble.member_input_dtype), np.floating):
+        return np.random.default_rng(0).random(shape).astype("float32")
+    return np.zeros(shape, ensemble.member_input_dtype)
+
+
+def served_max_difference(ensemble, path, runtime, examples=8, seed=0):
+    """Largest |difference| between what the file or folder `export_fastest` wrote serves and `ensemble.predict`.
+
+    Args:
+      ensemble: the in-memory `EnsembleModel`.
+      path: the SavedModel folder (runtime "saved_model", its `serve`) or the .tflite file ("tflite").
+      runtime: "saved_model" or "tflite".
+      examples, seed: as for `reload_max_difference`.
+    """
+    if runtime == "saved_model":
+        return reload_max_difference(ensemble, path, examples, seed)
+    from tf_freetickets.deploy.tflite import tflite_predict
+
+    x = np.random.default_rng(seed).random((examples, *ensemble.input_shape_per_example)).astype("float32")
+    return float(np.abs(tflite_predict(path, x) - ensemble.predict(x, verbose=0)).max())
