@@ -66,6 +66,7 @@ def synthetic_payload(seed_groups=DECIDED_SEEDS, epochs=100):
                 records.append({"cell": cell.name, "family": cell.family, "sparsity": cell.sparsity, "seed": seed,
                                 "command": f"python -m tf_freetickets.train --config.seed={seed} --workdir=/tmp/x",
                                 "train_seconds": 60.0, "eval_seconds": 6.0, "cpu": "CPU A",
+                                "train_cpu_seconds": 120.0 * MEANS[cell.name][3] * (1.1 if seed % 2 else 0.9),
                                 "metrics": _metrics(cell.name, rng)})  # fmt: skip
     study = {"dataset": "fashion_mnist", "study": "long_v2", "train_examples": 5000, "learning_rate": 0.025,
              "ood_sets": list(OOD_SETS), "epochs": epochs, "sparsities": [0.8, 0.9], "ood_examples": 1000,
@@ -120,6 +121,13 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     undivided = "DNC (S=2) with the members at the wide network's weight decay: higher accuracy than with"
     assert "`dnc_s2_wd` " in _claim_line(diagnostics, undivided)
     assert "narrow_pair" not in claims_table  # the diagnostics are not in the paper claims' Holm family
+    runs = text.split("### Runs")[1].split("### Progress")[0]
+    assert runs.splitlines()[4].endswith("| train FLOPs (× dense) | train CPU-min | train CPU (× dense) |")
+    dense_cpu = [120.0 * (1.1 if s % 2 else 0.9) / 60 for g in DECIDED_SEEDS for s in (g, g + 1, g + 2)]
+    dense_line = runs.split("| dense |")[1].splitlines()[0]
+    assert f"| 1.000 | {np.mean(dense_cpu):.1f} ± {np.std(dense_cpu, ddof=1):.1f} | 1.00 ± 0.10 |" in dense_line
+    dst_rel = 120.0 * 0.62 * 0.9 / 60 / np.mean(dense_cpu)  # composed records carry seeds 0, 10, ...: all even
+    assert runs.split("| dst_0.8 |")[1].splitlines()[0].endswith(f"| {dst_rel:.2f} ± 0.00 |")
     assert f"![Forest plot of the claims](fig/{FOREST_FIGURE})" in text
     assert written == [str(page), str(tmp_path / "fig" / FOREST_FIGURE)]
     png = (tmp_path / "fig" / FOREST_FIGURE).read_bytes()

@@ -32,6 +32,8 @@ RUN_COLUMNS = (
     Column("corruption_accuracy", "corruption acc."),
     Column("corruption_ece", "corruption ECE"),
     Column("training_flops_rel", "train FLOPs (× dense)", "{:.3f}", show_std=False),
+    Column("train_cpu_minutes", "train CPU-min", "{:.1f}"),
+    Column("train_cpu_rel", "train CPU (× dense)", "{:.2f}"),
 )
 TS_COLUMNS = (Column("nll", "NLL"), Column("ece", "ECE"), Column("brier", "Brier"), Column("temperature", "T", "{:.3f}"))
 # The figures uncertainty-baselines and robustness_metrics report, beside the page's NLL / ECE / Brier.
@@ -305,7 +307,10 @@ def generated_decided_markdown(payload, figures_relpath="results"):
         "",
         "### Runs",
         "",
-        f"Mean ± sample std over each row's runs (a claim needs {MIN_RUNS} runs of each of its rows):",
+        f"Mean ± sample std over each row's runs (a claim needs {MIN_RUNS} runs of each of its rows). Training CPU "
+        "time is the training clock's (every thread of the process, resumes included; records from before the clock "
+        "and resumed runs without it have none): on a shared machine it moves far less than wall time, and beside "
+        "the FLOPs column it shows what a FLOPs saving is worth when masked dense kernels compute the zeros too:",
         "",
         markdown_table(rows, RUN_COLUMNS, count_header="runs"),
         "",

@@ -39,19 +39,27 @@ def records_by_cell(payload):
     Returns:
       dict; each metrics dict gains "training_flops_rel" and
       "inference_flops_rel" (over the mean of the "dense" cell) when that
-      cell has records.
+      cell has records; a record whose training clock timed every epoch
+      ("train_cpu_seconds", no "untimed_epochs") gains "train_cpu_minutes"
+      and "train_cpu_rel" (over the mean of the dense records that have it).
     """
     rows = {cell["name"]: [] for cell in payload["study"]["cells"]}
     for record in payload["records"]:
-        rows.setdefault(record["cell"], []).append(dict(record["metrics"]))
+        metrics = dict(record["metrics"])
+        if record.get("train_cpu_seconds") is not None and not record.get("untimed_epochs"):
+            metrics["train_cpu_minutes"] = record["train_cpu_seconds"] / 60
+        rows.setdefault(record["cell"], []).append(metrics)
     dense = rows.get("dense") or []
     if dense:
         train = sum(r["training_flops"] for r in dense) / len(dense)
         infer = sum(r["inference_flops"] for r in dense) / len(dense)
+        timed = [r["train_cpu_minutes"] for r in dense if "train_cpu_minutes" in r]
         for records in rows.values():
             for r in records:
                 r["training_flops_rel"] = r["training_flops"] / train
                 r["inference_flops_rel"] = r["inference_flops"] / infer
+                if timed and "train_cpu_minutes" in r:
+                    r["train_cpu_rel"] = r["train_cpu_minutes"] / (sum(timed) / len(timed))
     return {name: records for name, records in rows.items() if records}
 
 
