@@ -93,6 +93,7 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     assert "incomplete" not in claims_table and "not measured" not in claims_table
     assert f"{len(decided_claims())} claims, {len(decided_claims())} with a p value (the Holm family)" in text
     dst = _claim_line(text, "DST ensemble (M=3, S=0.8): higher accuracy than the dense single model")
+    assert "| detectable (80% power) |" in text and dst.split("|")[7].strip().startswith("±0.00")
     assert "`dst_0.8` 0.90" in dst and "(n=5)" in dst and "(n=15)" in dst and dst.endswith("| **holds** |")
     assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| **does not hold** |")
     assert _claim_line(text, "S=2 co-trained narrow networks").endswith("| **inconclusive** |")
@@ -141,7 +142,7 @@ def test_rows_with_fewer_than_five_runs_get_no_verdict():
     text = generated_decided_markdown(synthetic_payload(seed_groups=(0,)))
     # dst_0.8 has one record, dense three: the claim is incomplete at the fewer.
     line = _claim_line(text, "DST ensemble (M=3, S=0.8): higher accuracy than the dense single model")
-    assert line.endswith("| incomplete (1 runs of 5) |") and "[" not in line.split("|")[7]  # one run: no CI
+    assert line.endswith("| incomplete (1 runs of 5) |") and "[" not in line.split("|")[6]  # one run: no CI
     assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| incomplete (3 runs of 5) |")
     assert "**Progress:** 29 of 145 planned records; 0 of 20 rows complete" in text
     assert "| dense | 15 | 3 | 0 |" in text

@@ -30,6 +30,19 @@ def test_welch_difference_matches_a_hand_computation_and_scipy():
     assert test.one_sided_p(-1) == pytest.approx(test.p / 2) and test.one_sided_p(+1) == pytest.approx(1 - test.p / 2)
 
 
+def test_detectable_difference_is_the_power_formula_and_has_the_power_it_claims():
+    test = welch_contrast([(1, A), (-1, B)])
+    # (t_{0.975, df} + t_{0.8, df}) * se with df = 216/53: 2.7563 + 0.9389 (t_{0.8, 4.08}) = 3.6952, times sqrt(2).
+    assert stats.t.ppf(0.8, 216 / 53) == pytest.approx(0.9389, abs=1e-4)
+    assert test.detectable() == pytest.approx((2.7563 + 0.9389) * math.sqrt(2.0), abs=1e-3)
+    # Its power, read back from the noncentral t: a true difference of that size is found ~80% of the time.
+    critical = stats.t.ppf(0.975, test.df)
+    power = stats.nct.sf(critical, test.df, test.detectable() / test.se)
+    assert power == pytest.approx(0.8, abs=0.03)
+    assert welch_contrast([(1, [0.62] * 5), (-1, [1.0] * 15)]).detectable() == 0.0
+    assert math.isnan(welch_contrast([(1, [0.5]), (-1, [0.1, 0.2])]).detectable())
+
+
 def test_welch_contrast_of_three_groups_matches_a_hand_computation():
     c = [0.0, 2.0]  # mean 1, variance 2
     test = welch_contrast([(1, A), (-0.5, B), (-0.5, c)])

@@ -72,10 +72,10 @@ def baseline_label(claim):
 
 
 def _claim_cells(result):
-    """(row, baseline, difference [CI], p, one-sided p, Holm p) cells of one tested claim."""
+    """(row, baseline, difference [CI], detectable, p, one-sided p, Holm p) cells of one tested claim."""
     claim = result["claim"]
     if "test" not in result:
-        return ("–",) * 6
+        return ("–",) * 7
     stats, test = result["stats"], result["test"]
     row = f"`{claim.row}` {_fmt_stats(stats[0])}"
     baseline = f"`{baseline_label(claim)}` {_fmt_stats(stats[1])}"
@@ -84,7 +84,10 @@ def _claim_cells(result):
     difference = f"{test.estimate:+.4f}"
     if not math.isnan(test.ci[0]):
         difference += f" [{test.ci[0]:+.4f}, {test.ci[1]:+.4f}]"
-    return row, baseline, difference, _fmt_p(test.p), _fmt_p(result["p_one_sided"]), _fmt_p(result["p_holm"])
+    detectable = test.detectable()
+    detectable = "–" if math.isnan(detectable) else f"±{detectable:.4f}"
+    return (row, baseline, difference, detectable, _fmt_p(test.p), _fmt_p(result["p_one_sided"]),
+            _fmt_p(result["p_holm"]))  # fmt: skip
 
 
 def _claim_text(result):
@@ -98,8 +101,8 @@ def _claim_text(result):
 def decided_table(results, paper_column=True):
     """Markdown table of `significance.decide`'s results: the figures, the difference and its CI, p values, verdict."""
     head = ["paper", "claim"] + (["paper's figure"] if paper_column else [])
-    head += ["row (mean ± std, n)", "baseline (mean ± std, n)", "difference row − baseline [95% CI]", "p (two-sided)",
-             "p (one-sided, claimed direction)", "Holm p", "verdict"]  # fmt: skip
+    head += ["row (mean ± std, n)", "baseline (mean ± std, n)", "difference row − baseline [95% CI]",
+             "detectable (80% power)", "p (two-sided)", "p (one-sided, claimed direction)", "Holm p", "verdict"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for result in results:
         claim, verdict = result["claim"], result["verdict"]

@@ -8,6 +8,8 @@ The first study judged each claim by Welch's t against a fixed |t| >= 2
   others) with Welch's standard error, Welch–Satterthwaite degrees of
   freedom, the two-sided p from Student's t and a 95% confidence interval
   from its quantile (scipy.stats.t);
+- `Welch.detectable`: the difference those runs detect with 80% power
+  (the sensitivity behind an inconclusive verdict);
 - `holm`: Holm's (1979) step-down adjustment of the p values of a family
   (the claims of one table);
 - `verdict`: holds / does not hold / inconclusive / incomplete, by the rule
@@ -26,6 +28,7 @@ from reporting.tables import mean_std
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
+POWER = 0.8  # the power of the "detectable" difference each claim's runs give
 MIN_RUNS = 5  # runs each row of a claim needs before it gets a verdict (the study's 5 seed groups)
 
 
@@ -56,6 +59,20 @@ class Welch:
         if self.se == 0.0:
             return 0.0 if sign * self.estimate > 0 else 1.0
         return float(stats.t.sf(sign * self.t, self.df))
+
+    def detectable(self, power=POWER, alpha=ALPHA):
+        """The smallest |contrast| this test detects with probability `power` (two-sided, level `alpha`).
+
+        The sensitivity of the runs as they are: (t_{1-alpha/2, df} + t_{power, df}) * se, with the
+        observed se and Welch df (the usual normal-approximation formula with Student quantiles).
+        A claim whose difference is inconclusive and below this could not have been decided by these
+        runs; more runs shrink it by about sqrt(n). NaN without a p; 0 without spread.
+        """
+        if math.isnan(self.p):
+            return math.nan
+        if self.se == 0.0:
+            return 0.0
+        return float((stats.t.ppf(1 - alpha / 2, self.df) + stats.t.ppf(power, self.df)) * self.se)
 
 
 def welch_contrast(groups, confidence=CONFIDENCE):
@@ -138,7 +155,10 @@ VERDICT_RULE = (
     "n the fewest runs of its rows, and gets no verdict. \"Approaches the deep ensemble\" is tested as the row "
     "against the midpoint of the dense model and the dense deep ensemble (a Welch contrast of the three rows, "
     "which treats the deep ensemble and the dense runs it is composed of as independent). A cost that does not "
-    "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ."
+    "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ. \"Detectable\" is the "
+    f"smallest difference the claim's runs would detect with {POWER:.0%} power at two-sided α = {ALPHA:g} before "
+    "the Holm adjustment ((t_{1−α/2} + t_{power}) × the observed standard error, Welch df): an inconclusive claim "
+    "whose difference lies below it needed more runs, not another method."
 )
 
 
