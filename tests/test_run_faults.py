@@ -251,6 +251,7 @@ def test_sigterm_saves_the_epoch_and_the_rerun_ends_as_an_uninterrupted_run(tmp_
     out, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err[-3000:]
     assert f"Resuming member_0 after epoch {epoch}" in out
+    assert re.search(r"^training time \d+\.\d min wall, \d+\.\d CPU-min$", out, re.M), out[-2000:]
     assert done.wait(timeout=300) == 0
     results = [json.loads((w / "results.json").read_text())["results"] for w in (straight, stopped)]
     assert {k: results[1][k] for k in ("accuracy", "nll", "ece")} == {k: results[0][k] for k in ("accuracy", "nll", "ece")}

@@ -239,6 +239,8 @@ def _train_and_report(plan, workdir, source, training):
         results["sparsity"] = global_sparsity(members[0])
     name = plan.name
     print(f"training FLOPs {results['training_flops']:.4g}, inference FLOPs per example {results['inference_flops']:.4g}")
+    untimed = f" (plus {results['untimed_epochs']} epochs trained before the clock)" if results["untimed_epochs"] else ""
+    print(f"training time {results['train_seconds'] / 60:.1f} min wall, {results['train_cpu_seconds'] / 60:.1f} CPU-min{untimed}")
     print(format_table({name: results}))
     temporary = os.path.join(workdir, "results.json.tmp")
     with open(temporary, "w") as f:
