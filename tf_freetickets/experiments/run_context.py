@@ -212,7 +212,7 @@ class RunContext:
                 self.stream(seed, initial_epoch), epochs=self.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=self.steps_per_epoch, shuffle=False,
                 callbacks=[
-                    guard, *callbacks, *logging, self.clocks[-1], EpochCheckpoint(directory, stateful),
+                    self.clocks[-1].start, guard, *callbacks, *logging, self.clocks[-1], EpochCheckpoint(directory, stateful),
                     StopAtEpochEnd(checkpoint_name, directory),  # SIGTERM: stop once the epoch's checkpoint is saved
                 ], verbose=self.config.verbose,
             )  # fmt: skip
