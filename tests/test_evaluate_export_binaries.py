@@ -123,6 +123,32 @@ def test_export_fastest_tflite_refuses_a_folder_output_in_one_line(members_dir, 
     assert f"--output={tmp_path} is a folder; pass --output=<a TFLite file path in a writable place>" in result.stderr
 
 
+def test_export_fastest_never_replaces_a_folder_of_something_else(members_dir, tmp_path):
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    (workdir / "results.json").write_text("{}")
+    result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={workdir}", "--fastest=saved_model")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {workdir} holds files that are not a SavedModel, and export_fastest replaces" in result.stderr
+    assert sorted(os.listdir(workdir)) == ["results.json"]  # untouched
+    misnamed = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={workdir}/results.json",
+                    "--fastest=tflite")  # fmt: skip
+    assert misnamed.returncode == 2 and "is not a .tflite file path" in misnamed.stderr
+    assert (workdir / "results.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize(
+    "flag, message",
+    [("--input_range=0,1", "--input_range applies to SavedModels; a TFLite file has no input contract"),
+     ("--fastest_batch=4", None)],
+)  # fmt: skip
+def test_export_refuses_flags_it_would_ignore(members_dir, tmp_path, flag, message):
+    extra = ["--fastest=tflite"] if message else []
+    result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={tmp_path / 'e.tflite'}", flag, *extra)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (message or "--fastest_batch only applies with --fastest=saved_model or --fastest=tflite") in result.stderr
+
+
 @pytest.mark.parametrize("module", ["tf_freetickets.evaluate", "tf_freetickets.export_main"])
 def test_missing_members_give_one_error_line(module, tmp_path):
     args = [f"--source={tmp_path / 'nothing'}"] + ([f"--output={tmp_path / 'o'}"] if "export" in module else [])

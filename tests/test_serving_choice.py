@@ -1,5 +1,7 @@
 """EnsembleModel.export_fastest (ensembles/serving_choice.py): each form checked and timed, the fastest kept."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -91,3 +93,22 @@ def test_the_grouped_tflite_form_is_skipped_with_its_reason_when_members_differ(
                                               verbose=False)  # fmt: skip
     skipped = {t.form: t.skipped for t in timings if t.skipped}
     assert list(skipped) == ["grouped"] and skipped["grouped"].startswith("ValueError: ") and chosen != "grouped"
+
+
+def test_a_path_holding_something_else_is_never_replaced(tmp_path):
+    ensemble = tft.EnsembleModel([_member(0)])
+    example = np.zeros((1, 12, 12, 1), np.float32)
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    (workdir / "results.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds files that are not a SavedModel"):
+        ensemble.export_fastest(str(workdir), example, verbose=False)
+    with pytest.raises(ValueError, match=r"is not a \.tflite file path"):
+        ensemble.export_fastest(str(workdir / "results.json"), example, runtime="tflite", verbose=False)
+    with pytest.raises(ValueError, match="is a file; runtime 'saved_model' writes a SavedModel folder"):
+        ensemble.export_fastest(str(workdir / "results.json"), example, verbose=False)
+    assert sorted(os.listdir(workdir)) == ["results.json"] and (workdir / "results.json").read_text() == "{}"
+    # A SavedModel folder is replaced by the new one.
+    first, _ = ensemble.export_fastest(str(tmp_path / "served"), example, forms=("stacked",), repeats=1, calls=1, verbose=False)
+    second, _ = ensemble.export_fastest(str(tmp_path / "served"), example, forms=("members",), repeats=1, calls=1, verbose=False)
+    assert (first, second) == ("stacked", "members") and hasattr(tf.saved_model.load(str(tmp_path / "served")), "uncertainty")

@@ -18,7 +18,9 @@ With --fastest=saved_model (or tflite) the ensemble is written instead in
 the form that serves a batch of --fastest_batch examples fastest on this
 machine (`EnsembleModel.export_fastest`: every form checked against the
 members' mean, timed, the fastest kept and printed): a SavedModel folder
-with `serve` (or one .tflite file) at --output. This file reads the flags;
+with `serve` (or one .tflite file, which has no input contract: no range or
+NaN check) at --output; an existing --output is replaced only if it is a
+SavedModel (or a .tflite file). This file reads the flags;
 `tf_freetickets.deploy.run_export` does the work.
 """
 
@@ -30,7 +32,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: h
 from absl import app, flags, logging
 
 _SOURCE = flags.DEFINE_string("source", None, "Training workdir, folder of members, or comma-separated member paths.")
-_OUTPUT = flags.DEFINE_string("output", None, "Folder of the ensemble SavedModel.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Folder of the ensemble SavedModel (with --fastest=tflite: the .tflite file to write)."
+)
 _MEMBERS = flags.DEFINE_bool(
     "members", True, "Also write each member as a SavedModel under <output>_members/ (x.tflite: x_members/)."
 )
@@ -76,7 +80,10 @@ def main(argv):
         fail(error)
     if _FASTEST.value:
         example = run_export.serving_example(ensemble, _FASTEST_BATCH.value)
-        chosen, _ = ensemble.export_fastest(_OUTPUT.value, example, input_range=input_range, runtime=_FASTEST.value)
+        try:
+            chosen, _ = ensemble.export_fastest(_OUTPUT.value, example, input_range=input_range, runtime=_FASTEST.value)
+        except ValueError as error:  # no form passed its check: each form's reason, in one line
+            fail(error)
         run_export.write_saved_models(
             ensemble, _OUTPUT.value, input_range=input_range, members=_MEMBERS.value, ensemble_model=False
         )
@@ -88,22 +95,30 @@ def main(argv):
         what = ""
     print(f"wrote {_OUTPUT.value}: {ensemble.num_members} members{what}, reload max |diff| = {error:.2e}")
     if error > run_export.RELOAD_TOLERANCE:
-        print("error: the reloaded SavedModel does not match the in-memory ensemble", file=sys.stderr)
+        written = "TFLite file" if _FASTEST.value == "tflite" else "SavedModel"
+        print(f"error: the reloaded {written} does not match the in-memory ensemble", file=sys.stderr)
         sys.exit(1)
 
 
 def _check_outputs():
     """One-line refusals of an --output (and --fastest_batch) that cannot take what will be written."""
     from tf_freetickets.deploy import run_export
+    from tf_freetickets.ensembles.serving_choice import check_target
 
     if _FASTEST_BATCH.value < 1:
         raise ValueError(f"--fastest_batch={_FASTEST_BATCH.value} must be >= 1.")
+    if flags.FLAGS["fastest_batch"].present and not _FASTEST.value:
+        raise ValueError("--fastest_batch only applies with --fastest=saved_model or --fastest=tflite.")
     if _FASTEST.value == "tflite":
+        if flags.FLAGS["input_range"].present:
+            raise ValueError("--input_range applies to SavedModels; a TFLite file has no input contract (drop the flag).")
         run_export.check_output_file(_OUTPUT.value, kind="TFLite", example_name="ensemble.tflite")
         if _MEMBERS.value:
             run_export.check_output_folder(run_export.members_folder(_OUTPUT.value), members=False)
     else:
         run_export.check_output_folder(_OUTPUT.value, members=_MEMBERS.value)
+    if _FASTEST.value:
+        check_target(_OUTPUT.value, _FASTEST.value)  # never replace a workdir or a file of something else
 
 
 def console_main():

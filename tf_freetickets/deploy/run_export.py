@@ -109,7 +109,14 @@ def _check_writable(path, label, needed):
 
 
 def members_folder(output):
-    """Where the members' SavedModels go beside `output`: `output`_members (`x.tflite` -> `x_members`)."""
+    """Where the members' SavedModels go beside `output`.
+
+    Args:
+      output: the export's --output (a SavedModel folder or a .tflite file).
+
+    Returns:
+      `output`_members, or `x`_members for `x.tflite`.
+    """
     root, extension = os.path.splitext(os.path.normpath(output))
     return f"{root if extension == '.tflite' else os.path.normpath(output)}_members"
 

@@ -197,6 +197,16 @@ class EnsembleModel(keras.Model):
         reloaded, checked against the mean probability (max abs diff <= 1e-5)
         and timed on `example`; the fastest is kept at `filepath`.
 
+        Args:
+          filepath: the SavedModel folder ("saved_model") or .tflite file
+            ("tflite") to write; an existing one is replaced only if it is a
+            SavedModel (or a .tflite file): `serving_choice.check_target`.
+          example: a batch shaped as the serving traffic (the forms are timed on it).
+          forms: candidates among the runtime's forms (None: all of them).
+          input_range: the SavedModel input contract's range ("auto", (low, high) or None).
+          runtime: "saved_model" or "tflite".
+          **kwargs: `serving_choice.export_fastest`'s repeats, calls, tolerance, verbose.
+
         Returns:
           (chosen form, list of `serving_choice.FormTiming`).
         """

@@ -52,6 +52,32 @@ class FormTiming:
     skipped: str = ""
 
 
+def check_target(path, runtime):
+    """Refuses, in one line, a `path` whose content `export_fastest` must not replace.
+
+    Args:
+      path: where the chosen form goes.
+      runtime: "saved_model" (a folder: new, empty or a SavedModel's) or
+        "tflite" (a file whose name ends in .tflite: new or a TFLite file).
+
+    Raises:
+      ValueError: a tflite path without the .tflite suffix or that is a
+        folder; a saved_model path that is a file, or a folder holding
+        anything but a SavedModel (a training workdir, say).
+    """
+    if runtime == "tflite":
+        if os.path.isdir(path) or not os.fspath(path).endswith(".tflite"):
+            raise ValueError(f"{path} is not a .tflite file path; runtime 'tflite' writes one file, named *.tflite.")
+        return
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{path} is a file; runtime 'saved_model' writes a SavedModel folder.")
+    if os.path.isdir(path) and os.listdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+        raise ValueError(
+            f"{path} holds files that are not a SavedModel, and export_fastest replaces what is at its path; "
+            "give a new folder (or a SavedModel's)."
+        )
+
+
 def _keras_form(ensemble, form):
     """The one-graph Keras model of `form` ("stacked", "compacted" or "grouped")."""
     from tf_freetickets.deploy.compact import compact
@@ -119,7 +145,9 @@ def export_fastest(ensemble, path, example, forms=None, input_range="auto", repe
       (chosen form, [FormTiming]).
 
     Raises:
-      ValueError: an unknown runtime or form, or no form passed the check.
+      ValueError: an unknown runtime or form, a `path` whose content must not
+        be replaced (`check_target`), or no form passed the check (each
+        form's reason named).
     """
     if runtime not in RUNTIME_FORMS:
         raise ValueError(f"Unknown runtime {runtime!r}; choose from {tuple(RUNTIME_FORMS)}.")
@@ -128,6 +156,7 @@ def export_fastest(ensemble, path, example, forms=None, input_range="auto", repe
     unknown = [f for f in forms if f not in allowed]
     if unknown or not forms:
         raise ValueError(f"Unknown serving forms {unknown or list(forms)} for runtime {runtime!r}; choose from {allowed}.")
+    check_target(path, runtime)
     candidate = _saved_model_candidate if runtime == "saved_model" else _tflite_candidate
     example = np.asarray(example, np.float32)
     reference = np.mean(ensemble.member_probabilities(example), axis=0)
@@ -138,8 +167,8 @@ def export_fastest(ensemble, path, example, forms=None, input_range="auto", repe
             timings.append(timing)
             try:
                 serve, written[form] = candidate(ensemble, form, os.path.join(scratch, form), input_range, example, alive)
-            except (ValueError, TypeError) as error:  # e.g. compact refusing a layer it cannot slice
-                timing.skipped = f"{type(error).__name__}: {error}"
+            except Exception as error:  # e.g. compact refusing a layer, the TFLite converter refusing an op
+                timing.skipped = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
                 continue
             timing.max_abs_diff = float(np.max(np.abs(np.asarray(serve(example)) - reference)))
             if timing.max_abs_diff > tolerance:
