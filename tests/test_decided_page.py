@@ -93,7 +93,7 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     assert "incomplete" not in claims_table and "not measured" not in claims_table
     assert f"{len(decided_claims())} claims, {len(decided_claims())} with a p value (the Holm family)" in text
     dst = _claim_line(text, "DST ensemble (M=3, S=0.8): higher accuracy than the dense single model")
-    assert "| detectable (80% power) |" in text and dst.split("|")[7].strip().startswith("±0.00")
+    assert "| detectable (80% power, Holm level) |" in text and dst.split("|")[7].strip().startswith("±0.0")
     assert "`dst_0.8` 0.90" in dst and "(n=5)" in dst and "(n=15)" in dst and dst.endswith("| **holds** |")
     assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| **does not hold** |")
     assert _claim_line(text, "S=2 co-trained narrow networks").endswith("| **inconclusive** |")
@@ -117,12 +117,13 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     assert "| dense_narrow | 10 | 10 | 0, 10, 20, 30, 40 |" in text and "| narrow_pair | 5 | 5 |" in text
     diagnostics = text.split("### DNC: where its result comes from")[1].split("### Temperature scaling")[0]
     assert "4 claims, 4 with a p value (the Holm family)" in diagnostics
-    pair = _claim_line(diagnostics, "two independent narrow networks (width / √2, no co-training)")
+    pair = _claim_line(diagnostics, "two independent narrow networks (width / √2, the wide network's weight decay")
     assert "`narrow_pair` 0.90" in pair and "(n=5)" in pair and "`dense` 0.89" in pair and pair.endswith("| **holds** |")
     undivided = "DNC (S=2) with the members at the wide network's weight decay: higher accuracy than with"
     assert "`dnc_s2_wd` " in _claim_line(diagnostics, undivided)
     assert "narrow_pair" not in claims_table  # the diagnostics are not in the paper claims' Holm family
     runs = text.split("### Runs")[1].split("### Progress")[0]
+    assert '"train CPU (× dense)" is over the mean of 15 clocked dense runs.' in runs
     assert runs.splitlines()[4].endswith("| train FLOPs (× dense) | train CPU-min | train CPU (× dense) |")
     dense_cpu = [120.0 * (1.1 if s % 2 else 0.9) / 60 for g in DECIDED_SEEDS for s in (g, g + 1, g + 2)]
     dense_line = runs.split("| dense |")[1].splitlines()[0]

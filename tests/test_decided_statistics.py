@@ -127,6 +127,11 @@ def test_decide_adjusts_over_the_table_and_marks_incomplete_rows():
     assert ece["verdict"] == "holds" and ece["test"].estimate == pytest.approx(0.0291 - 0.0385)
     assert ece["p_one_sided"] == pytest.approx(ece["test"].p / 2)  # lower is better: the claimed side
     assert short["verdict"] == f"incomplete (2 runs of {MIN_RUNS})"
+    # Holm's step-down levels: the smallest p is compared with 0.05/3, the next with 0.05/2, the largest with 0.05.
+    order = sorted(range(3), key=lambda i: raw[i])
+    levels = {order[0]: 0.05 / 3, order[1]: 0.05 / 2, order[2]: 0.05}
+    assert [r["holm_level"] for r in (accuracy, ece, short)] == [pytest.approx(levels[i]) for i in range(3)]
+    assert "holm_level" not in missing
 
 
 def test_metric_directions():

@@ -189,7 +189,7 @@ def test_command_lines_give_one_mean_per_cpu_when_records_ran_on_several():
     ]
 
 
-def test_command_lines_leave_out_resumed_runs_and_give_cpu_minutes_where_the_clock_recorded_them():
+def test_command_lines_take_the_clocked_runs_alone_and_leave_out_resumed_ones():
     from reporting.results_page import command_lines
 
     records = [
@@ -198,7 +198,9 @@ def test_command_lines_leave_out_resumed_runs_and_give_cpu_minutes_where_the_clo
         {"cell": "edst", "seed": 2, "train_seconds": 830.0, "eval_seconds": 10.0, "train_cpu_seconds": 1320.0, "command": "e"},
         {"cell": "gmp", "seed": 0, "train_seconds": 5.0, "eval_seconds": 1.0, "untimed_epochs": 3, "command": "g"},
     ]  # fmt: skip
+    records.append({"cell": "edst", "seed": 3, "train_seconds": 2000.0, "eval_seconds": 30.0, "command": "e"})  # no clock
     assert command_lines(records) == [
-        "- `edst` (12.0 min; 20.0 CPU-min training over 2 runs; 1 resumed run(s) left out): `e`",
+        "- `edst` (11.8 min training, 20.0 CPU-min, over 2 clocked runs; 1 earlier run(s), timed with their "
+        "evaluation, left out; 1 resumed run(s) left out): `e`",
         "- `gmp` (not timed: 1 resumed run(s) whose first epochs no clock timed): `g`",
     ]

@@ -136,8 +136,8 @@ def decided_diagnostic_claims():
 
     premise = "DNC's premise, not a claim of the paper"
     return [
-        Claim("DNC", "two independent narrow networks (width / √2, no co-training): higher accuracy than the one wide "
-              "network", "narrow_pair", "dense", "accuracy", paper_value=premise),
+        Claim("DNC", "two independent narrow networks (width / √2, the wide network's weight decay, no co-training): "
+              "higher accuracy than the one wide network", "narrow_pair", "dense", "accuracy", paper_value=premise),
         Claim("DNC", "one narrow network alone: lower accuracy than the one wide network", "dense", "dense_narrow",
               "accuracy", paper_value=premise),
         Claim("DNC", "DNC (S=2) with the members at the wide network's weight decay: higher accuracy than with "

@@ -84,7 +84,7 @@ def _claim_cells(result):
     difference = f"{test.estimate:+.4f}"
     if not math.isnan(test.ci[0]):
         difference += f" [{test.ci[0]:+.4f}, {test.ci[1]:+.4f}]"
-    detectable = test.detectable()
+    detectable = test.detectable(alpha=result["holm_level"]) if "holm_level" in result else math.nan
     detectable = "–" if math.isnan(detectable) else f"±{detectable:.4f}"
     return (row, baseline, difference, detectable, _fmt_p(test.p), _fmt_p(result["p_one_sided"]),
             _fmt_p(result["p_holm"]))  # fmt: skip
@@ -102,7 +102,8 @@ def decided_table(results, paper_column=True):
     """Markdown table of `significance.decide`'s results: the figures, the difference and its CI, p values, verdict."""
     head = ["paper", "claim"] + (["paper's figure"] if paper_column else [])
     head += ["row (mean ± std, n)", "baseline (mean ± std, n)", "difference row − baseline [95% CI]",
-             "detectable (80% power)", "p (two-sided)", "p (one-sided, claimed direction)", "Holm p", "verdict"]  # fmt: skip
+             "detectable (80% power, Holm level)", "p (two-sided)", "p (one-sided, claimed direction)", "Holm p",
+             "verdict"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for result in results:
         claim, verdict = result["claim"], result["verdict"]
@@ -262,6 +263,12 @@ def _claims_lines(results, ood_results, figures_relpath):
     ]
 
 
+def _clocked_dense_line(rows):
+    """How many dense runs the "train CPU (× dense)" column divides by."""
+    clocked = sum(1 for r in rows.get("dense", []) if "train_cpu_minutes" in r)
+    return f"\"train CPU (× dense)\" is over the mean of {clocked} clocked dense runs." if clocked else ""
+
+
 def _diagnostic_lines(results):
     """DNC's one-factor checks: their table (own Holm family) and verdict counts."""
     return [
@@ -310,7 +317,8 @@ def generated_decided_markdown(payload, figures_relpath="results"):
         "",
         "### Runs",
         "",
-        f"Mean ± sample std over each row's runs (a claim needs {MIN_RUNS} runs of each of its rows). Training CPU "
+        f"Mean ± sample std over each row's runs (a claim needs {MIN_RUNS} runs of each of its rows). "
+        f"{_clocked_dense_line(rows)} Training CPU "
         "time is the training clock's (every thread of the process, resumes included; records from before the clock "
         "and resumed runs without it have none): on a shared machine it moves far less than wall time, and beside "
         "the FLOPs column it shows what a FLOPs saving is worth when masked dense kernels compute the zeros too:",

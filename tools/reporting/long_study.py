@@ -263,10 +263,12 @@ def _dnc_overrides(base, epochs, num_splits=2):
 def _dnc_diagnostic_cells(base, epochs, num_splits=2):
     """DNC's one-factor checks as rows: a member's width trained alone, an independent pair of those, DNC undivided decay.
 
-    `dense_narrow` is the dense model at DNC's member width (width / sqrt(S),
-    the wide network's weight decay), `narrow_pair` the mean-probability
-    ensemble of S such runs (DNC's split without co-training), `dnc_s2_wd`
-    DNC with its members at the wide network's weight decay
+    `dense_narrow` is the dense model at DNC's member width (width / sqrt(S))
+    with the wide network's weight decay and the dense row's augmentation;
+    `narrow_pair` the mean-probability ensemble of S such runs: DNC's split
+    without its co-training, its members' views or its divided weight decay,
+    so its members match `dnc_s2_wd`'s in decay, not `dnc_s2`'s;
+    `dnc_s2_wd` is DNC with its members at the wide network's weight decay
     (`ensemble.divide_weight_decay=False`; the paper divides on CIFAR-10).
     """
     width = next(float(o.split("=")[1]) for o in base if o.startswith("width="))

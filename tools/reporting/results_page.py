@@ -140,12 +140,14 @@ def command_lines(records, workdir=None):
     """One "- `cell` (N min): `command`" line per cell: its first record's command, mean minutes per record.
 
     Records that name different CPUs (a study resumed on another machine)
-    get one mean per CPU: "(4.5 min on CPU A, 11.0 min on CPU B)". Where the
-    records carry the training clock's CPU seconds ("train_cpu_seconds"),
-    their mean follows ("; 9.8 CPU-min training"): wall time on a shared
-    machine moves with what else runs there, CPU time much less. A record
-    whose run was resumed from epochs no clock timed ("untimed_epochs" > 0)
-    has only part of its time and is left out of the means, which say so.
+    get one mean per CPU: "(4.5 min on CPU A, 11.0 min on CPU B)". Where
+    the records carry the training clock's figures ("train_cpu_seconds"),
+    the means are of those records alone, training wall and CPU minutes
+    ("6.1 min training, 9.8 CPU-min, over 3 clocked runs"): wall time on a
+    shared machine moves with what else runs there, CPU time much less. A
+    record whose run was resumed from epochs no clock timed
+    ("untimed_epochs" > 0) has only part of its time and is left out of the
+    means, which say so.
 
     Args:
       records: the study's records (each with "cell", "seed", "command" and
@@ -170,21 +172,31 @@ def command_lines(records, workdir=None):
 
 
 def _time_text(records, several_cpus):
-    """Mean wall minutes per record (per CPU when several ran the study), CPU minutes, left-out resumed runs."""
+    """A cell's time: the training clock's wall and CPU minutes where its records have them, else minutes per record.
+
+    Records timed by the runs' clock ("train_cpu_seconds": the epochs only)
+    and earlier ones (the whole run and its evaluation) measure different
+    things, so a cell's mean takes the clocked records alone when it has any.
+    """
     timed = [r for r in records if not r.get("untimed_epochs")]
     if not timed:
         return f"not timed: {len(records)} resumed run(s) whose first epochs no clock timed"
+    clocked = [r for r in timed if "train_cpu_seconds" in r]
+    counted = clocked or timed
     by_cpu = {}
-    for record in timed:
-        by_cpu.setdefault(record.get("cpu"), []).append(record.get("train_seconds", 0.0) + record.get("eval_seconds", 0.0))
+    for record in counted:
+        seconds = record.get("train_seconds", 0.0) + (0.0 if clocked else record.get("eval_seconds", 0.0))
+        by_cpu.setdefault(record.get("cpu"), []).append(seconds)
     means = {cpu: sum(values) / len(values) / 60 for cpu, values in by_cpu.items()}
     if several_cpus:
         text = ", ".join(f"{m:.1f} min on {cpu or UNRECORDED_CPU}" for cpu, m in means.items())
     else:
         text = f"{next(iter(means.values())):.1f} min"
-    cpu_seconds = [r["train_cpu_seconds"] for r in timed if "train_cpu_seconds" in r]
-    if cpu_seconds:
-        text += f"; {sum(cpu_seconds) / len(cpu_seconds) / 60:.1f} CPU-min training over {len(cpu_seconds)} runs"
+    if clocked:
+        cpu_minutes = sum(r["train_cpu_seconds"] for r in clocked) / len(clocked) / 60
+        text += f" training, {cpu_minutes:.1f} CPU-min, over {len(clocked)} clocked runs"
+        if len(timed) > len(clocked):
+            text += f"; {len(timed) - len(clocked)} earlier run(s), timed with their evaluation, left out"
     if len(timed) < len(records):
         text += f"; {len(records) - len(timed)} resumed run(s) left out"
     return text

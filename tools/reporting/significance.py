@@ -156,9 +156,10 @@ VERDICT_RULE = (
     "against the midpoint of the dense model and the dense deep ensemble (a Welch contrast of the three rows, "
     "which treats the deep ensemble and the dense runs it is composed of as independent). A cost that does not "
     "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ. \"Detectable\" is the "
-    f"smallest difference the claim's runs would detect with {POWER:.0%} power at two-sided α = {ALPHA:g} before "
-    "the Holm adjustment ((t_{1−α/2} + t_{power}) × the observed standard error, Welch df): an inconclusive claim "
-    "whose difference lies below it needed more runs, not another method."
+    f"sensitivity of the claim's runs: the difference they would detect with {POWER:.0%} power at the claim's Holm "
+    f"level α/(m − k + 1) (α = {ALPHA:g}, k its rank by p among the m claims of the table), "
+    "(t_{1−level/2} + t_{power}) × the observed standard error with Welch df; it describes these runs, not a "
+    "power the study was planned for."
 )
 
 
@@ -217,7 +218,9 @@ def decide(claims, rows, min_runs=MIN_RUNS):
       no value); else also "stats" ((mean, std, n) of row, baseline[, target]),
       "test" (`Welch` of row minus baseline, or row minus the midpoint for
       "closes_gap"), "sign" (+1 when higher is better), "reference" (the
-      baseline's mean, or the midpoint), "p_one_sided" and "p_holm".
+      baseline's mean, or the midpoint), "p_one_sided", "p_holm" and
+      "holm_level" (the level Holm's step-down compares the claim's p with:
+      ALPHA / (m - k + 1), k its rank by p among the m measured claims).
     """
     results = []
     for claim in claims:
@@ -230,6 +233,9 @@ def decide(claims, rows, min_runs=MIN_RUNS):
         results.append({"claim": claim, "stats": group_stats, "test": test, "sign": sign, "reference": reference,
                         "p_one_sided": test.one_sided_p(sign)})  # fmt: skip
     measured = [r for r in results if "test" in r]
+    ranked = [r for r in measured if not math.isnan(r["test"].p)]
+    for rank, result in enumerate(sorted(ranked, key=lambda r: r["test"].p), 1):  # stable: ties keep table order
+        result["holm_level"] = ALPHA / (len(ranked) - rank + 1)
     for result, p_holm in zip(measured, holm([r["test"].p for r in measured])):
         test, sign, claim = result["test"], result["sign"], result["claim"]
         low, high = sorted((sign * test.ci[0], sign * test.ci[1]))

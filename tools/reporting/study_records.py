@@ -149,7 +149,16 @@ def run_timing(results, elapsed_seconds):
 
 
 def composed_timing(parts):
-    """A composed ensemble's time: the sums over its source runs' records (CPU seconds only when every part has them)."""
+    """A composed ensemble's time: the sums over its source runs' records.
+
+    Args:
+      parts: the source runs' records (each with "train_seconds", maybe
+        "train_cpu_seconds" and "untimed_epochs").
+
+    Returns:
+      {"train_seconds", "untimed_epochs"} summed, and "train_cpu_seconds"
+      summed when every part has it.
+    """
     timing = {
         "train_seconds": sum(p["train_seconds"] for p in parts),
         "untimed_epochs": sum(p.get("untimed_epochs", 0) for p in parts),
