@@ -7,7 +7,7 @@ import pytest
 import tf_freetickets as tft
 from reporting.long_study import fashion_mnist_decided_study
 from reporting.structured_page import STRUCTURED_BEGIN_MARKER, generated_structured_markdown, write_structured_report
-from reporting.structured_study import baseline_records, fashion_mnist_structured_study
+from reporting.structured_study import baseline_records, fashion_mnist_structured_study, structured_claims
 from reporting.study_records import structure_measures
 from reporting.study_runner import cell_dicts
 
@@ -15,13 +15,20 @@ SETTINGS = {"package_version": "0.2.0", "dataset": "fashion_mnist", "train_examp
             "epochs": 100, "sparsities": [0.8, 0.9], "ood_sets": ["digits"], "ood_examples": 1000,
             "corruption_examples": 1000, "extra_overrides": []}  # fmt: skip
 MEANS = {"rigl": (0.890, 0.33, 0.036, 0.90), "srigl": (0.889, 0.33, 0.035, 0.90), "chase": (0.870, 0.40, 0.050, 0.85),
-         "dst": (0.902, 0.28, 0.014, 0.90), "chase_dst": (0.885, 0.31, 0.020, 0.85)}  # fmt: skip
+         "dst": (0.902, 0.28, 0.014, 0.90), "chase_dst": (0.885, 0.31, 0.020, 0.85), "chase_c75": (0.86, 0.42, 0.05, 0.3),
+         "chase_c75_dst": (0.875, 0.35, 0.02, 0.3)}  # fmt: skip
 
 
 def test_each_row_is_long_v2s_rigl_row_with_only_the_method_changed():
     rigl = {c.name: c for c in fashion_mnist_decided_study() if c.family == "rigl"}
     cells = fashion_mnist_structured_study()
-    assert [c.name for c in cells] == ["srigl_0.8", "chase_0.8", "chase_dst_0.8", "srigl_0.9", "chase_0.9", "chase_dst_0.9"]
+    assert [c.name for c in cells] == ["srigl_0.8", "chase_0.8", "chase_dst_0.8", "srigl_0.9", "chase_0.9", "chase_dst_0.9",
+                                       "chase_c75_0.9", "chase_c75_dst_0.9"]  # fmt: skip
+    trade, trade_ensemble = cells.pop(6), cells.pop(6)  # Chase at 0.9 with 3/4 of the channels removed: only that changed
+    chase = next(c for c in cells if c.name == "chase_0.9")
+    assert trade.overrides == (*chase.overrides, "sparse.chase_channel_sparsity=0.75") and trade.replicas == 3
+    assert (trade.config_file, trade_ensemble.composed_of, trade_ensemble.members) == (chase.config_file, "chase_c75_0.9", 3)
+    assert not [c for c in structured_claims() if "c75" in c.row]  # a serving trade's row, in no claim
     ensembles = [cells.pop(5), cells.pop(2)]  # the Chase tickets' DST ensembles, as long_v2's dst_S are of its RigL runs
     assert [(e.composed_of, e.members, e.sparsity) for e in ensembles] == [("chase_0.9", 3, 0.9), ("chase_0.8", 3, 0.8)]
     for cell in cells:
@@ -104,8 +111,8 @@ def test_page_decides_each_claim_against_rigl_and_shows_the_structure(tmp_path):
     assert "16 claims, 16 with a p value (the Holm family)" in text and "Baseline missing" not in text
     assert "| chase_0.8 | 3 |" in text and "| 0.150 ± 0.000 | 0.850 ± 0.000 |" in text
     table = [line.split(" | ")[0].lstrip("| ") for line in text.splitlines() if line.startswith("| ") and "±" in line]
-    assert table[-8:] == ["srigl_0.8", "chase_0.8", "dst_0.8", "chase_dst_0.8", "srigl_0.9", "chase_0.9", "dst_0.9",
-                             "chase_dst_0.9"]  # each Chase ensemble beside long_v2's RigL one  # fmt: skip
+    assert table[-10:] == ["srigl_0.8", "chase_0.8", "dst_0.8", "chase_dst_0.8", "srigl_0.9", "chase_0.9", "dst_0.9",
+                           "chase_dst_0.9", "chase_c75_0.9", "chase_c75_dst_0.9"]  # Chase ensembles beside dst_S  # fmt: skip
     page = tmp_path / "RESULTS.md"
     page.write_text("# Results\n\nprose kept\n")
     write_structured_report(structured, None, str(page))

@@ -27,8 +27,9 @@ own runtime (its TFLite file for TFLite forms, "same runtime"). The quality colu
 form's max abs diff says how far its outputs are from them.
 
 Rows come from the long_v2 study (`--workdir`, `--json`) and the structured study
-(`--structured_workdir`, `--structured_json`: SRigL, Chase and `chase_dst_S`, the DST ensemble of
-3 Chase tickets). A row whose model files are missing (the study ran on another machine) is listed with the command
+(`--structured_workdir`, `--structured_json`: SRigL, Chase, `chase_dst_S` the DST ensemble of 3 Chase
+tickets, and `chase_c75_0.9` / `chase_c75_dst_0.9`, Chase with 3/4 of its channels removed). A row
+whose model files are missing (the study ran on another machine) is listed with the command
 of the missing run (the record's, which retrains it) and left out of the timing; with
 `--require_all` that is an error (exit 2) instead.
 Writes frontier.json / frontier.md under --output and the figure (tools/reporting/frontier_page.py).
@@ -50,7 +51,7 @@ from reporting.frontier_forms import member_paths, row_forms, study_cells  # noq
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_ROWS = ("dense", "dense_ensemble", "rigl_0.8", "rigl_0.9", "gmp_0.9", "dst_0.8", "dst_0.9", "dst_ft_0.8",
                 "edst_0.8", "edst_0.9", "cigl_0.8", "cigl_0.9", "dnc_s2", "chase_0.8", "chase_dst_0.8", "chase_0.9",
-                "chase_dst_0.9")  # fmt: skip
+                "chase_dst_0.9", "chase_c75_0.9", "chase_c75_dst_0.9")  # fmt: skip
 
 _WORKDIR = flags.DEFINE_string("workdir", "out/long_study_v2", "The long_v2 study's --workdir (its model files).")
 _JSON = flags.DEFINE_string("json", os.path.join(ROOT, "docs/results/long_study_v2.json"), "The study's JSON.")
