@@ -216,7 +216,7 @@ def reload_max_difference(ensemble, path, examples=8, seed=0):
     Returns:
       the largest absolute difference of the mean probabilities, a float.
     """
-    x = np.random.default_rng(seed).random((examples, *ensemble.input_shape_per_example)).astype("float32")
+    x = _random_examples(ensemble, examples, seed)
     loaded = tf.saved_model.load(path)
     return float(np.abs(loaded.serve(x).numpy() - ensemble.predict(x, verbose=0)).max())
 
@@ -242,5 +242,10 @@ def served_max_difference(ensemble, path, runtime, examples=8, seed=0):
         return reload_max_difference(ensemble, path, examples, seed)
     from tf_freetickets.deploy.tflite import tflite_predict
 
-    x = np.random.default_rng(seed).random((examples, *ensemble.input_shape_per_example)).astype("float32")
+    x = _random_examples(ensemble, examples, seed)
     return float(np.abs(tflite_predict(path, x) - ensemble.predict(x, verbose=0)).max())
+
+
+def _random_examples(ensemble, examples, seed):
+    """`examples` float32 inputs in [0, 1), shaped like one example of the ensemble's input, from numpy seed `seed`."""
+    return np.random.default_rng(seed).random((examples, *ensemble.input_shape_per_example)).astype("float32")

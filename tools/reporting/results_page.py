@@ -46,7 +46,7 @@ def records_by_cell(payload):
     rows = {cell["name"]: [] for cell in payload["study"]["cells"]}
     for record in payload["records"]:
         metrics = dict(record["metrics"])
-        if record.get("train_cpu_seconds") is not None and not record.get("untimed_epochs"):
+        if _clocked(record):
             metrics["train_cpu_minutes"] = record["train_cpu_seconds"] / 60
         rows.setdefault(record["cell"], []).append(metrics)
     dense = rows.get("dense") or []
@@ -171,6 +171,11 @@ def command_lines(records, workdir=None):
     return lines
 
 
+def _clocked(record):
+    """Whether the record's training clock timed every epoch of its run (CPU seconds, no untimed epochs)."""
+    return record.get("train_cpu_seconds") is not None and not record.get("untimed_epochs")
+
+
 def _time_text(records, several_cpus):
     """A cell's time: the training clock's wall and CPU minutes where its records have them, else minutes per record.
 
@@ -181,7 +186,7 @@ def _time_text(records, several_cpus):
     timed = [r for r in records if not r.get("untimed_epochs")]
     if not timed:
         return f"not timed: {len(records)} resumed run(s) whose first epochs no clock timed"
-    clocked = [r for r in timed if "train_cpu_seconds" in r]
+    clocked = [r for r in timed if _clocked(r)]
     counted = clocked or timed
     by_cpu = {}
     for record in counted:
