@@ -46,5 +46,36 @@ def test_a_tiny_chase_ticket_is_compacted_timed_and_sized(tmp_path):
     assert row["removed"] > 0 and row["params_after"] < row["params_dense"]
     assert row["bytes"]["compact / tflite"] < row["bytes"]["dense / tflite"]
     latency = row["latency"]["1"]
-    assert set(latency["ratio_to_dense"]) == {f"{v} / {r}" for v in ("dense", "compact") for r in ("saved_model", "tflite")}
+    variants = ("dense", "compact", "carrier")
+    assert set(latency["ratio_to_dense"]) == {f"{v} / {r}" for v in variants for r in ("saved_model", "tflite")}
     assert max(latency["max_abs_diff"].values()) <= 1e-5
+    assert set(latency["offset_vs_carrier"]) == {"saved_model", "tflite"}
+    assert row["params_after"] <= row["params_carrier"]
+
+
+def test_refuses_a_missing_ticket_file(tmp_path):
+    result = _tool(tmp_path, f"--tickets={tmp_path / 'nowhere.keras'}")
+    assert result.returncode == 2 and "--tickets: no such file" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_saved_ticket_is_timed_without_training(tmp_path):
+    import keras
+
+    import tf_freetickets as tft
+
+    keras.utils.set_random_seed(0)
+    ticket = tft.sparsify(tft.models.small_cnn(width=0.25), 0.8, seed=0)
+    layer = ticket.get_layer("conv1_2")
+    for variable in (layer.kernel_mask, layer.kernel_variable):  # two dead channels: compact removes them
+        value = variable.numpy()
+        value[..., :2] = 0.0
+        variable.assign(value)
+    path = tmp_path / "ticket.keras"
+    ticket.save(path)
+    result = _tool(tmp_path, f"--tickets={path}", "--batches=1", "--calls=1", "--repeats=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SYNTHETIC" not in result.stdout
+    (row,) = json.load(open(tmp_path / "tickets.json"))["tickets"]
+    assert row["method"] == "saved" and row["removed"] == 2 and row["params_dense"] == tft.strip_masks(ticket).count_params()
+    assert abs(row["sparsity"] - 0.8) < 0.05 and max(row["latency"]["1"]["max_abs_diff"].values()) <= 1e-5

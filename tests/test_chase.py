@@ -142,7 +142,8 @@ def test_compact_removes_exactly_the_channels_chase_removed():
 def test_compact_removes_the_channels_chase_removed_in_a_residual_block():
     # A CIFAR ResNet block: conv1 (no bias) -> BN -> ReLU -> conv2 ("same") -> BN -> Add. Chase prunes
     # conv1 only; each removed channel outputs relu(BN(0)), a nonzero constant (beta starts at 0.1), into
-    # a "same"-padded conv2, where no bias can take it: compact carries them all in one channel.
+    # a "same"-padded conv2, where no bias can take it: compact carries them all in one channel, or,
+    # with padded_constants="offset", removes them all and adds their share after conv2 as an offset map.
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8, 8, 2))
     stem = keras.layers.ReLU()(keras.layers.Conv2D(6, 3, padding="same", name="stem")(inputs))
@@ -154,11 +155,16 @@ def test_compact_removes_the_channels_chase_removed_in_a_residual_block():
     _train(model, _chase(), steps=12)
     removed = {layer.name: int(removed_units(layer).sum()) for layer in masking.masked_layers(model)}
     assert removed == {"stem": 0, "conv1": 4, "conv2": 0, "out": 0}
+    x, _ = _data(16, (8, 8, 2))
+    small, report = tft.compact(model, padded_constants="offset")
+    row = report.row("conv1")
+    assert (row.folded, row.kept_other) == (4, 0)  # nonzero constants: all four go into conv2's offset map
+    assert (row.after, report.row("conv2").inputs_after) == (4, 4)
+    np.testing.assert_allclose(_numpy(small(x)), _numpy(model(x)), atol=1e-5)
     small, report = tft.compact(model)
     row = report.row("conv1")
-    assert (row.folded, row.kept_other) == (3, 1)  # nonzero constants: three go, the fourth carries them
+    assert (row.folded, row.kept_other) == (3, 1)  # three go, the fourth carries them
     assert (row.after, report.row("conv2").inputs_after) == (5, 5)
-    x, _ = _data(16, (8, 8, 2))
     np.testing.assert_allclose(_numpy(small(x)), _numpy(model(x)), atol=1e-5)
 
 

@@ -118,8 +118,10 @@ def _small_cnn_ticket(model):
     _zero_out(model.get_layer("fc"), [3], bias={3: 0.2})
 
 
-def _small_cnn_params():
-    return (conv(3, 1, 7) + 4 * 7 + conv(3, 7, 7) + 4 * 7 + conv(3, 7, 16) + 4 * 16 + conv(3, 16, 14) + 4 * 14
+def _small_cnn_params(padded="carrier"):
+    """The compacted `_small_cnn_ticket`'s parameters: conv1_1 keeps 6 channels, or 7 with its lone constant kept."""
+    c11 = 7 if padded == "carrier" else 6
+    return (conv(3, 1, c11) + 4 * c11 + conv(3, c11, 7) + 4 * 7 + conv(3, 7, 16) + 4 * 16 + conv(3, 16, 14) + 4 * 14
             + dense(7 * 7 * 14, 31) + dense(31, 10))  # fmt: skip
 
 
@@ -128,16 +130,25 @@ def _small_cnn(layer_options=None):
     return tft.models.small_cnn(width=0.25, layer_options=layer_options)
 
 
-def test_small_cnn_with_batchnorm_and_flatten():
+@pytest.mark.parametrize("padded", ["offset", "carrier"])
+def test_small_cnn_with_batchnorm_and_flatten(padded):
     model = _small_cnn()
     _randomize_batchnorm(model)
     _small_cnn_ticket(model)
-    small, report = compact(model)
-    assert small.count_params() == _small_cnn_params()
+    small, report = compact(model, padded_constants=padded)
+    assert small.count_params() == _small_cnn_params(padded)
     assert _max_diff(model, small, (28, 28, 1)) <= 1e-5
     c11, c12, c22, fc = (report.row(n) for n in ("conv1_1", "conv1_2", "conv2_2", "fc"))
-    assert (c11.before, c11.after, c11.dead, c11.kept_other) == (8, 7, 1, 1)
-    assert "constant into 'same'-padded Conv2D 'conv1_2'" in c11.note
+    if padded == "carrier":  # a lone constant into a "same" convolution: nothing to merge it with
+        assert (c11.before, c11.after, c11.dead, c11.folded, c11.kept_other) == (8, 7, 1, 0, 1)
+        assert "constant into 'same'-padded Conv2D 'conv1_2'" in c11.note
+        assert "conv1_2_offset" not in [layer.name for layer in small.layers]
+    else:  # it goes; conv1_2's offset map adds relu(3.0) x its kernel slice, border windows cut
+        assert (c11.before, c11.after, c11.dead, c11.folded, c11.kept_other) == (8, 6, 1, 1, 0)
+        assert "'conv1_2_offset' adds the border-dependent share of 1 removed constant input channel(s)" in c12.note
+        offset = small.get_layer("conv1_2_offset")
+        assert type(offset) is keras.layers.Rescaling and np.shape(offset.offset) == (28, 28, 7)
+        assert small.get_layer("bn1_2").input is offset.output
     assert (c12.after, c12.unread) == (7, 1) and report.row("bn1_2").after == 7
     assert (c22.after, c22.dead, c22.folded) == (14, 1, 1)
     assert (fc.inputs_before, fc.inputs_after, fc.after, fc.folded) == (784, 686, 31, 1)  # 2 x 49 flattened features
@@ -183,12 +194,13 @@ def test_a_channel_into_an_add_goes_only_where_every_branch_allows():
     assert (branch.after, branch.folded, branch.kept_add) == (5, 1, 1)
 
 
-def test_cifar_resnet_depth_8():
+@pytest.mark.parametrize("padded", ["offset", "carrier"])
+def test_cifar_resnet_depth_8(padded):
     keras.utils.set_random_seed(5)
     model = tft.models.cifar_resnet(depth=8, width=0.5, input_shape=(16, 16, 3))
     _zero_out(model.get_layer("stage1_block1_conv1"), [3])  # BN at its start: the constant is 0
     _zero_out(model.get_layer("stage2_block1_conv1"), [5])
-    _set_beta(model, "stage2_block1_bn1", {5: 0.5})  # a nonzero constant into a "same" conv: kept
+    _set_beta(model, "stage2_block1_bn1", {5: 0.5})  # a nonzero constant into a "same" conv: an offset, or kept
     for name in ("stage2_block1_shortcut", "stage2_block1_conv2"):
         _zero_out(model.get_layer(name), [7])  # both branches of the add: goes
     for name in ("stage3_block1_shortcut", "stage3_block1_conv2"):
@@ -196,15 +208,20 @@ def test_cifar_resnet_depth_8():
     _set_beta(model, "stage3_block1_bn2", {9: 0.3})
     _set_beta(model, "stage3_block1_shortcut_bn", {9: 0.2})  # relu(0.5) through the pool into the logits' bias
     _zero_out(model.get_layer("stage3_block1_conv2"), [11])  # one branch only: kept
-    small, report = compact(model)
+    small, report = compact(model, padded_constants=padded)
+    lone = 16 if padded == "carrier" else 15  # stage2_block1_conv1's channels
     want = (conv(3, 3, 8) + 32 + conv(3, 8, 7) + 28 + conv(3, 7, 8) + 32
-            + conv(1, 8, 15) + 60 + conv(3, 8, 16) + 64 + conv(3, 16, 15) + 60
+            + conv(1, 8, 15) + 60 + conv(3, 8, lone) + 4 * lone + conv(3, lone, 15) + 60
             + conv(1, 15, 31) + 124 + conv(3, 15, 32) + 128 + conv(3, 32, 31) + 124 + dense(31, 10))  # fmt: skip
     assert small.count_params() == want
     assert _max_diff(model, small, (16, 16, 3)) <= 1e-5
     assert (report.row("stage1_block1_conv1").after, report.row("stage1_block1_conv1").dead) == (7, 1)
-    kept = report.row("stage2_block1_conv1")
-    assert kept.after == 16 and kept.kept_other == 1 and "'same'-padded" in kept.note
+    lone_row = report.row("stage2_block1_conv1")
+    if padded == "carrier":
+        assert lone_row.after == 16 and lone_row.kept_other == 1 and "'same'-padded" in lone_row.note
+    else:
+        assert (lone_row.after, lone_row.folded, lone_row.kept_other) == (15, 1, 0)
+        assert "'stage2_block1_conv2_offset' adds" in report.row("stage2_block1_conv2").note
     assert report.row("stage2_block1_shortcut").dead == 1 and report.row("stage2_block1_conv2").dead == 1
     assert report.row("stage3_block1_shortcut").folded == 1
     assert (report.row("stage3_block1_conv2").folded, report.row("stage3_block1_conv2").kept_add) == (1, 1)
@@ -258,13 +275,14 @@ def test_a_1x1_same_padded_conv_takes_a_constant():
     assert _max_diff(model, small, (6, 6, 2)) <= 1e-5 and report.row("c0").folded == 1
 
 
-def _carrier_model(second_reader=False):
-    """12x12x3 -> c1 (6, no bias) -> BN -> ReLU -> c2 (3x3 "same") [-> c3 (3x3 "same") on the ReLU too] -> pool -> out."""
+def _carrier_model(second_reader=False, c2_activation=None, size=12):
+    """size x size x 3 -> c1 (6, no bias) -> BN -> ReLU -> c2 (3x3 "same") [-> c3 (3x3 "same") on the ReLU too]
+    -> pool -> out; c1's channels 1, 2, 4, 5 are dead, with constants 0.4, 0, 0.7, 0.2 after the ReLU."""
     keras.utils.set_random_seed(12)
-    inputs = keras.Input((12, 12, 3))
+    inputs = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(6, 3, padding="same", use_bias=False, name="c1")(inputs)
     x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x))
-    y = keras.layers.Conv2D(5, 3, padding="same", name="c2")(x)
+    y = keras.layers.Conv2D(5, 3, padding="same", activation=c2_activation, name="c2")(x)
     if second_reader:
         y = keras.layers.Add()([y, keras.layers.Conv2D(5, 3, padding="same", name="c3")(x)])
     model = keras.Model(inputs, keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D()(y)))
@@ -282,7 +300,7 @@ def test_constants_into_a_same_padded_conv_merge_into_one_carrier(second_reader)
     # The padding cuts the border windows, so no bias can take a constant channel; but the
     # convolution is linear in its channels: channels 1 and 5 go into the kernel slice of channel 4.
     model = _carrier_model(second_reader)
-    small, report = compact(model)
+    small, report = compact(model, padded_constants="carrier")
     row = report.row("c1")
     assert (row.after, row.dead, row.folded, row.kept_other) == (3, 1, 2, 1)
     assert "carries the constants of 2 removed channel(s)" in row.note
@@ -291,16 +309,112 @@ def test_constants_into_a_same_padded_conv_merge_into_one_carrier(second_reader)
     assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
 
 
-def test_a_lone_constant_into_a_same_padded_conv_stays():
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_constants_into_a_same_padded_conv_become_its_offset_map(second_reader):
+    # All three nonzero constants go: each reader adds, per output position, what they gave there.
+    model = _carrier_model(second_reader)
+    small, report = compact(model, padded_constants="offset")
+    row = report.row("c1")
+    assert (row.after, row.dead, row.folded, row.kept_other) == (2, 1, 3, 0)
+    constants = np.array([0, 0.4, 0, 0, 0.7, 0.2])
+    for name in ("c2", "c3") if second_reader else ("c2",):
+        assert report.row(name).inputs_after == 2
+        offset = np.asarray(small.get_layer(f"{name}_offset").offset)
+        kernel = model.get_layer(name).kernel.numpy().astype(np.float64)
+        # Interior positions see the whole 3x3 window; the corner (0, 0) only its lower-right 2x2 taps.
+        np.testing.assert_allclose(offset[5, 5], np.einsum("hwcf,c->f", kernel, constants), atol=1e-6)
+        np.testing.assert_allclose(offset[0, 0], np.einsum("hwcf,c->f", kernel[1:, 1:], constants), atol=1e-6)
+        np.testing.assert_allclose(offset[11, 4], np.einsum("hwcf,c->f", kernel[:2], constants), atol=1e-6)
+    assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
+
+
+def _lone_constant_model():
     model = _carrier_model()
     bn = model.get_layer("bn1")
     gamma, beta, mean, variance = (v.numpy() for v in bn.weights)
     beta[[1, 5]] = -1.0  # only channel 4 holds a nonzero constant: merging it with itself gains nothing
     bn.set_weights([gamma, beta, mean, variance])
-    small, report = compact(model)
+    return model
+
+
+def test_a_lone_constant_into_a_same_padded_conv_stays_without_offsets():
+    model = _lone_constant_model()
+    small, report = compact(model, padded_constants="carrier")
     row = report.row("c1")
     assert (row.after, row.dead, row.folded, row.kept_other) == (3, 3, 0, 1) and "'same'-padded" in row.note
     assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
+
+
+def test_a_lone_constant_into_a_same_padded_conv_goes_as_an_offset():
+    model = _lone_constant_model()
+    small, report = compact(model, padded_constants="offset")
+    row = report.row("c1")
+    assert (row.after, row.dead, row.folded, row.kept_other) == (2, 3, 1, 0)
+    assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
+
+
+@pytest.mark.parametrize("case", ["nonlinear activation", "unknown input size"])
+def test_offsets_fall_back_to_a_carrier(case):
+    # An offset must go between the convolution and its activation, and its map needs the input's size.
+    model = _carrier_model(c2_activation="relu") if case == "nonlinear activation" else _carrier_model(size=None)
+    small, report = compact(model, padded_constants="offset")
+    row = report.row("c1")
+    assert (row.after, row.folded, row.kept_other) == (3, 2, 1) and "carries the constants of 2" in row.note
+    assert not [layer.name for layer in small.layers if layer.name.endswith("_offset")]
+    assert _max_diff(model, small, (12, 12, 3)) <= 1e-5
+
+
+def test_offsets_leave_one_channel_when_every_channel_is_a_constant():
+    # A layer keeps at least one unit: the constant of the channel that stays must stay out of the map.
+    keras.utils.set_random_seed(13)
+    inputs = keras.Input((9, 9, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, padding="same", name="c2")(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    _zero_out(model.get_layer("c1"), [0, 1, 2, 3])
+    model.get_layer("bn1").set_weights([np.ones(4), np.array([0.5, 0.6, 0.7, 0.8]), np.zeros(4), np.ones(4) - 1e-3])
+    small, report = compact(model, padded_constants="offset")
+    assert (report.row("c1").after, report.row("c1").folded) == (1, 3)
+    assert _max_diff(model, small, (9, 9, 2)) <= 1e-5
+
+
+def test_an_offset_map_keeps_a_channel_constant_only_where_it_is_uniform():
+    keras.utils.set_random_seed(15)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="c0")(inputs)
+    offset = np.zeros((6, 6, 3))
+    offset[..., 1], offset[0, 0, 2] = 0.25, 1.0
+    x = keras.layers.Rescaling(1.0, offset=offset.tolist(), name="shift")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
+    _zero_out(model.get_layer("c0"), [1, 2], bias={1: 0.5, 2: 0.5})
+    small, report = compact(model)
+    # channel 1 holds 0.75 everywhere (folded into out's bias); channel 2 differs at (0, 0): it stays
+    assert (report.row("c0").after, report.row("c0").folded, report.row("c0").kept_other) == (2, 1, 1)
+    assert np.shape(small.get_layer("shift").offset) == (6, 6, 2)
+    assert _max_diff(model, small, (6, 6, 2)) <= 1e-5
+
+
+def test_a_compacted_model_compacts_to_itself():
+    small, _ = compact(_carrier_model(second_reader=True), padded_constants="offset")
+    again, report = compact(small, padded_constants="offset")
+    assert [layer.name for layer in again.layers] == [layer.name for layer in small.layers]
+    assert report.params_after == small.count_params() and _max_diff(small, again, (12, 12, 3)) <= 1e-6
+
+
+@pytest.mark.parametrize("kernel, strides, dilation, size", [
+    (3, 1, 1, 7), (3, 2, 1, 8), (3, 2, 1, 7), (4, 1, 1, 6), (5, 2, 1, 9), (3, 1, 2, 8), (2, 2, 1, 5),
+])  # fmt: skip
+def test_constant_input_map_is_what_the_convolution_gives_a_constant_input(kernel, strides, dilation, size):
+    from tf_freetickets.deploy.compact_decide import constant_input_map
+
+    keras.utils.set_random_seed(14)
+    layer = keras.layers.Conv2D(4, kernel, strides=strides, dilation_rate=dilation, padding="same", use_bias=False)
+    keras.Sequential([keras.Input((size, size, 3)), layer])
+    values = np.array([0.5, 0.0, -1.5])
+    want = keras.ops.convert_to_numpy(layer(np.broadcast_to(values, (1, size, size, 3)).astype("float32")))[0]
+    got = constant_input_map(layer, values)
+    assert got.shape == want.shape and np.max(np.abs(got - want)) <= 1e-5
 
 
 @pytest.mark.parametrize("pool", [keras.layers.MaxPooling2D, keras.layers.AveragePooling2D])
@@ -350,6 +464,8 @@ def test_refuses_subclassed_models_and_unknown_modes():
         compact(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="unsupported="):
         compact(mlp(), unsupported="skip")
+    with pytest.raises(ValueError, match="padded_constants='border'; use one of \\('offset', 'carrier'\\)"):
+        compact(mlp(), padded_constants="border")
 
 
 def test_verbose_prints_the_table(capsys):
@@ -369,9 +485,10 @@ def test_keras_file_loads_without_the_library(tmp_path):
     _randomize_batchnorm(model)
     _small_cnn_ticket(model)
     ticket = tft.sparsify(model, 0.5, seed=0)
-    small, _ = compact(ticket)
+    small, _ = compact(ticket, padded_constants="offset")  # its Rescaling offset map loads in safe mode too
     normalization = sum(int(np.prod(w.shape)) for w in small.get_layer("input_normalization").weights)
-    assert small.count_params() == _small_cnn_params() + normalization
+    assert small.count_params() == _small_cnn_params("offset") + normalization
+    assert type(small.get_layer("conv1_2_offset")) is keras.layers.Rescaling
     assert _max_diff(ticket, small, (28, 28, 1)) <= 1e-5
     path, probe = str(tmp_path / "compact.keras"), tmp_path / "probe.npz"
     small.save(path)

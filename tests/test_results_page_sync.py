@@ -71,4 +71,5 @@ def test_the_decided_sections_prose_quotes_only_figures_its_block_prints():
     prose = section.replace(block, "")
     number = r"(?<![\w.])\d+\.\d+(?![\d])"
     quoted, printed = set(re.findall(number, prose)), set(re.findall(number, block))
-    assert not quoted - printed, f"figures in the decided section's prose that its generated block does not print: {quoted - printed}"
+    missing = quoted - printed
+    assert not missing, f"figures in the decided section's prose that its generated block does not print: {missing}"

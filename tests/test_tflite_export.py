@@ -121,7 +121,14 @@ def _dead_channel_ticket(seed):
     return ticket
 
 
-@pytest.mark.parametrize("form", ["stacked", "grouped", "compacted", "stacked compacted"])
+def _with_offsets(ticket):
+    """`tft.compact` with offset maps: conv1_2's two dead channels hold constants that conv2_1 reads."""
+    small, _ = tft.compact(ticket, padded_constants="offset")
+    assert "conv2_1_offset" in [layer.name for layer in small.layers]
+    return small
+
+
+@pytest.mark.parametrize("form", ["stacked", "grouped", "compacted", "compacted with offsets", "stacked compacted"])
 def test_one_graph_serving_forms_convert_exactly(form, images):
     """stack_ensemble, group_ensemble and tft.compact outputs as TFLite: within 1e-5 of Keras."""
     from tf_freetickets.deploy.grouped import group_ensemble
@@ -134,6 +141,7 @@ def test_one_graph_serving_forms_convert_exactly(form, images):
         "stacked": lambda: stack_ensemble(tickets),
         "grouped": lambda: group_ensemble(tickets),
         "compacted": lambda: compacted[0],
+        "compacted with offsets": lambda: _with_offsets(tickets[0]),
         "stacked compacted": lambda: stack_ensemble(compacted),
     }
     model = build[form]()

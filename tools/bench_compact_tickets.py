@@ -3,6 +3,8 @@
   python tools/bench_compact_tickets.py --model=cifar_resnet20 --methods=chase --sparsities=0.8,0.9 \
       --train_steps=1000 --batches=1,32 --threads=1 --output=out/bench_compact_tickets_resnet20
 
+  python tools/bench_compact_tickets.py --tickets=out/structured_study/chase_0.9/seed_0/members/member_0.keras
+
 For each method and sparsity: the model (bench_common.MODELS, 10 classes) is sparsified (`tft.sparsify`,
 ERK, seed --seed) and trained --train_steps steps at batch --batch_size (SGD 0.05, momentum 0.9)
 with `tft.MaskUpdate` and the method at its defaults (Chase: channel sparsity 0.5 on the code's cubic
@@ -16,14 +18,20 @@ weights learned; which channels Chase removes does depend on the schedule (kept 
 defaults), and their constants (BatchNorm statistics) on the data: the removed-channel counts are
 those of this data, not of CIFAR.
 
-Then per ticket: its units (Dense and Conv2D outputs) with an all-zero kernel slice, `compact`, and
+With --tickets, the saved tickets given (.keras files, e.g. a study's trained members) are used
+instead and nothing is trained; their dense twin is the same architecture with fresh weights.
+
+Then per ticket: its units (Dense and Conv2D outputs) with an all-zero kernel slice, `compact` in
+both of its forms for constant channels into "same"-padded convolutions (the default: removed, an
+offset map after the convolution; `padded_constants="carrier"`: merged into one kept channel), and
 the compacted ticket against the dense twin (same architecture, random weights) served two ways:
 `saved_model` (`export_member`, `tf.saved_model.load(...).serve`) and `tflite` (`export_tflite`, the
 TFLite interpreter with its default XNNPACK delegate, --threads threads; the compacted ticket with
 sparse weight encoding, the dense twin without). TensorFlow's intra- and inter-op pools are set to
 --threads too. Timing (`bench_common.paired_latency`): --calls calls per window, the windows of the
-four variants interleaved (order rotated each repeat), --repeats windows per batch size, medians;
-ratios are per window to the dense twin's window in the same runtime. File sizes: the SavedModel
+six variants interleaved (order rotated each repeat), --repeats windows per batch size, medians;
+ratios are per window to the dense twin's window in the same runtime ("offset vs carrier": per window,
+the default form's to the carrier form's). File sizes: the SavedModel
 folder and the .tflite file. Max abs diff: each compacted variant against the Keras ticket's output
 (the dense twin against its Keras model). Writes tickets.json / tickets.md under --output.
 """
@@ -53,6 +61,7 @@ _THREADS = flags.DEFINE_integer("threads", 1, "TensorFlow and TFLite threads.")
 _CALLS = flags.DEFINE_integer("calls", 20, "Calls per timed window.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed windows per variant and batch size (interleaved).")
 _OUTPUT = flags.DEFINE_string("output", "out/bench_compact_tickets", "Output folder.")
+_TICKETS = flags.DEFINE_list("tickets", [], "Saved tickets (.keras) to time instead of training (--model etc. unused).")
 
 
 def train_ticket(model_name, method, sparsity, steps, batch_size, update_every, data, seed):
@@ -106,13 +115,13 @@ def served(models, folder, threads):
     from tf_freetickets.deploy.tflite import export_tflite
 
     functions, sizes = {}, {}
-    for name, reference in (("dense", "dense"), ("compact", "ticket")):
+    for name, reference in (("dense", "dense"), ("compact", "ticket"), ("carrier", "ticket")):
         path = export_member(models[name], os.path.join(folder, f"{name}_saved_model"))
         loaded = tf.saved_model.load(path)
         functions[f"{name} / saved_model"] = ((lambda m: lambda x: m.serve(x).numpy())(loaded), reference)
         sizes[f"{name} / saved_model"] = _folder_bytes(path)
         tflite = os.path.join(folder, f"{name}.tflite")
-        sizes[f"{name} / tflite"] = export_tflite(models[name], tflite, sparse=name == "compact")
+        sizes[f"{name} / tflite"] = export_tflite(models[name], tflite, sparse=name != "dense")
         functions[f"{name} / tflite"] = (_tflite_function(tflite, threads), reference)
     plain = os.path.join(folder, "compact_dense_encoding.tflite")
     sizes["compact / tflite, dense encoding"] = export_tflite(models["compact"], plain, sparse=False)
@@ -120,46 +129,82 @@ def served(models, folder, threads):
     return functions, sizes
 
 
-def ticket_row(model_name, method, sparsity, config, data, folder):
-    """Trains one ticket, compacts it, times and sizes it against the dense twin (module doc)."""
+def trained_ticket(model_name, method, sparsity, config, data):
+    """(ticket, its dense twin, row fields): one ticket trained as the module doc says."""
     import keras
-
-    import tf_freetickets as tft
 
     started = time.perf_counter()
     ticket = train_ticket(model_name, method, sparsity, config["train_steps"], config["batch_size"],
                           config["update_every"], data, config["seed"])  # fmt: skip
-    train_s = time.perf_counter() - started
-    small, report = tft.compact(ticket)
+    fields = {"model": model_name, "method": method, "sparsity": sparsity, "steps": config["train_steps"],
+              "train_s": time.perf_counter() - started}  # fmt: skip
     keras.utils.set_random_seed(config["seed"])
-    dense = common.build_model(model_name)
+    return ticket, common.build_model(model_name), fields
+
+
+def saved_ticket(path, seed):
+    """(ticket, its dense twin, row fields) for a saved .keras ticket: the twin is its architecture, fresh weights."""
+    import keras
+    import numpy as np
+
+    import tf_freetickets as tft
+
+    ticket = keras.models.load_model(path)
+    plain = tft.strip_masks(ticket) if tft.sparse.layers.masked_layers(ticket) else ticket
+    keras.utils.set_random_seed(seed)
+    dense = keras.models.clone_model(plain)
+    kernels = [v for layer in plain.layers for v in getattr(layer, "weights", []) if v.name == "kernel"]
+    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(v) == 0)) for v in kernels)
+    sparsity = zeros / max(1, sum(int(np.prod(v.shape)) for v in kernels))
+    label = "/".join(os.path.normpath(path).split(os.sep)[-4:])  # e.g. chase_0.9/seed_0/members/member_0.keras
+    return ticket, dense, {"model": label, "method": "saved", "sparsity": sparsity, "steps": "-", "train_s": 0.0}
+
+
+def ticket_row(ticket, dense, fields, config, folder):
+    """Compacts one ticket both ways, times and sizes it against its dense twin (module doc)."""
+    import tf_freetickets as tft
+
+    small, report = tft.compact(ticket)
+    carried, carrier_report = tft.compact(ticket, padded_constants="carrier")
     producers = [r for r in report.rows if r.inputs_before is not None]
     row = {
-        "model": model_name, "method": method, "sparsity": sparsity, "steps": config["train_steps"], "train_s": train_s,
+        **fields,
         "units": sum(r.before for r in producers),
         "zero_kernel_units": sum(r.dead + r.folded + r.kept_add + r.kept_other for r in producers),
         "removed": sum(r.before - r.after for r in producers),
         "kept_zero_kernel": sum(r.kept_add + r.kept_other for r in producers),
-        "carriers": sum(r.kept_other for r in producers if "carries the constants" in r.note),
-        "params_dense": dense.count_params(), "params_after": report.params_after, "table": str(report),
+        "offsets": sum(1 for layer in small.layers if layer.name.endswith("_offset")),
+        "carriers": sum(r.kept_other for r in carrier_report.rows if "carries the constants" in r.note),
+        "params_dense": dense.count_params(), "params_after": report.params_after,
+        "params_carrier": carrier_report.params_after, "table": str(report),
     }  # fmt: skip
-    models = {"dense": dense, "compact": small, "ticket": ticket}
-    functions, row["bytes"] = served(models, os.path.join(folder, f"{method}_{sparsity:g}"), config["threads"])
+    models = {"dense": dense, "compact": small, "carrier": carried, "ticket": ticket}
+    name = f"{len(os.listdir(folder))}_{fields['method']}_{fields['sparsity']:.2f}"
+    functions, row["bytes"] = served(models, os.path.join(folder, name), config["threads"])
     row["latency"] = {}
     for batch in config["batches"]:
-        m = common.paired_latency(functions, models, batch, config["calls"], config["repeats"], common.input_shape(model_name))
+        m = common.paired_latency(functions, models, batch, config["calls"], config["repeats"], tuple(dense.input.shape[1:]))
+        raw = m["raw_s"]
+        m["offset_vs_carrier"] = {runtime: common.median([a / b for a, b in zip(raw[f"compact / {runtime}"],
+                                                                                raw[f"carrier / {runtime}"])])
+                                  for runtime in ("saved_model", "tflite")}  # fmt: skip
         row["latency"][str(batch)] = m
-        print(f"{model_name} {method} {sparsity:g}, batch {batch}: "
-              + ", ".join(f"{k} {v:.2f}x" for k, v in m["ratio_to_dense"].items() if k.startswith("compact")))  # fmt: skip
+        print(f"{_label(row)}, batch {batch}: "
+              + ", ".join(f"{k} {v:.2f}x" for k, v in m["ratio_to_dense"].items() if not k.startswith("dense")))
     return row
+
+
+def _label(row):
+    method = "" if row["method"] == "saved" else f" {row['method']}"
+    return f"{row['model']}{method} {row['sparsity']:.0%}"
 
 
 def markdown(result):
     """Two tables: each ticket's structure and file sizes; its latency against the dense twin per runtime and batch."""
     mb = 1 / 2**20
-    structure = [[f"{r['model']} {r['method']}", f"{r['sparsity']:.0%}", r["steps"], r["units"], r["zero_kernel_units"],
-                  r["removed"], r["carriers"], r["kept_zero_kernel"] - r["carriers"],
-                  f"{r['params_dense']:,} -> {r['params_after']:,}",
+    structure = [[_label(r).rsplit(" ", 1)[0], f"{r['sparsity']:.0%}", r["steps"], r["units"], r["zero_kernel_units"],
+                  r["removed"], r["offsets"], r["carriers"], r["kept_zero_kernel"],
+                  f"{r['params_dense']:,} -> {r['params_after']:,} ({r['params_carrier']:,})",
                   f"{r['bytes']['dense / saved_model'] * mb:.2f} -> {r['bytes']['compact / saved_model'] * mb:.2f}",
                   f"{r['bytes']['dense / tflite'] * mb:.2f} -> {r['bytes']['compact / tflite'] * mb:.2f}"]
                  for r in result["tickets"]]  # fmt: skip
@@ -168,16 +213,21 @@ def markdown(result):
         for batch, m in r["latency"].items():
             for runtime in ("saved_model", "tflite"):
                 dense, small = m["ms"][f"dense / {runtime}"], m["ms"][f"compact / {runtime}"]
-                latency.append([f"{r['model']} {r['method']} {r['sparsity']:.0%}", runtime, batch, f"{dense:.2f}",
-                                f"{small:.2f}", common.fmt_ratio(m["ratio_to_dense"][f"compact / {runtime}"]),
-                                f"{m['max_abs_diff'][f'compact / {runtime}']:.1e}"])  # fmt: skip
+                diff = max(m["max_abs_diff"][f"{v} / {runtime}"] for v in ("compact", "carrier"))
+                latency.append([_label(r), runtime, batch, f"{dense:.3f}", f"{small:.3f}",
+                                f"{m['ms'][f'carrier / {runtime}']:.3f}",
+                                common.fmt_ratio(m["ratio_to_dense"][f"compact / {runtime}"]),
+                                common.fmt_ratio(m["ratio_to_dense"][f"carrier / {runtime}"]),
+                                common.fmt_ratio(m["offset_vs_carrier"][runtime]), f"{diff:.1e}"])  # fmt: skip
     return "\n".join([
         common.markdown_table(["ticket", "sparsity", "steps", "units", "zero-kernel units", "removed by compact",
-                               "carriers kept", "other zero-kernel kept", "params dense -> compact",
+                               "offset layers", "carriers (carrier form)", "zero-kernel kept",
+                               "params dense -> compact (carrier form)",
                                "SavedModel MiB dense -> compact", "TFLite MiB dense -> compact (sparse encoding)"],
                               structure),
         "",
-        common.markdown_table(["ticket", "runtime", "batch", "dense ms", "compact ms", "compact vs dense",
+        common.markdown_table(["ticket", "runtime", "batch", "dense ms", "compact ms", "carrier form ms",
+                               "compact vs dense", "carrier form vs dense", "offset vs carrier",
                                "max abs diff vs Keras ticket"], latency),
     ])  # fmt: skip
 
@@ -202,7 +252,11 @@ def _config():
     if _UPDATE_EVERY.value < 1 or _TRAIN_STEPS.value * 0.75 < _UPDATE_EVERY.value:
         raise _refusal(f"--update_every={_UPDATE_EVERY.value} with --train_steps={_TRAIN_STEPS.value}: no mask "
                        "update before end_fraction 0.75 of the run; need 1 <= update_every <= 0.75 train_steps.")  # fmt: skip
-    return {"model": _MODEL.value, "methods": list(_METHODS.value), "sparsities": sparsities, "batches": batches,
+    missing = [path for path in _TICKETS.value if not os.path.isfile(path)]
+    if missing:
+        raise _refusal(f"--tickets: no such file {missing[0]!r}.")
+    return {"model": _MODEL.value, "methods": list(_METHODS.value), "tickets": list(_TICKETS.value),
+            "sparsities": sparsities, "batches": batches,
             "train_steps": _TRAIN_STEPS.value, "batch_size": _BATCH_SIZE.value, "update_every": _UPDATE_EVERY.value,
             "examples": _EXAMPLES.value, "seed": _SEED.value, "threads": _THREADS.value, "calls": _CALLS.value,
             "repeats": _REPEATS.value, "data": "synthetic (synthetic_images): no CIFAR offline"}  # fmt: skip
@@ -219,15 +273,20 @@ def main(argv):
 
     tf.config.threading.set_intra_op_parallelism_threads(config["threads"])
     tf.config.threading.set_inter_op_parallelism_threads(config["threads"])
-    print(f"Training on SYNTHETIC {common.input_shape(config['model'])} images (no CIFAR offline): latency and "
-          "file sizes are the point; which channels go depends on this data.")  # fmt: skip
     started = time.perf_counter()
-    data = common.synthetic_images(common.input_shape(config["model"]), config["examples"], config["seed"])
     result = {"config": config, "machine": common.machine_info(), "tickets": []}
     with tempfile.TemporaryDirectory(prefix="bench_compact_tickets_") as folder:
-        for method in config["methods"]:
-            for sparsity in config["sparsities"]:
-                result["tickets"].append(ticket_row(config["model"], method, sparsity, config, data, folder))
+        if config["tickets"]:
+            for path in config["tickets"]:
+                result["tickets"].append(ticket_row(*saved_ticket(path, config["seed"]), config, folder))
+        else:
+            print(f"Training on SYNTHETIC {common.input_shape(config['model'])} images (no CIFAR offline): latency "
+                  "and file sizes are the point; which channels go depends on this data.")  # fmt: skip
+            data = common.synthetic_images(common.input_shape(config["model"]), config["examples"], config["seed"])
+            for method in config["methods"]:
+                for sparsity in config["sparsities"]:
+                    ticket = trained_ticket(config["model"], method, sparsity, config, data)
+                    result["tickets"].append(ticket_row(*ticket, config, folder))
     result["seconds"] = time.perf_counter() - started
     table = markdown(result)
     json_path, _ = common.write_outputs(_OUTPUT.value, "tickets", result, table)

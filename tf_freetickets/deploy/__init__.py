@@ -8,9 +8,9 @@
 - csr: batch-1 serving of Dense-layer tickets and ensembles as scipy CSR products (`CSRPredictor`).
 - chain: the layer-chain check both serving paths outside Keras (csr, fused) share.
 - compact, compact_graph, compact_decide: a ticket as a physically smaller plain Keras model, its dead
-  and unread units and channels removed and their constants folded into the next biases or one carrier
-  channel (`compact`, also `tft.compact`; `compact_graph` holds the graph analysis and the
-  supported-layer rules, `compact_decide` what goes).
+  and unread units and channels removed and their constants folded into the next biases or, before a
+  "same"-padded convolution, one carrier channel or an offset map after it (`compact`, also `tft.compact`; `compact_graph` holds
+  the graph analysis and the supported-layer rules, `compact_decide` what goes).
 - fused: an ensemble of M MLP tickets served as one computation over the union of their supports,
   M values per index, numba kernels for one example and for batches (`FusedMLPEnsemble`; fused_kernels).
 - stacked: M CNN members (any widths, e.g. compacted tickets) as ONE plain Keras Functional model, mean

@@ -15,15 +15,17 @@ together with the matching input slices of every layer that reads them (strided 
 features p * C + c of channel c) and the matching entries of the BatchNormalization and
 DepthwiseConv2D layers between. The rules, the supported layers and the refusal of the others are in
 `compact_graph` and `compact_decide` (a Conv2D with "same" padding takes no constant into its bias:
-the padding cuts the border windows; several nonzero constant channels that feed one are merged into
-one *carrier* channel, whose kernel slice takes theirs scaled by constant ratios, exactly; a lone one
-is kept and reported). An Add's channel goes
+the padding cuts the border windows: by default several such channels are merged into one kept
+*carrier* channel whose kernel slice takes theirs scaled by constant ratios, exactly, and a lone one
+is kept; with `padded_constants="offset"` they all go and a `Rescaling(1, offset=map)` after the
+convolution adds back what they gave at each output position, also exactly). An Add's channel goes
 only where it can go from every branch; model outputs keep every unit. Removals can free more units
 (a unit whose only inputs were removed becomes dead), so the analysis repeats until a pass removes
 nothing.
 
 The result has only Keras layers (a Sequential model comes back Functional, with the same layer
-names), so a `.keras` file of it loads without this library, in safe mode. What it does not do:
+names, plus, with offsets, a `<conv>_offset` Rescaling after each convolution that took some), so a `.keras`
+file of it loads without this library, in safe mode. What it does not do:
 remove individual zero weights (the kept layers stay as sparse as the ticket was: use `export_tflite`
 for the file size), fold BatchNormalization into convolutions, or change any layer but the ones named.
 """
@@ -34,12 +36,13 @@ import keras
 import numpy as np
 
 from tf_freetickets import keras_compat
-from tf_freetickets.deploy.compact_decide import decide
+from tf_freetickets.deploy.compact_decide import constant_input_map, decide
 from tf_freetickets.deploy.compact_graph import Graph, activation_name
 from tf_freetickets.sparse import layers as masking
 from tf_freetickets.sparse.strip import strip
 
 UNSUPPORTED_MODES = ("refuse", "keep")
+PADDED_CONSTANT_MODES = ("offset", "carrier")
 _PRODUCERS = ("dense", "conv")
 
 
@@ -112,8 +115,9 @@ def _weights(op):
 class _Rebuild:
     """One compaction pass: a new model from a `Graph`, its decisions and folds, and the pass's rows."""
 
-    def __init__(self, graph, decisions, folds, merges):
+    def __init__(self, graph, decisions, folds, merges, offsets=None):
         self.graph, self.decisions, self.folds, self.merges = graph, decisions, folds, merges
+        self.offsets, self.offset_layers = offsets or {}, {}
         self.rows, self.shifts, self.bias_on = [], {}, set()
         output_ids = {id(t) for t in graph.outputs}
         for op, _, outputs, _ in graph.nodes:  # where the constants of a bias-free layer go
@@ -140,7 +144,10 @@ class _Rebuild:
             new[id(tensor)] = keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=tensor.name)
         for op, inputs, outputs, call in self.graph.nodes:
             layer, weights = self._layer(op, inputs, outputs)
-            for tensor, value in zip(outputs, keras.tree.flatten(call(layer, new))):
+            values = keras.tree.flatten(call(layer, new))
+            if id(op) in self.offset_layers:  # the removed constant channels' share, position by position
+                values = [self.offset_layers[id(op)](values[0])]
+            for tensor, value in zip(outputs, values):
                 new[id(tensor)] = value
             if weights is not None:
                 layer.set_weights(weights)
@@ -155,6 +162,9 @@ class _Rebuild:
             return self._producer(op, inputs, outputs)
         if kind in ("batchnorm", "depthwise"):
             return self._sliced(op, inputs, kind)
+        if kind == "offset":
+            offset = np.compress(self.keep(inputs[0]), np.asarray(op.offset, np.float32), axis=-1)
+            return keras.layers.Rescaling.from_config({**op.get_config(), "offset": offset.tolist()}), None
         if isinstance(op, keras.Model):
             return keras.models.clone_model(op), op.get_weights()
         if isinstance(op, keras.layers.Layer):
@@ -181,9 +191,24 @@ class _Rebuild:
         if folded and bias is not None:
             bias = (bias.astype(np.float64) + fold).astype(kernel.dtype)
             note = note or ["folded constants added to the bias"]
+        if id(op) in self.offsets:
+            offset = np.compress(keep_out, constant_input_map(op, self.offsets[id(op)]), axis=-1).astype(np.float32)
+            name = self._unused_name(f"{op.name}_offset")
+            self.offset_layers[id(op)] = keras.layers.Rescaling(1.0, offset=offset.tolist(), name=name)
+            taken = int(np.count_nonzero(self.offsets[id(op)]))
+            note.append(f"{name!r} adds the border-dependent share of {taken} removed constant input channel(s)")
         layer = type(op).from_config(config)
         self.rows.append(self._producer_row(op, inputs, outputs, keep_in, keep_out, note))
         return layer, [kernel] + ([] if bias is None else [np.compress(keep_out, bias)])
+
+    def _unused_name(self, name):
+        """`name`, or `name_2`, `name_3`, ... where a layer of the model already has it."""
+        taken = {layer.name for layer in self.graph.model.layers}
+        candidate, index = name, 1
+        while candidate in taken:
+            index += 1
+            candidate = f"{name}_{index}"
+        return candidate
 
     def _producer_row(self, op, inputs, outputs, keep_in, keep_out, note):
         info = self.graph.info(outputs[0])
@@ -218,7 +243,8 @@ class _Rebuild:
 
 
 def _merge(passes):
-    """One row per layer over several passes: sizes from the first and last, removals summed, kept from the last."""
+    """One row per layer over several passes: sizes from the first and last, removals summed, kept from the last
+    (with the last pass's "kept: ..." notes: an earlier pass's reason may no longer hold)."""
     merged = {}
     for rows in passes:
         for row in rows:
@@ -229,7 +255,8 @@ def _merge(passes):
             first.after, first.inputs_after = row.after, row.inputs_after
             first.dead, first.folded, first.unread = first.dead + row.dead, first.folded + row.folded, first.unread + row.unread
             first.kept_add, first.kept_other = row.kept_add, row.kept_other
-            notes = [n for n in first.note.split("; ") + row.note.split("; ") if n]
+            earlier = [n for n in first.note.split("; ") if not n.startswith("kept: ")]
+            notes = [n for n in earlier + row.note.split("; ") if n]
             first.note = "; ".join(dict.fromkeys(notes))
     return list(merged.values())
 
@@ -250,7 +277,7 @@ def _probe(original, compacted, examples=4, seed=0):
     return float(max(diffs)), scale
 
 
-def compact(model, unsupported="refuse", verbose=False, check=True, max_passes=10):
+def compact(model, unsupported="refuse", verbose=False, check=True, max_passes=10, padded_constants="carrier"):
     """A physically smaller plain Keras model without `model`'s dead and unread units (module doc).
 
     Args:
@@ -262,31 +289,51 @@ def compact(model, unsupported="refuse", verbose=False, check=True, max_passes=1
       check: compare the outputs of both models on 4 random normal examples and raise if they differ
         by more than 1e-4 x the largest output (never expected: a guard against a silent error).
       max_passes: at most this many analysis passes (each can free units for the next).
+      padded_constants: constant channels read by "same"-padded convolutions (a dead unit after
+        BatchNormalization + ReLU holds relu(beta')): "carrier" merges them into one kept channel
+        per space (a lone one stays), which adds no layer but leaves an odd channel count; "offset"
+        removes them all and adds their share after each such convolution as a `<conv>_offset`
+        Rescaling holding an (H, W, filters) map (one more pass; a carrier where the convolution has
+        a nonlinear activation or an unknown input size). The offset form served trained small_cnn
+        Chase tickets 4-9% faster in TFLite and ResNet-20 ones no faster, and its maps are stored
+        dense (BENCHMARKS.md section 7c).
 
     Returns:
       (compact model, `CompactReport`): the model is a new, uncompiled Functional `keras.Model` with
-      the original's inputs, outputs and layer names; the report has a `CompactRow` per Dense,
-      Conv2D, BatchNormalization and DepthwiseConv2D layer.
+      the original's inputs, outputs and layer names (and the offset layers); the report has a
+      `CompactRow` per Dense, Conv2D, BatchNormalization and DepthwiseConv2D layer.
 
     Raises:
       TypeError: not a Keras model, or a subclassed one.
-      ValueError: an unknown `unsupported`, a layer called twice, or (with "refuse") an unsupported
-        layer reading removable channels.
+      ValueError: an unknown `unsupported` or `padded_constants`, a layer called twice, or (with
+        "refuse") an unsupported layer reading removable channels.
     """
     if not isinstance(model, keras.Model) or not keras_compat.is_functional_or_sequential(model):
         raise TypeError(f"compact expects a Functional or Sequential keras.Model, got {type(model).__name__}.")
     if unsupported not in UNSUPPORTED_MODES:
         raise ValueError(f"unsupported={unsupported!r}; use one of {UNSUPPORTED_MODES}.")
+    if padded_constants not in PADDED_CONSTANT_MODES:
+        raise ValueError(f"padded_constants={padded_constants!r}; use one of {PADDED_CONSTANT_MODES}.")
     plain = strip(model) if masking.masked_layers(model) else model
     current, passes = plain, []
+    # With offsets, the passes keep padded constants and a last pass removes them all: removing a
+    # constant (zero-kernel) channel frees nothing upstream, so no later pass could remove more.
+    padded = "keep" if padded_constants == "offset" else "carrier"
     for index in range(max_passes):
         graph = Graph(current)
-        decisions, folds, merges = decide(graph, unsupported)
+        decisions, folds, merges, _ = decide(graph, unsupported, padded)
         if index and all(d.keep.all() for d in decisions.values()):
             break
         rebuild = _Rebuild(graph, decisions, folds, merges)
         current = rebuild.model()
         passes.append(rebuild.rows)
+    if padded_constants == "offset":
+        graph = Graph(current)
+        decisions, folds, merges, offsets = decide(graph, unsupported, "offset")
+        if not all(d.keep.all() for d in decisions.values()):
+            rebuild = _Rebuild(graph, decisions, folds, merges, offsets)
+            current = rebuild.model()
+            passes.append(rebuild.rows)
     report = CompactReport(_merge(passes), len(passes), plain.count_params(), current.count_params())
     if check:
         probe = _probe(plain, current)

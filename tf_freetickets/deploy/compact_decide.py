@@ -16,7 +16,15 @@ sum_i (a_i / a_j) W_i, border windows included. The carrier stays (one channel i
 table as "kept: carries the constants of ..."), the other k - 1 go and count as folded. The carrier
 is the channel whose smallest |constant| over those convolutions is largest (it must be nonzero
 wherever another merged channel's constant is read); where none qualifies, the channels stay and
-are reported ("constant into 'same'-padded Conv2D"). The library's CNNs put a "same" 3x3
+are reported ("constant into 'same'-padded Conv2D").
+
+The carrier can go too (`padded="offset"`, `compact(padded_constants="offset")`): what constant channels add to a
+convolution's output is a fixed map over its output positions (H, W, filters), the interior value
+everywhere but at the border windows the padding cuts (`constant_input_map`). A plain Keras
+`Rescaling(1, offset=map)` after the convolution adds it back exactly, so every such channel goes
+and no odd channel count is left behind (a carrier turns 16 channels into 17, which vector kernels
+pad to 32). It needs the convolution's input height and width to be known and a linear activation
+(the offset goes between the convolution and what follows); elsewhere the carrier stays. The library's CNNs put a "same" 3x3
 convolution after BatchNormalization + ReLU, so a removed channel there holds
 relu(beta - gamma * mean / sqrt(var + eps)), nonzero after training: the ResNet blocks' first
 convolutions, which Chase prunes, reach the next convolution this way.
@@ -32,7 +40,10 @@ import dataclasses
 import keras
 import numpy as np
 
-from tf_freetickets.deploy.compact_graph import windows_inside
+from tf_freetickets.deploy.compact_graph import activation_name, windows_inside
+
+#: How `decide` treats constant channels into "same"-padded convolutions (module doc).
+PADDED_MODES = ("offset", "carrier", "keep")
 
 
 @dataclasses.dataclass
@@ -140,6 +151,61 @@ def _carrier(graph, checks, merged):
     return carrier, ratios
 
 
+def offset_ready(conv):
+    """True when an offset map after `conv` can stand for constant input channels: a linear activation and an
+    input of known height and width (module doc)."""
+    shape = conv.input.shape
+    return activation_name(conv.activation) == "linear" and len(shape) == 4 and None not in shape[1:3]
+
+
+def constant_input_map(conv, values):
+    """What constant input channels add to each output position of the Conv2D `conv`, in float64.
+
+    Args:
+      conv: a built Conv2D (groups 1, channels_last) whose input height and width are known.
+      values: (input channels,) the constant each input channel holds (0 for the others).
+
+    Returns:
+      (out height, out width, filters): sum over the taps of the window that lie inside the input of
+      kernel[tap] . values, TensorFlow's "same"/"valid" padding, strides and dilation included.
+    """
+    kernel = keras.ops.convert_to_numpy(conv.kernel).astype(np.float64)
+    per_tap = np.einsum("hwcf,c->hwf", kernel, np.asarray(values, np.float64))
+    inside = []
+    for axis in (0, 1):
+        size_in, size_out = int(conv.input.shape[1 + axis]), int(conv.output.shape[1 + axis])
+        taps, stride, dilation = kernel.shape[axis], conv.strides[axis], conv.dilation_rate[axis]
+        span = (taps - 1) * dilation + 1
+        before = max((size_out - 1) * stride + span - size_in, 0) // 2 if conv.padding == "same" else 0
+        rows = np.arange(size_out)[:, None] * stride + np.arange(taps)[None, :] * dilation - before
+        inside.append(((rows >= 0) & (rows < size_in)).astype(np.float64))
+    return np.einsum("ah,bw,hwf->abf", inside[0], inside[1], per_tap)
+
+
+def _offset(graph, checks, removable, loose):
+    """Removes the channels `loose` allows and `removable` does not; each "same"-padded exit takes their constants as
+    an offset map (module doc).
+
+    Returns:
+      (moved: bool (channels,), {id(conv): the constants it takes (channels,), 0 elsewhere}), or None where an exit
+      that reads a nonzero one is not `offset_ready` (the caller merges into a carrier instead).
+    """
+    moved = loose & ~removable
+    if not moved.any():
+        return None
+    offsets = {}
+    for check in checks:
+        values = np.nan_to_num(graph.tensors[check.tensor_id].const)
+        taken = moved & check.padded & ~check.unread & (values != 0)
+        if not taken.any():
+            continue
+        if not offset_ready(check.consumer):
+            return None
+        offsets[id(check.consumer)] = np.where(taken, values, 0.0)
+    removable |= moved
+    return moved, offsets
+
+
 def _merge(graph, checks, removable, loose, reason):
     """Merges the channels `loose` allows and `removable` does not into a carrier (they become removable).
 
@@ -158,20 +224,26 @@ def _merge(graph, checks, removable, loose, reason):
     return merged, carrier, ratios
 
 
-def decide(graph, unsupported="refuse"):
-    """Which channels of each space go, what each exit takes into its bias, and which carriers take the rest.
+def decide(graph, unsupported="refuse", padded="carrier"):
+    """Which channels of each space go, what each exit takes into its bias, and which carriers or offsets take the rest.
 
     Args:
       graph: a `compact_graph.Graph`.
       unsupported: "refuse" (a layer of unknown kind that reads removable channels raises ValueError
         naming it) or "keep" (that space keeps every channel; the reason says which layer).
+      padded: constant channels into "same"-padded convolutions: "carrier" (merged into one kept
+        channel), "offset" (all go, each such convolution adds an offset map; a carrier where it
+        cannot) or "keep" (they stay) (module doc).
 
     Returns:
       ({root space index: Decision}, {id(exit layer): bias increment (its output units,)},
       {id(conv exit layer): (carrier input channel, ratios (input channels,))}: the carrier's kernel
-      slice becomes sum_i ratios[i] x the slice of input channel i).
+      slice becomes sum_i ratios[i] x the slice of input channel i,
+      {id(conv exit layer): constants (input channels,)}: what `constant_input_map` adds after it).
     """
-    decisions, folds, merges = {}, {}, {}
+    if padded not in PADDED_MODES:
+        raise ValueError(f"padded={padded!r}; use one of {PADDED_MODES}.")
+    decisions, folds, merges, offsets = {}, {}, {}, {}
     for index, space in enumerate(graph.spaces):
         if space.parent is not None:
             continue
@@ -189,14 +261,23 @@ def decide(graph, unsupported="refuse"):
         if space.unknown:
             _check_unknown(graph, space, removable, reason, unsupported)
             loose = removable.copy()
-        merged, carrier, ratios = _merge(graph, checks, removable, loose, reason)
-        merges.update({key: (carrier, ratio) for key, ratio in ratios.items()})
+        moved = _offset(graph, checks, removable, loose) if padded == "offset" else None
+        if moved is not None:
+            merged, taken = moved
+        elif padded != "keep":
+            merged, carrier, ratios = _merge(graph, checks, removable, loose, reason)
+            merges.update({key: (carrier, ratio) for key, ratio in ratios.items()})
+        else:
+            merged, taken = np.zeros(channels, bool), {}
         if channels and removable.all():
-            removable[0], reason[0] = False, "a layer keeps at least one unit"
+            removable[0], reason[0], merged[0] = False, "a layer keeps at least one unit", False
+        if moved is not None:
+            for key, values in taken.items():
+                offsets[key] = np.where(merged, values, 0.0)
         folded = merged.copy()
         for check in checks:
             part = np.where((removable & ~(merged & check.padded))[:, None], check.contribution, 0.0)
             folded |= removable & np.any(part != 0, axis=1)
             folds[id(check.consumer)] = folds.get(id(check.consumer), 0.0) + part.sum(axis=0)
         decisions[index] = Decision(~removable, reason, folded)
-    return decisions, folds, merges
+    return decisions, folds, merges, offsets

@@ -9,7 +9,10 @@ the features c, C + c, 2C + c, ... of the flattened tensor.
 Supported layers (`layer_kind`), exact classes only (a subclass may compute something else):
 - producers: Dense (any input rank), Conv2D (groups=1, channels_last); their output units go;
 - channel-wise, sliced with the channels: BatchNormalization (also the library's
-  FusedBatchNormalization, written out as Keras' class), DepthwiseConv2D (depth_multiplier=1);
+  FusedBatchNormalization, written out as Keras' class), DepthwiseConv2D (depth_multiplier=1), a
+  Rescaling with a scalar scale and an offset map whose last axis is the channels (what `compact`
+  puts after a convolution that took constant channels; a channel stays constant through it only
+  where its offset is the same at every position);
 - channel-wise, unchanged: ReLU, LeakyReLU, ELU, Activation with an element-wise function,
   Rescaling with scalar scale and offset, Dropout and the other inference-time identities,
   Max/AveragePooling2D and GlobalAverage/GlobalMaxPooling2D (channels_last), Flatten, Add;
@@ -88,7 +91,7 @@ def _plain_kernel(layer):
 
 def layer_kind(op):
     """How `compact` treats the operation `op`: "dense", "conv", "depthwise", "batchnorm", "elementwise",
-    "identity", "pooling", "flatten", "add", "coupling" or "unknown"."""
+    "offset", "identity", "pooling", "flatten", "add", "coupling" or "unknown"."""
     kind = type(op)
     if kind in (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D) and not _plain_kernel(op):
         return "unknown"
@@ -106,6 +109,8 @@ def layer_kind(op):
         return "elementwise" if elementwise(op.activation) else "coupling"
     if kind is keras.layers.Rescaling and np.ndim(op.scale) == 0 and np.ndim(op.offset) == 0:
         return "elementwise"
+    if kind is keras.layers.Rescaling and np.ndim(op.scale) == 0:
+        return "offset"
     if kind in IDENTITY_LAYERS:
         return "identity"
     if kind in POOLING_LAYERS and _channels_last(op):
@@ -240,6 +245,18 @@ class Graph:
         y = keras.ops.convert_to_numpy(op(np.nan_to_num(x)[None].astype(np.float32)))[0].astype(np.float64)
         self._same_space(inputs[0], outputs[0], np.where(np.isnan(x), np.nan, y))
 
+    def _offset(self, op, inputs, outputs):
+        if not self._single(op, inputs, outputs):
+            return
+        offset, info = np.asarray(op.offset, np.float64), self.info(inputs[0])
+        shape = inputs[0].shape
+        if info.reps != 1 or offset.ndim > len(shape) or offset.shape[-1] != shape[-1]:
+            return self._unknown(op, inputs, outputs)
+        per_channel = offset.reshape(-1, offset.shape[-1])
+        uniform = np.all(per_channel == per_channel[0], axis=0)
+        y = info.const * float(op.scale) + per_channel[0]
+        self._same_space(inputs[0], outputs[0], np.where(uniform, y, np.nan))
+
     def _identity(self, op, inputs, outputs):
         if self._single(op, inputs, outputs):
             self._same_space(inputs[0], outputs[0], self.info(inputs[0]).const)
@@ -319,6 +336,6 @@ def _activate(function, values):
 
 _HANDLERS = {
     "dense": Graph._producer, "conv": Graph._producer, "depthwise": Graph._depthwise, "batchnorm": Graph._batchnorm,
-    "elementwise": Graph._elementwise, "identity": Graph._identity, "pooling": Graph._pooling,
+    "elementwise": Graph._elementwise, "offset": Graph._offset, "identity": Graph._identity, "pooling": Graph._pooling,
     "flatten": Graph._flatten, "add": Graph._add, "coupling": Graph._coupling,
 }  # fmt: skip
