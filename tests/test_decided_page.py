@@ -14,6 +14,7 @@ from reporting.decided_page import (
     DECIDED_BEGIN_MARKER,
     DECIDED_END_MARKER,
     FOREST_FIGURE,
+    complete_groups,
     generated_decided_markdown,
     write_decided_report,
 )
@@ -139,14 +140,27 @@ def test_page_from_every_cell_of_five_seed_groups_decides_every_claim(tmp_path):
     assert page.read_text() == text and (tmp_path / "fig" / FOREST_FIGURE).read_bytes() == png
 
 
-def test_rows_with_fewer_than_five_runs_get_no_verdict():
+def test_rows_with_fewer_than_five_seed_groups_get_no_verdict():
     text = generated_decided_markdown(synthetic_payload(seed_groups=(0,)))
-    # dst_0.8 has one record, dense three: the claim is incomplete at the fewer.
+    # dst_0.8 has one record, dense three: one seed group each, and no CI from one run.
     line = _claim_line(text, "DST ensemble (M=3, S=0.8): higher accuracy than the dense single model")
-    assert line.endswith("| incomplete (1 runs of 5) |") and "[" not in line.split("|")[6]  # one run: no CI
-    assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| incomplete (3 runs of 5) |")
+    assert line.endswith("| incomplete (1 seed groups of 5) |") and "[" not in line.split("|")[6]
+    assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| incomplete (1 seed groups of 5) |")
     assert "**Progress:** 29 of 145 planned records; 0 of 20 rows complete" in text
     assert "| dense | 15 | 3 | 0 |" in text
+
+
+def test_rows_with_replicas_count_seed_groups_not_runs():
+    # Two seed groups give rigl_0.8 and dense six runs each: more than 5, yet two groups of 5, so no verdict.
+    payload = synthetic_payload(seed_groups=(0, 10))
+    assert complete_groups(payload)["rigl_0.8"] == 2 and complete_groups(payload)["dst_0.8"] == 2
+    text = generated_decided_markdown(payload)
+    assert "(n=6)" in _claim_line(text, "RigL at S=0.8 matches the dense model")
+    assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| incomplete (2 seed groups of 5) |")
+    # A group lacking one of its runs is not complete.
+    payload["records"] = [r for r in payload["records"] if not (r["cell"] == "rigl_0.8" and r["seed"] == 11)]
+    assert complete_groups(payload)["rigl_0.8"] == 1
+    assert "fewer than 5 complete seed groups" in text
 
 
 def test_page_from_the_one_epoch_smoke_run(tmp_path):
@@ -157,7 +171,7 @@ def test_page_from_the_one_epoch_smoke_run(tmp_path):
     text = page.read_text()
     assert text.count(DECIDED_BEGIN_MARKER) == 1 and text.count(DECIDED_END_MARKER) == 1
     cigl = _claim_line(text, "lower ECE at S=0.8 than the dense model + temperature scaling")
-    assert cigl.endswith("| incomplete (1 runs of 5) |") and "`dense + TS` " in cigl and "(n=3)" in cigl
+    assert cigl.endswith("| incomplete (1 seed groups of 5) |") and "`dense + TS` " in cigl and "(n=3)" in cigl
     assert _claim_line(text, "S=2 co-trained narrow networks").endswith("| – | not measured |")
     assert "46 claims, 0 with a p value (the Holm family); incomplete 1, not measured 45." in text
     assert "**Progress:** 5 of 145 planned records" in text and "| cigl_0.8 | 5 | 1 | 0 |" in text
@@ -196,5 +210,5 @@ def test_reproduce_long_v2_report_only_builds_the_section_or_says_the_json_is_mi
     assert built.returncode == 0, built.stderr[-3000:]
     assert f"5 records in {tmp_path / 'records.json'}: dense 3, dense_ensemble 1, cigl_0.8 1" in built.stdout
     text = (tmp_path / "RESULTS.md").read_text()
-    assert DECIDED_BEGIN_MARKER in text and "incomplete (1 runs of 5)" in text
+    assert DECIDED_BEGIN_MARKER in text and "incomplete (1 seed groups of 5)" in text
     assert (tmp_path / "figures" / FOREST_FIGURE).exists()

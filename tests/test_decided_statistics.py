@@ -134,6 +134,39 @@ def test_decide_adjusts_over_the_table_and_marks_incomplete_rows():
     assert "holm_level" not in missing
 
 
+def test_identical_values_differ_by_nothing_whatever_their_counts():
+    # The mean of [0.1] * 3 is 0.10000000000000002 in floating point; identical values are taken as they are.
+    test = welch_contrast([(1, [0.1] * 3), (-1, [0.1] * 9)])
+    assert test.estimate == 0.0 and test.p == 1.0 and test.ci == (0.0, 0.0)
+    assert verdict("at_most", -test.estimate, 1.0, test.ci, 0.0, 5) == "holds"
+
+
+def test_a_value_that_is_not_finite_leaves_the_claim_unmeasured_and_out_of_the_family():
+    test = welch_contrast([(1, [math.nan, 1.0]), (-1, [1.0, 1.0])])
+    assert all(math.isnan(x) for x in (test.estimate, test.se, test.p, *test.ci))
+    rows = {
+        "a": [{"accuracy": v} for v in (0.90, 0.91, 0.92, 0.905, 0.915)],
+        "b": [{"accuracy": v} for v in (0.85, 0.86, 0.84, 0.855, 0.845)],
+        "bad": [{"accuracy": v} for v in (0.95, math.nan, 0.96, 0.94, 0.95)],
+    }
+    good, bad = decide([Claim("P", "a over b", "a", "b", "accuracy"), Claim("P", "bad over b", "bad", "b", "accuracy")], rows)
+    assert bad["verdict"] == "not measured (a run's value is NaN or infinite)" and "p_holm" not in bad
+    assert good["p_holm"] == pytest.approx(good["test"].p)  # a family of one: the bad claim does not count
+
+
+def test_complete_seed_groups_decide_completeness_when_given():
+    rows = {
+        "a": [{"accuracy": v} for v in (0.90, 0.91, 0.92, 0.905, 0.915, 0.91)],
+        "b": [{"accuracy": v} for v in (0.85, 0.86, 0.84, 0.855, 0.845, 0.85)],
+    }
+    claim = Claim("P", "a over b", "a", "b", "accuracy")
+    (by_runs,) = decide([claim], rows)
+    (by_groups,) = decide([claim], rows, complete_groups={"a": 2, "b": 5})
+    assert by_runs["verdict"] == "holds" and by_groups["verdict"] == "incomplete (2 seed groups of 5)"
+    (complete,) = decide([claim], rows, complete_groups={"a": 5, "b": 5})
+    assert complete["verdict"] == "holds"
+
+
 def test_metric_directions():
     assert higher_is_better("accuracy") and higher_is_better("ood_auroc_natural_patches")
     assert not higher_is_better("ts_nll") and not higher_is_better("ece_10bins") and not higher_is_better("ood_fpr95_digits")

@@ -13,7 +13,7 @@ The first study judged each claim by Welch's t against a fixed |t| >= 2
 - `holm`: Holm's (1979) step-down adjustment of the p values of a family
   (the claims of one table);
 - `verdict`: holds / does not hold / inconclusive / incomplete, by the rule
-  of `VERDICT_RULE`, printed under each table;
+  of `verdict_rule`, printed under each table;
 - `decide`: every claim of a table, from the per-run records.
 """
 
@@ -29,7 +29,7 @@ from reporting.tables import mean_std
 ALPHA = 0.05
 CONFIDENCE = 0.95
 POWER = 0.8  # the power of the "detectable" difference each claim's runs give
-MIN_RUNS = 5  # runs each row of a claim needs before it gets a verdict (the study's 5 seed groups)
+MIN_RUNS = 5  # complete seed groups each row of a claim needs before it gets a verdict (the study's 5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,18 +86,21 @@ def welch_contrast(groups, confidence=CONFIDENCE):
     Returns:
       `Welch`. With no spread in any group (se 0) the p value is 0 when the
       estimate differs from 0 and 1 otherwise, and the interval has width 0;
-      with a group of one value only the estimate is given.
+      with a group of one value only the estimate is given; with a value that
+      is NaN or infinite, nothing (every field NaN).
     """
     estimate, terms = 0.0, []
+    nan = math.nan
     for coefficient, values in groups:
         values = np.asarray(values, dtype=np.float64)
         if values.size == 0:
             raise ValueError("welch_contrast needs at least one value per group.")
-        estimate += coefficient * float(values.mean())
-        if values.size > 1:  # identical values have no spread (np.var may leave rounding noise)
-            variance = float(values.var(ddof=1)) if np.ptp(values) > 0 else 0.0
-            terms.append((coefficient**2 * variance / values.size, values.size - 1))
-    nan = math.nan
+        if not np.all(np.isfinite(values)):
+            return Welch(nan, nan, nan, nan, nan, (nan, nan))
+        spread = np.ptp(values) > 0  # identical values: no spread, and their mean is the value (no rounding noise)
+        estimate += coefficient * (float(values.mean()) if spread else float(values[0]))
+        if values.size > 1:
+            terms.append((coefficient**2 * (float(values.var(ddof=1)) if spread else 0.0) / values.size, values.size - 1))
     if len(terms) < len(groups):
         return Welch(estimate, nan, nan, nan, nan, (nan, nan))
     variance = sum(term for term, _ in terms)
@@ -142,29 +145,44 @@ def higher_is_better(metric):
 
 
 MARGIN_KINDS = ("no_worse", "at_most")
-VERDICT_RULE = (
+_VERDICT_RULE_TEMPLATE = (
     "**Verdicts.** Each claim compares its row with its baseline over their runs: the difference of means (row minus "
     "baseline), its 95% confidence interval (Welch's t, Welch–Satterthwaite degrees of freedom), Welch's two-sided "
     "p, the one-sided p of the claimed direction (H1: the difference lies in the direction the claim states) and "
-    f"the two-sided p Holm-adjusted over all the claims of the table that have one. A claim **holds** when its "
+    "the two-sided p Holm-adjusted over all the claims of the table that have one. A claim **holds** when its "
     f"Holm-adjusted p < {ALPHA:g} and the difference lies in the claimed direction; it **does not hold** when its "
     f"Holm-adjusted p < {ALPHA:g} and the difference lies the other way, or, for a no-worse or at-most claim, when the "
     "whole 95% CI lies beyond the claim's margin; a no-worse or at-most claim also **holds** when its whole 95% CI "
     "lies within its margin (non-inferiority, with no significant difference the other way); every other claim is "
-    f"**inconclusive**. A claim whose rows have fewer than {MIN_RUNS} runs is **incomplete (n runs of {MIN_RUNS})**, "
-    "n the fewest runs of its rows, and gets no verdict. \"Approaches the deep ensemble\" is tested as the row "
+    "**inconclusive**. {completeness} \"Approaches the deep ensemble\" is tested as the row "
     "against the midpoint of the dense model and the dense deep ensemble (a Welch contrast of the three rows, "
     "which treats the deep ensemble and the dense runs it is composed of as independent). A cost that does not "
     "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ. \"Detectable\" is the "
     f"sensitivity of the claim's runs: the difference they would detect with {POWER:.0%} power at the claim's Holm "
     f"level α/(m − k + 1) (α = {ALPHA:g}, k its rank by p among the m claims of the table), "
-    "(t_{1−level/2} + t_{power}) × the observed standard error with Welch df; it describes these runs, not a "
+    "(t_{{1−level/2}} + t_{{power}}) × the observed standard error with Welch df; it describes these runs, not a "
     "power the study was planned for."
 )
 
 
-def verdict(kind, favourable, p_holm, ci, margin=0.0, runs=MIN_RUNS, min_runs=MIN_RUNS):
-    """The verdict of one claim by `VERDICT_RULE`.
+def verdict_rule(min_count=MIN_RUNS, unit="seed groups"):
+    """The printed verdict rule, its completeness sentence for `min_count` complete `unit` ("seed groups" or "runs")."""
+    if unit == "seed groups":
+        completeness = (
+            f"A claim whose rows have fewer than {min_count} complete seed groups (a group of a row with replicas is "
+            f"its runs of seeds s, s + 1, ... of study seed s) is **incomplete (n seed groups of {min_count})**, n the "
+            "fewest of its rows, and gets no verdict."
+        )
+    else:
+        completeness = (
+            f"A claim whose rows have fewer than {min_count} runs is **incomplete (n runs of {min_count})**, n the "
+            "fewest runs of its rows, and gets no verdict."
+        )
+    return _VERDICT_RULE_TEMPLATE.format(completeness=completeness)
+
+
+def verdict(kind, favourable, p_holm, ci, margin=0.0, runs=MIN_RUNS, min_runs=MIN_RUNS, unit="runs"):
+    """The verdict of one claim by `verdict_rule`.
 
     Args:
       kind: "better", "closes_gap", "no_worse" or "at_most".
@@ -172,11 +190,12 @@ def verdict(kind, favourable, p_holm, ci, margin=0.0, runs=MIN_RUNS, min_runs=MI
       p_holm: the claim's Holm-adjusted two-sided p (NaN when it has none).
       ci: (low, high) of the difference in the same sign as `favourable`.
       margin: for "no_worse" / "at_most": the loss the claim tolerates (>= 0).
-      runs: the fewest runs of the claim's rows.
-      min_runs: runs each row needs for a verdict.
+      runs: the fewest runs (or complete seed groups) of the claim's rows.
+      min_runs: runs (or complete seed groups) each row needs for a verdict.
+      unit: what `runs` counts, as the verdict names it ("runs" or "seed groups").
     """
     if runs < min_runs:
-        return f"incomplete ({runs} runs of {min_runs})"
+        return f"incomplete ({runs} {unit} of {min_runs})"
     significant = not math.isnan(p_holm) and p_holm < ALPHA
     bounded = kind in MARGIN_KINDS and not math.isnan(ci[0])
     if (significant and favourable < 0) or (bounded and ci[1] < -margin):
@@ -191,31 +210,40 @@ def _values(rows, row, metric):
     return [r[metric] for r in rows.get(row, []) if r.get(metric) is not None]
 
 
-def _test(claim, rows):
-    """(Welch test, reference value, group stats) of one claim, or None when a row has no value."""
-    baseline_metric = claim.baseline_metric or claim.metric
-    groups = [(claim.row, claim.metric, 1.0), (claim.baseline, baseline_metric, -1.0)]
+def _groups(claim):
+    """[(row, metric, coefficient)] of the claim's contrast: row minus baseline, or minus the midpoint of two."""
     if claim.kind == "closes_gap":  # the row against the midpoint of the baseline and the target
-        groups = [(claim.row, claim.metric, 1.0), (claim.baseline, claim.metric, -0.5), (claim.target, claim.metric, -0.5)]
+        return [(claim.row, claim.metric, 1.0), (claim.baseline, claim.metric, -0.5), (claim.target, claim.metric, -0.5)]
+    return [(claim.row, claim.metric, 1.0), (claim.baseline, claim.baseline_metric or claim.metric, -1.0)]
+
+
+def _test(claim, rows):
+    """(Welch test, reference value, group stats) of one claim, or why it has none ("not measured ...")."""
+    groups = _groups(claim)
     values = [_values(rows, row, metric) for row, metric, _ in groups]
     if any(not v for v in values):
-        return None
+        return "not measured"
+    if not all(np.all(np.isfinite(v)) for v in values):
+        return "not measured (a run's value is NaN or infinite)"
     test = welch_contrast([(c, v) for (_, _, c), v in zip(groups, values)])
     reference = float(np.mean(values[1])) if claim.kind != "closes_gap" else float(np.mean(values[1]) + np.mean(values[2])) / 2
     return test, reference, [(*mean_std(v), len(v)) for v in values]
 
 
-def decide(claims, rows, min_runs=MIN_RUNS):
+def decide(claims, rows, min_runs=MIN_RUNS, complete_groups=None):
     """Every claim of one table tested, Holm-adjusted over the table and given its verdict.
 
     Args:
       claims: list of `claims.Claim` (one table, one Holm family).
       rows: {row name: per-run metric dicts} (`results_page.records_by_cell`).
-      min_runs: runs each row of a claim needs for a verdict.
+      min_runs: runs each row of a claim needs for a verdict; with
+        `complete_groups`, complete seed groups.
+      complete_groups: {row name: its complete seed groups} (`decided_page.complete_groups`):
+        completeness counts groups, not runs (a row with 3 replicas has 6 runs after 2 groups).
 
     Returns:
-      one dict per claim: "claim"; "verdict" ("not measured" when a row has
-      no value); else also "stats" ((mean, std, n) of row, baseline[, target]),
+      one dict per claim: "claim"; "verdict" ("not measured ..." when a row has
+      no value, or a value that is not finite); else also "stats" ((mean, std, n) of row, baseline[, target]),
       "test" (`Welch` of row minus baseline, or row minus the midpoint for
       "closes_gap"), "sign" (+1 when higher is better), "reference" (the
       baseline's mean, or the midpoint), "p_one_sided", "p_holm" and
@@ -225,8 +253,8 @@ def decide(claims, rows, min_runs=MIN_RUNS):
     results = []
     for claim in claims:
         tested = _test(claim, rows)
-        if tested is None:
-            results.append({"claim": claim, "verdict": "not measured"})
+        if isinstance(tested, str):
+            results.append({"claim": claim, "verdict": tested})
             continue
         test, reference, group_stats = tested
         sign = 1.0 if higher_is_better(claim.metric) else -1.0
@@ -239,7 +267,11 @@ def decide(claims, rows, min_runs=MIN_RUNS):
     for result, p_holm in zip(measured, holm([r["test"].p for r in measured])):
         test, sign, claim = result["test"], result["sign"], result["claim"]
         low, high = sorted((sign * test.ci[0], sign * test.ci[1]))
-        runs = min(n for _, _, n in result["stats"])
+        if complete_groups is None:
+            count, unit = min(n for _, _, n in result["stats"]), "runs"
+        else:
+            count, unit = min(complete_groups.get(row, 0) for row, _, _ in _groups(claim)), "seed groups"
         result["p_holm"] = p_holm
-        result["verdict"] = verdict(claim.kind, sign * test.estimate, p_holm, (low, high), claim.margin, runs, min_runs)
+        result["verdict"] = verdict(claim.kind, sign * test.estimate, p_holm, (low, high), claim.margin, count, min_runs,
+                                    unit)  # fmt: skip
     return results

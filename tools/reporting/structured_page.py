@@ -11,7 +11,7 @@ import os
 
 from reporting.decided_page import decided_table, verdict_summary
 from reporting.results_page import command_lines, replace_block
-from reporting.significance import MIN_RUNS, VERDICT_RULE, decide
+from reporting.significance import decide, verdict_rule
 from reporting.structured_study import MIN_STRUCTURED_RUNS, baseline_records, structured_claims
 from reporting.tables import Column, markdown_table
 
@@ -64,9 +64,7 @@ def generated_structured_markdown(payload, decided_payload):
         "",
         decided_table(results, paper_column=False),
         "",
-        VERDICT_RULE.replace(f"fewer than {MIN_RUNS} runs", f"fewer than {MIN_STRUCTURED_RUNS} runs").replace(
-            f"runs of {MIN_RUNS})", f"runs of {MIN_STRUCTURED_RUNS})"
-        ),
+        verdict_rule(MIN_STRUCTURED_RUNS, "runs"),
         "",
         "Mean ± sample std over each row's runs; dead units: output units whose whole mask column is zero, "
         "as a fraction of the masked layers' units; params kept: `tft.compact(member)`'s parameters over the member's; "
