@@ -16,6 +16,7 @@ from reporting.decided_page import (
     FOREST_FIGURE,
     complete_groups,
     generated_decided_markdown,
+    group_midpoints,
     write_decided_report,
 )
 from reporting.long_study import DECIDED_SEEDS, fashion_mnist_decided_study
@@ -161,6 +162,19 @@ def test_rows_with_replicas_count_seed_groups_not_runs():
     payload["records"] = [r for r in payload["records"] if not (r["cell"] == "rigl_0.8" and r["seed"] == 11)]
     assert complete_groups(payload)["rigl_0.8"] == 1
     assert "fewer than 5 complete seed groups" in text
+
+
+def test_midpoints_are_taken_within_each_seed_group():
+    payload = synthetic_payload(seed_groups=(0, 10))
+    claim = next(c for c in decided_claims() if c.kind == "closes_gap")
+    by_run = {(r["cell"], r["seed"]): r["metrics"]["accuracy"] for r in payload["records"]}
+    want = [0.5 * np.mean([by_run[("dense", g + k)] for k in range(3)]) + 0.5 * by_run[("dense_ensemble", g)]
+            for g in (0, 10)]  # fmt: skip
+    assert group_midpoints(payload, [claim]) == {("dense", "dense_ensemble", "accuracy"): pytest.approx(want)}
+    payload["records"] = [r for r in payload["records"] if (r["cell"], r["seed"]) != ("dense", 12)]
+    assert group_midpoints(payload, [claim])[("dense", "dense_ensemble", "accuracy")] == pytest.approx(want[:1])
+    line = _claim_line(generated_decided_markdown(synthetic_payload()), "DST ensemble approaches the dense deep ensemble")
+    assert "midpoint of `dense`" in line and ", per seed group 0.9" in line and line.count("(n=5)") == 3
 
 
 def test_page_from_the_one_epoch_smoke_run(tmp_path):

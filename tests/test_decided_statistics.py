@@ -54,6 +54,27 @@ def test_welch_contrast_of_three_groups_matches_a_hand_computation():
     assert test.p == pytest.approx(2 * stats.t.sf(abs(test.estimate) / math.sqrt(sum(terms)), df))
 
 
+def test_an_approaches_claim_is_tested_against_the_per_group_midpoints_when_given():
+    rows = {
+        "row": [{"accuracy": v} for v in (0.905, 0.91, 0.915, 0.9, 0.91)],
+        "dense": [{"accuracy": v} for v in (0.89, 0.90, 0.895, 0.9, 0.905)],
+        "ensemble": [{"accuracy": v} for v in (0.91, 0.915, 0.92, 0.91, 0.92)],
+    }
+    claim = Claim("P", "approaches", "row", "dense", "accuracy", kind="closes_gap", target="ensemble")
+    middle = [0.9, 0.9075, 0.9075, 0.905, 0.9125]
+    (independent,) = decide([claim], rows)
+    (grouped,) = decide([claim], rows, midpoints={("dense", "ensemble", "accuracy"): middle})
+    by_rows = welch_contrast([(1, [r["accuracy"] for r in rows["row"]]), (-0.5, [r["accuracy"] for r in rows["dense"]]),
+                              (-0.5, [r["accuracy"] for r in rows["ensemble"]])])  # fmt: skip
+    assert independent["test"] == by_rows and len(independent["stats"]) == 3
+    assert grouped["test"] == welch_contrast([(1, [r["accuracy"] for r in rows["row"]]), (-1, middle)])
+    # mean 0.9065; squared deviations sum to 8.25e-5, so the sample std is sqrt(8.25e-5 / 4)
+    assert grouped["reference"] == pytest.approx(0.9065)
+    assert grouped["stats"][3] == (pytest.approx(0.9065), pytest.approx(math.sqrt(8.25e-5 / 4)), 5)
+    (missing,) = decide([claim], rows, midpoints={})
+    assert missing["verdict"] == "not measured (no seed group has both the baseline's runs and the target)"
+
+
 def test_welch_without_spread_or_with_one_run():
     same = welch_contrast([(1, [0.62] * 5), (-1, [1.0] * 15)])
     assert (same.p, same.ci, same.t) == (0.0, (pytest.approx(-0.38), pytest.approx(-0.38)), -math.inf)

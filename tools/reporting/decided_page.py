@@ -9,6 +9,8 @@ the statistics are `significance.decide`'s (Welch, Holm, the verdict rule).
 import math
 import os
 
+import numpy as np
+
 from reporting.decided_claims import decided_claims, decided_diagnostic_claims, decided_ood_claims
 from reporting.long_study import DECIDED_SEEDS, fashion_mnist_decided_study
 from reporting.plots import forest_figure
@@ -81,6 +83,8 @@ def _claim_cells(result):
     baseline = f"`{baseline_label(claim)}` {_fmt_stats(stats[1])}"
     if claim.kind == "closes_gap":
         baseline = f"midpoint of {baseline} and `{claim.target}` {_fmt_stats(stats[2])}"
+        if len(stats) > 3:
+            baseline += f", per seed group {_fmt_stats(stats[3])}"
     difference = f"{test.estimate:+.4f}"
     if not math.isnan(test.ci[0]):
         difference += f" [{test.ci[0]:+.4f}, {test.ci[1]:+.4f}]"
@@ -207,6 +211,29 @@ def complete_groups(payload, planned_seeds=DECIDED_SEEDS):
     return {name: sum(all(s in present.get(name, ()) for s in group) for group in groups) for name, groups in plan.items()}
 
 
+def group_midpoints(payload, claims, planned_seeds=DECIDED_SEEDS):
+    """{(baseline, target, metric): [midpoint per seed group]} for the "closes_gap" claims (the verdict rule).
+
+    A group's midpoint is 0.5 x the mean of the baseline's runs of that group (`planned_runs`) + 0.5 x
+    the target's (the deep ensemble of those same runs); groups lacking a run of either are left out.
+    """
+    plan, by_run = planned_runs(payload, planned_seeds), {}
+    for record in payload["records"]:
+        by_run[(record["cell"], int(record["seed"]))] = record["metrics"]
+    midpoints = {}
+    for claim in claims:
+        if claim.kind != "closes_gap":
+            continue
+        middle = []
+        for baseline_seeds, target_seeds in zip(plan.get(claim.baseline, []), plan.get(claim.target, [])):
+            halves = [[by_run.get((row, s), {}).get(claim.metric) for s in seeds]
+                      for row, seeds in ((claim.baseline, baseline_seeds), (claim.target, target_seeds))]  # fmt: skip
+            if all(v is not None for half in halves for v in half):
+                middle.append(0.5 * float(np.mean(halves[0])) + 0.5 * float(np.mean(halves[1])))
+        midpoints[(claim.baseline, claim.target, claim.metric)] = middle
+    return midpoints
+
+
 def progress_lines(payload, planned_seeds=DECIDED_SEEDS):
     """A summary line and the table of records present per row against the plan (complete seed groups named)."""
     present = {}
@@ -298,7 +325,8 @@ def generated_decided_markdown(payload, figures_relpath="results"):
     """The generated block of the decided study: progress, claims, forest plot, OoD, TS, runs and commands."""
     rows, groups = records_by_cell(payload), complete_groups(payload)
     sparsities = tuple(payload["study"]["sparsities"])
-    results = decide(decided_claims(sparsities), rows, complete_groups=groups)
+    claims = decided_claims(sparsities)
+    results = decide(claims, rows, complete_groups=groups, midpoints=group_midpoints(payload, claims))
     sets = ood_sets(payload, rows)
     ood_results = decide(decided_ood_claims(sets, sparsities[0]), rows, complete_groups=groups)
     summary, progress = progress_lines(payload)
@@ -369,7 +397,8 @@ def write_decided_report(payload, markdown_path, figures_dir):
     rows = records_by_cell(payload)
     forest_path = os.path.join(figures_dir, FOREST_FIGURE)
     claims = decided_claims(tuple(payload["study"]["sparsities"]))
-    forest_figure(forest_groups(decide(claims, rows, complete_groups=complete_groups(payload))), forest_path)
+    tested = decide(claims, rows, complete_groups=complete_groups(payload), midpoints=group_midpoints(payload, claims))
+    forest_figure(forest_groups(tested), forest_path)
     relpath = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(markdown_path)))
     existing = open(markdown_path).read() if os.path.exists(markdown_path) else ""
     with open(markdown_path, "w") as f:

@@ -155,8 +155,10 @@ _VERDICT_RULE_TEMPLATE = (
     "whole 95% CI lies beyond the claim's margin; a no-worse or at-most claim also **holds** when its whole 95% CI "
     "lies within its margin (non-inferiority, with no significant difference the other way); every other claim is "
     "**inconclusive**. {completeness} \"Approaches the deep ensemble\" is tested as the row "
-    "against the midpoint of the dense model and the dense deep ensemble (a Welch contrast of the three rows, "
-    "which treats the deep ensemble and the dense runs it is composed of as independent). A cost that does not "
+    "against the midpoint of the dense model and the dense deep ensemble, taken within each seed group (half the "
+    "mean of the group's dense runs plus half its deep ensemble, which averages those same runs; Welch's test of "
+    "the row against these midpoints, so the ensemble's dependence on its runs stays inside each group). A cost "
+    "that does not "
     "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ. \"Detectable\" is the "
     f"sensitivity of the claim's runs: the difference they would detect with {POWER:.0%} power at the claim's Holm "
     f"level α/(m − k + 1) (α = {ALPHA:g}, k its rank by p among the m claims of the table), "
@@ -217,20 +219,32 @@ def _groups(claim):
     return [(claim.row, claim.metric, 1.0), (claim.baseline, claim.baseline_metric or claim.metric, -1.0)]
 
 
-def _test(claim, rows):
-    """(Welch test, reference value, group stats) of one claim, or why it has none ("not measured ...")."""
+def _test(claim, rows, midpoints=None):
+    """(Welch test, reference value, group stats) of one claim, or why it has none ("not measured ...").
+
+    A "closes_gap" claim with `midpoints` ({(baseline, target, metric): one midpoint per seed group})
+    is the row against those midpoints; without, the three-row contrast (which treats them as independent).
+    """
     groups = _groups(claim)
     values = [_values(rows, row, metric) for row, metric, _ in groups]
     if any(not v for v in values):
         return "not measured"
     if not all(np.all(np.isfinite(v)) for v in values):
         return "not measured (a run's value is NaN or infinite)"
-    test = welch_contrast([(c, v) for (_, _, c), v in zip(groups, values)])
-    reference = float(np.mean(values[1])) if claim.kind != "closes_gap" else float(np.mean(values[1]) + np.mean(values[2])) / 2
-    return test, reference, [(*mean_std(v), len(v)) for v in values]
+    stats_by_row = [(*mean_std(v), len(v)) for v in values]
+    if claim.kind != "closes_gap":
+        return welch_contrast([(1, values[0]), (-1, values[1])]), float(np.mean(values[1])), stats_by_row
+    if midpoints is None:
+        test = welch_contrast([(c, v) for (_, _, c), v in zip(groups, values)])
+        return test, float(np.mean(values[1]) + np.mean(values[2])) / 2, stats_by_row
+    middle = midpoints.get((claim.baseline, claim.target, claim.metric), [])
+    if not middle:
+        return "not measured (no seed group has both the baseline's runs and the target)"
+    test = welch_contrast([(1, values[0]), (-1, middle)])
+    return test, float(np.mean(middle)), stats_by_row + [(*mean_std(middle), len(middle))]
 
 
-def decide(claims, rows, min_runs=MIN_RUNS, complete_groups=None):
+def decide(claims, rows, min_runs=MIN_RUNS, complete_groups=None, midpoints=None):
     """Every claim of one table tested, Holm-adjusted over the table and given its verdict.
 
     Args:
@@ -240,19 +254,22 @@ def decide(claims, rows, min_runs=MIN_RUNS, complete_groups=None):
         `complete_groups`, complete seed groups.
       complete_groups: {row name: its complete seed groups} (`decided_page.complete_groups`):
         completeness counts groups, not runs (a row with 3 replicas has 6 runs after 2 groups).
+      midpoints: {(baseline, target, metric): per-seed-group midpoints} for the "closes_gap"
+        claims (`decided_page.group_midpoints`); None: the three rows as independent groups.
 
     Returns:
       one dict per claim: "claim"; "verdict" ("not measured ..." when a row has
-      no value, or a value that is not finite); else also "stats" ((mean, std, n) of row, baseline[, target]),
+      no value, or a value that is not finite); else also "stats" ((mean, std, n) of row, baseline[, target[,
+      the per-group midpoints]]),
       "test" (`Welch` of row minus baseline, or row minus the midpoint for
-      "closes_gap"), "sign" (+1 when higher is better), "reference" (the
+      "closes_gap": per seed group with `midpoints`), "sign" (+1 when higher is better), "reference" (the
       baseline's mean, or the midpoint), "p_one_sided", "p_holm" and
       "holm_level" (the level Holm's step-down compares the claim's p with:
       ALPHA / (m - k + 1), k its rank by p among the m measured claims).
     """
     results = []
     for claim in claims:
-        tested = _test(claim, rows)
+        tested = _test(claim, rows, midpoints)
         if isinstance(tested, str):
             results.append({"claim": claim, "verdict": tested})
             continue
