@@ -154,12 +154,8 @@ _VERDICT_RULE_TEMPLATE = (
     f"Holm-adjusted p < {ALPHA:g} and the difference lies the other way, or, for a no-worse or at-most claim, when the "
     "whole 95% CI lies beyond the claim's margin; a no-worse or at-most claim also **holds** when its whole 95% CI "
     "lies within its margin (non-inferiority, with no significant difference the other way); every other claim is "
-    "**inconclusive**. {completeness} \"Approaches the deep ensemble\" is tested as the row "
-    "against the midpoint of the dense model and the dense deep ensemble, taken within each seed group (half the "
-    "mean of the group's dense runs plus half its deep ensemble, which averages those same runs; Welch's test of "
-    "the row against these midpoints, so the ensemble's dependence on its runs stays inside each group). A cost "
-    "that does not "
-    "vary over runs (training FLOPs) has a zero-width CI, and p 0 when the means differ. \"Detectable\" is the "
+    "**inconclusive**. {completeness}{approaches}A cost that does not vary over runs (training FLOPs) has a "
+    "zero-width CI, and p 0 when the means differ. \"Detectable\" is the "
     f"sensitivity of the claim's runs: the difference they would detect with {POWER:.0%} power at the claim's Holm "
     f"level α/(m − k + 1) (α = {ALPHA:g}, k its rank by p among the m claims of the table), "
     "(t_{{1−level/2}} + t_{{power}}) × the observed standard error with Welch df; it describes these runs, not a "
@@ -167,8 +163,17 @@ _VERDICT_RULE_TEMPLATE = (
 )
 
 
-def verdict_rule(min_count=MIN_RUNS, unit="seed groups"):
-    """The printed verdict rule, its completeness sentence for `min_count` complete `unit` ("seed groups" or "runs")."""
+_APPROACHES_SENTENCE = (
+    "\"Approaches the deep ensemble\" is tested as the row against the midpoint of the dense model and the dense "
+    "deep ensemble, taken within each seed group (half the mean of the group's dense runs plus half its deep "
+    "ensemble, which averages those same runs; Welch's test of the row against these midpoints, so the ensemble's "
+    "dependence on its runs stays inside each group). "
+)
+
+
+def verdict_rule(min_count=MIN_RUNS, unit="seed groups", approaches=True):
+    """The printed verdict rule: its completeness sentence for `min_count` complete `unit` ("seed groups" or "runs"),
+    and with `approaches` how "approaches the deep ensemble" claims are tested."""
     if unit == "seed groups":
         completeness = (
             f"A claim whose rows have fewer than {min_count} complete seed groups (a group of a row with replicas is "
@@ -180,7 +185,8 @@ def verdict_rule(min_count=MIN_RUNS, unit="seed groups"):
             f"A claim whose rows have fewer than {min_count} runs is **incomplete (n runs of {min_count})**, n the "
             "fewest runs of its rows, and gets no verdict."
         )
-    return _VERDICT_RULE_TEMPLATE.format(completeness=completeness)
+    return _VERDICT_RULE_TEMPLATE.format(completeness=completeness + " ",
+                                         approaches=_APPROACHES_SENTENCE if approaches else "")
 
 
 def verdict(kind, favourable, p_holm, ci, margin=0.0, runs=MIN_RUNS, min_runs=MIN_RUNS, unit="runs"):

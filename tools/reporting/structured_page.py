@@ -64,7 +64,7 @@ def generated_structured_markdown(payload, decided_payload):
         "",
         decided_table(results, paper_column=False),
         "",
-        verdict_rule(MIN_STRUCTURED_RUNS, "runs"),
+        verdict_rule(MIN_STRUCTURED_RUNS, "runs", approaches=False),
         "",
         "Mean ± sample std over each row's runs; dead units: output units whose whole mask column is zero, "
         "as a fraction of the masked layers' units; params kept: `tft.compact(member)`'s parameters over the member's; "
