@@ -71,6 +71,10 @@ def test_a_saved_ticket_is_timed_without_training(tmp_path):
         value = variable.numpy()
         value[..., :2] = 0.0
         variable.assign(value)
+    bn = ticket.get_layer("bn1_2")  # channel 0 holds relu(0.5) into conv2_1 ("same"): an offset, or kept as is
+    beta = bn.beta.numpy()
+    beta[0] = 0.5
+    bn.beta.assign(beta)
     path = tmp_path / "ticket.keras"
     ticket.save(path)
     result = _tool(tmp_path, f"--tickets={path}", "--batches=1", "--calls=1", "--repeats=1")
@@ -78,4 +82,5 @@ def test_a_saved_ticket_is_timed_without_training(tmp_path):
     assert "SYNTHETIC" not in result.stdout
     (row,) = json.load(open(tmp_path / "tickets.json"))["tickets"]
     assert row["method"] == "saved" and row["removed"] == 2 and row["params_dense"] == tft.strip_masks(ticket).count_params()
+    assert row["offsets"] == 1 and row["params_after"] < row["params_carrier"]  # the lone constant stays as a carrier
     assert abs(row["sparsity"] - 0.8) < 0.05 and max(row["latency"]["1"]["max_abs_diff"].values()) <= 1e-5

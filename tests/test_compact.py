@@ -402,6 +402,55 @@ def test_a_compacted_model_compacts_to_itself():
     assert report.params_after == small.count_params() and _max_diff(small, again, (12, 12, 3)) <= 1e-6
 
 
+def test_offsets_with_a_flattened_reader_of_the_same_channels():
+    # c1's channels go to a "same" convolution and, flattened, to a Dense: the Dense takes the constants
+    # into its bias, the convolution as an offset map.
+    keras.utils.set_random_seed(16)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+    y = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, padding="same", name="c2")(x))
+    z = keras.layers.Dense(3, name="d")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(keras.layers.Concatenate()([y, z])))
+    _zero_out(model.get_layer("c1"), [1, 3], bias={1: 0.5, 3: 0.25})
+    small, report = compact(model, padded_constants="offset")
+    assert (report.row("c1").after, report.row("c1").folded) == (2, 2) and report.row("d").inputs_after == 72
+    assert "c2_offset" in [layer.name for layer in small.layers]
+    assert _max_diff(model, small, (6, 6, 2)) <= 1e-5
+
+
+def test_offsets_repeat_the_passes_until_nothing_more_goes():
+    # dw's zero filter makes channel 3 a constant (0.7) into a "same" c2; once it goes as an offset, c1's
+    # unit 3 is unread, and with it c0's channel 0, which only that unit read.
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c0")(inputs)
+    x = keras.layers.DepthwiseConv2D(1, name="dw")(keras.layers.Conv2D(4, 1, name="c1")(x))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, padding="same", name="c2")(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    c1 = model.get_layer("c1").get_weights()
+    c1[0][:, :, 0, :3], c1[0][:, :, 1:, 3] = 0.0, 0.0
+    model.get_layer("c1").set_weights(c1)
+    dw = model.get_layer("dw").get_weights()
+    dw[0][..., 3, 0], dw[1][3] = 0.0, 0.7
+    model.get_layer("dw").set_weights(dw)
+    small, report = compact(model, padded_constants="offset")
+    assert (report.row("c0").after, report.row("c1").after, report.row("dw").after) == (3, 3, 3)
+    again, _ = compact(small, padded_constants="offset")
+    assert again.count_params() == small.count_params() and _max_diff(model, small, (6, 6, 2)) <= 1e-5
+
+
+def test_a_convolution_that_gives_a_model_output_keeps_a_carrier():
+    # An offset layer after it would rename the model's output; the carrier keeps the name.
+    keras.utils.set_random_seed(17)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.ReLU()(keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs))
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 3, padding="same", name="c2")(x))
+    _zero_out(model.get_layer("c1"), [0, 2], bias={0: 0.5, 2: 0.3})
+    small, report = compact(model, padded_constants="offset")
+    assert "carries the constants of 1 removed channel(s)" in report.row("c1").note
+    assert small.output_names == model.output_names == ["c2"] and _max_diff(model, small, (6, 6, 2)) <= 1e-5
+
+
 @pytest.mark.parametrize("kernel, strides, dilation, size", [
     (3, 1, 1, 7), (3, 2, 1, 8), (3, 2, 1, 7), (4, 1, 1, 6), (5, 2, 1, 9), (3, 1, 2, 8), (2, 2, 1, 5),
 ])  # fmt: skip

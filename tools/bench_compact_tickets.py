@@ -22,8 +22,9 @@ With --tickets, the saved tickets given (.keras files, e.g. a study's trained me
 instead and nothing is trained; their dense twin is the same architecture with fresh weights.
 
 Then per ticket: its units (Dense and Conv2D outputs) with an all-zero kernel slice, `compact` in
-both of its forms for constant channels into "same"-padded convolutions (the default: removed, an
-offset map after the convolution; `padded_constants="carrier"`: merged into one kept channel), and
+both of its forms for constant channels into "same"-padded convolutions ("compact":
+`padded_constants="offset"`, removed, an offset map after the convolution; "carrier": `compact`'s
+default, merged into one kept channel), and
 the compacted ticket against the dense twin (same architecture, random weights) served two ways:
 `saved_model` (`export_member`, `tf.saved_model.load(...).serve`) and `tflite` (`export_tflite`, the
 TFLite interpreter with its default XNNPACK delegate, --threads threads; the compacted ticket with
@@ -164,7 +165,7 @@ def ticket_row(ticket, dense, fields, config, folder):
     """Compacts one ticket both ways, times and sizes it against its dense twin (module doc)."""
     import tf_freetickets as tft
 
-    small, report = tft.compact(ticket)
+    small, report = tft.compact(ticket, padded_constants="offset")
     carried, carrier_report = tft.compact(ticket, padded_constants="carrier")
     producers = [r for r in report.rows if r.inputs_before is not None]
     row = {

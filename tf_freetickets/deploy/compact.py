@@ -55,7 +55,8 @@ class CompactRow:
       before, after: its units / channels (its output's last axis) in the model and in the compact model.
       inputs_before, inputs_after: the features of its input (Dense, Conv2D; None for the others).
       dead: zero-kernel units removed whose constant was 0 wherever it was read.
-      folded: zero-kernel units removed whose nonzero constant went into the next layers' biases (or a carrier).
+      folded: zero-kernel units removed whose nonzero constant went into the next layers' biases (or a carrier, or an
+        offset map).
       unread: units removed because no layer after them reads them (zero weights on them).
       kept_add: zero-kernel units kept because another branch of an Add is live on that channel.
       kept_other: zero-kernel units kept for another reason (`note` says which).
@@ -316,24 +317,22 @@ def compact(model, unsupported="refuse", verbose=False, check=True, max_passes=1
         raise ValueError(f"padded_constants={padded_constants!r}; use one of {PADDED_CONSTANT_MODES}.")
     plain = strip(model) if masking.masked_layers(model) else model
     current, passes = plain, []
-    # With offsets, the passes keep padded constants and a last pass removes them all: removing a
-    # constant (zero-kernel) channel frees nothing upstream, so no later pass could remove more.
+    # With offsets, the passes keep padded constants until nothing else goes; then one pass removes them
+    # into offset maps, and plain passes resume (a channel made constant by a zero depthwise filter can
+    # free the unit before it), until neither removes anything.
     padded = "keep" if padded_constants == "offset" else "carrier"
-    for index in range(max_passes):
+    while len(passes) < max_passes:
         graph = Graph(current)
-        decisions, folds, merges, _ = decide(graph, unsupported, padded)
-        if index and all(d.keep.all() for d in decisions.values()):
-            break
-        rebuild = _Rebuild(graph, decisions, folds, merges)
+        decisions, folds, merges, offsets = decide(graph, unsupported, padded)
+        if passes and all(d.keep.all() for d in decisions.values()):
+            if padded != "keep":
+                break
+            padded = "offset"
+            continue
+        rebuild = _Rebuild(graph, decisions, folds, merges, offsets)
         current = rebuild.model()
         passes.append(rebuild.rows)
-    if padded_constants == "offset":
-        graph = Graph(current)
-        decisions, folds, merges, offsets = decide(graph, unsupported, "offset")
-        if not all(d.keep.all() for d in decisions.values()):
-            rebuild = _Rebuild(graph, decisions, folds, merges, offsets)
-            current = rebuild.model()
-            passes.append(rebuild.rows)
+        padded = "keep" if padded_constants == "offset" else "carrier"
     report = CompactReport(_merge(passes), len(passes), plain.count_params(), current.count_params())
     if check:
         probe = _probe(plain, current)

@@ -188,18 +188,21 @@ def _offset(graph, checks, removable, loose):
 
     Returns:
       (moved: bool (channels,), {id(conv): the constants it takes (channels,), 0 elsewhere}), or None where an exit
-      that reads a nonzero one is not `offset_ready` (the caller merges into a carrier instead).
+      that reads a nonzero one is not `offset_ready` or gives a model output, whose name the offset layer would
+      take (the caller merges into a carrier instead).
     """
     moved = loose & ~removable
     if not moved.any():
         return None
-    offsets = {}
+    offsets, outputs = {}, {id(t) for t in graph.outputs}
     for check in checks:
+        if not check.padded.any():  # a Dense or "valid" exit (after a Flatten its tensor holds reps x channels)
+            continue
         values = np.nan_to_num(graph.tensors[check.tensor_id].const)
         taken = moved & check.padded & ~check.unread & (values != 0)
         if not taken.any():
             continue
-        if not offset_ready(check.consumer):
+        if not offset_ready(check.consumer) or id(check.consumer.output) in outputs:
             return None
         offsets[id(check.consumer)] = np.where(taken, values, 0.0)
     removable |= moved
