@@ -154,14 +154,18 @@ def test_rows_with_fewer_than_five_seed_groups_get_no_verdict():
 def test_rows_with_replicas_count_seed_groups_not_runs():
     # Two seed groups give rigl_0.8 and dense six runs each: more than 5, yet two groups of 5, so no verdict.
     payload = synthetic_payload(seed_groups=(0, 10))
-    assert complete_groups(payload)["rigl_0.8"] == 2 and complete_groups(payload)["dst_0.8"] == 2
+    groups = complete_groups(payload)
+    assert groups[("rigl_0.8", "accuracy")] == 2 and groups[("dst_0.8", "ece")] == 2
     text = generated_decided_markdown(payload)
     assert "(n=6)" in _claim_line(text, "RigL at S=0.8 matches the dense model")
     assert _claim_line(text, "RigL at S=0.8 matches the dense model").endswith("| incomplete (2 seed groups of 5) |")
+    assert "fewer than 5 complete seed groups" in text
     # A group lacking one of its runs is not complete.
     payload["records"] = [r for r in payload["records"] if not (r["cell"] == "rigl_0.8" and r["seed"] == 11)]
-    assert complete_groups(payload)["rigl_0.8"] == 1
-    assert "fewer than 5 complete seed groups" in text
+    assert complete_groups(payload)[("rigl_0.8", "accuracy")] == 1
+    # So is a group one of whose runs lacks the metric a claim reads.
+    del payload["records"][0]["metrics"]["ece"]  # dense seed 0
+    assert complete_groups(payload)[("dense", "ece")] == 1 and complete_groups(payload)[("dense", "accuracy")] == 2
 
 
 def test_midpoints_are_taken_within_each_seed_group():

@@ -71,8 +71,10 @@ def test_an_approaches_claim_is_tested_against_the_per_group_midpoints_when_give
     # mean 0.9065; squared deviations sum to 8.25e-5, so the sample std is sqrt(8.25e-5 / 4)
     assert grouped["reference"] == pytest.approx(0.9065)
     assert grouped["stats"][3] == (pytest.approx(0.9065), pytest.approx(math.sqrt(8.25e-5 / 4)), 5)
-    (missing,) = decide([claim], rows, midpoints={})
-    assert missing["verdict"] == "not measured (no seed group has both the baseline's runs and the target)"
+    # No seed group with both yet: the midpoint of the means, no p (out of the Holm family), incomplete.
+    (early,) = decide([claim], rows, midpoints={}, complete_groups={("row", "accuracy"): 5, ("dense", "accuracy"): 5})
+    assert early["test"].estimate == pytest.approx(0.908 - (0.898 + 0.915) / 2) and math.isnan(early["p_holm"])
+    assert early["verdict"] == "incomplete (0 seed groups of 5)" and len(early["stats"]) == 3
 
 
 def test_welch_without_spread_or_with_one_run():
@@ -182,9 +184,9 @@ def test_complete_seed_groups_decide_completeness_when_given():
     }
     claim = Claim("P", "a over b", "a", "b", "accuracy")
     (by_runs,) = decide([claim], rows)
-    (by_groups,) = decide([claim], rows, complete_groups={"a": 2, "b": 5})
+    (by_groups,) = decide([claim], rows, complete_groups={("a", "accuracy"): 2, ("b", "accuracy"): 5})
     assert by_runs["verdict"] == "holds" and by_groups["verdict"] == "incomplete (2 seed groups of 5)"
-    (complete,) = decide([claim], rows, complete_groups={"a": 5, "b": 5})
+    (complete,) = decide([claim], rows, complete_groups={("a", "accuracy"): 5, ("b", "accuracy"): 5})
     assert complete["verdict"] == "holds"
 
 

@@ -203,12 +203,23 @@ def planned_runs(payload, planned_seeds=DECIDED_SEEDS):
 
 
 def complete_groups(payload, planned_seeds=DECIDED_SEEDS):
-    """{row: how many of its planned seed groups (`planned_runs`) have every run in the JSON}: what a verdict needs."""
-    present = {}
+    """{(row, metric): how many of the row's planned seed groups (`planned_runs`) have every run with that metric}.
+
+    What a verdict needs (`significance.decide`): a run whose record lacks the metric leaves its group incomplete.
+    (row, None) counts the groups with every run's record, for the figures `records_by_cell` derives (FLOPs
+    relative to dense).
+    """
+    metrics_by_run = {}
     for record in payload["records"]:
-        present.setdefault(record["cell"], set()).add(int(record["seed"]))
-    plan = planned_runs(payload, planned_seeds)
-    return {name: sum(all(s in present.get(name, ()) for s in group) for group in groups) for name, groups in plan.items()}
+        metrics_by_run[(record["cell"], int(record["seed"]))] = record["metrics"]
+    counts = {}
+    for name, groups in planned_runs(payload, planned_seeds).items():
+        keys = set().union(*[metrics_by_run.get((name, s), {}) for group in groups for s in group])
+        counts[(name, None)] = sum(all((name, s) in metrics_by_run for s in group) for group in groups)
+        for key in keys:
+            counts[(name, key)] = sum(all(metrics_by_run.get((name, s), {}).get(key) is not None for s in group)
+                                      for group in groups)  # fmt: skip
+    return counts
 
 
 def group_midpoints(payload, claims, planned_seeds=DECIDED_SEEDS):

@@ -244,8 +244,9 @@ def _test(claim, rows, midpoints=None):
         test = welch_contrast([(c, v) for (_, _, c), v in zip(groups, values)])
         return test, float(np.mean(values[1]) + np.mean(values[2])) / 2, stats_by_row
     middle = midpoints.get((claim.baseline, claim.target, claim.metric), [])
-    if not middle:
-        return "not measured (no seed group has both the baseline's runs and the target)"
+    if not middle:  # no seed group has both yet: the midpoint of the means, without a test (an incomplete claim)
+        reference = (float(np.mean(values[1])) + float(np.mean(values[2]))) / 2
+        return welch_contrast([(1, values[0]), (-1, [reference])]), reference, stats_by_row
     test = welch_contrast([(1, values[0]), (-1, middle)])
     return test, float(np.mean(middle)), stats_by_row + [(*mean_std(middle), len(middle))]
 
@@ -258,8 +259,9 @@ def decide(claims, rows, min_runs=MIN_RUNS, complete_groups=None, midpoints=None
       rows: {row name: per-run metric dicts} (`results_page.records_by_cell`).
       min_runs: runs each row of a claim needs for a verdict; with
         `complete_groups`, complete seed groups.
-      complete_groups: {row name: its complete seed groups} (`decided_page.complete_groups`):
-        completeness counts groups, not runs (a row with 3 replicas has 6 runs after 2 groups).
+      complete_groups: {(row name, metric): its complete seed groups} (`decided_page.complete_groups`;
+        (row, None) for a metric the records do not hold, e.g. FLOPs relative to dense): completeness
+        counts groups, not runs (a row with 3 replicas has 6 runs after 2 groups).
       midpoints: {(baseline, target, metric): per-seed-group midpoints} for the "closes_gap"
         claims (`decided_page.group_midpoints`); None: the three rows as independent groups.
 
@@ -293,7 +295,9 @@ def decide(claims, rows, min_runs=MIN_RUNS, complete_groups=None, midpoints=None
         if complete_groups is None:
             count, unit = min(n for _, _, n in result["stats"]), "runs"
         else:
-            count, unit = min(complete_groups.get(row, 0) for row, _, _ in _groups(claim)), "seed groups"
+            count = min(complete_groups.get((row, metric), complete_groups.get((row, None), 0))
+                        for row, metric, _ in _groups(claim))  # fmt: skip
+            unit = "seed groups"
         result["p_holm"] = p_holm
         result["verdict"] = verdict(claim.kind, sign * test.estimate, p_holm, (low, high), claim.margin, count, min_runs,
                                     unit)  # fmt: skip
