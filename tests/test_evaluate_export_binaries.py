@@ -107,7 +107,8 @@ def test_export_fastest_writes_the_chosen_form_and_checks_it(members_dir, tmp_pa
     result = _run("tf_freetickets.export_main", f"--source={members_dir}", f"--output={output}", f"--fastest={runtime}",
                   "--fastest_batch=2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    forms = ("stacked", "compacted", "grouped") if runtime == "tflite" else ("members", "stacked", "compacted")
+    forms = ("stacked", "compacted", "compacted_offsets", "grouped") if runtime == "tflite" else (
+        "members", "stacked", "compacted", "compacted_offsets")
     for form in forms:  # every candidate timed at the serving batch, then the choice
         assert re.search(rf"  {form} +[0-9.]+ ms per batch of 2 ", result.stdout), result.stdout
     chosen = re.search(r"wrote .*: 2 members as the (\w+) form \(" + runtime + r"\), reload max \|diff\| = (\S+)", result.stdout)

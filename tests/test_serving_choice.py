@@ -49,7 +49,8 @@ def test_a_form_that_cannot_be_built_is_skipped_with_its_reason(tmp_path, monkey
     example = np.zeros((1, 12, 12, 1), np.float32)
     chosen, timings = ensemble.export_fastest(str(tmp_path / "s"), example, repeats=1, calls=1, verbose=False)
     skipped = {t.form: t.skipped for t in timings if t.skipped}
-    assert skipped == {"compacted": "ValueError: compact cannot slice layer 'x'"} and chosen in ("members", "stacked")
+    refusal = "ValueError: compact cannot slice layer 'x'"
+    assert skipped == {"compacted": refusal, "compacted_offsets": refusal} and chosen in ("members", "stacked")
 
 
 def test_unknown_forms_and_runtimes_are_refused(tmp_path):
@@ -74,7 +75,8 @@ def test_the_tflite_runtime_writes_the_fastest_file_and_it_serves_the_members_me
     chosen, timings = ensemble.export_fastest(str(path), example, runtime="tflite", repeats=3, calls=5)
     assert [t.form for t in timings] == list(serving_choice.TFLITE_FORMS)
     measured = {t.form: t.seconds for t in timings if not t.skipped}
-    assert set(measured) == {"stacked", "compacted", "grouped"} and chosen == min(measured, key=measured.get)
+    assert set(measured) == {"stacked", "compacted", "compacted_offsets", "grouped"}
+    assert chosen == min(measured, key=measured.get)
     assert all(t.max_abs_diff <= 1e-5 for t in timings)
     out = capsys.readouterr().out
     assert f"Serving form: {chosen} in tflite (fastest measured at batch 1), written to {path}" in out
@@ -112,3 +114,19 @@ def test_a_path_holding_something_else_is_never_replaced(tmp_path):
     first, _ = ensemble.export_fastest(str(tmp_path / "served"), example, forms=("stacked",), repeats=1, calls=1, verbose=False)
     second, _ = ensemble.export_fastest(str(tmp_path / "served"), example, forms=("members",), repeats=1, calls=1, verbose=False)
     assert (first, second) == ("stacked", "members") and hasattr(tf.saved_model.load(str(tmp_path / "served")), "uncertainty")
+
+
+def test_the_offsets_form_removes_the_constants_a_carrier_keeps():
+    members = [_member(seed, dead=4) for seed in (0, 1)]
+    for member in members:  # the dead channels hold relu(0.4) after BatchNorm, read by a "same" convolution
+        bn = next(layer for layer in member.layers if isinstance(layer, keras.layers.BatchNormalization))
+        beta = bn.beta.numpy()
+        beta[:4] = 0.4
+        bn.beta.assign(beta)
+    ensemble = tft.EnsembleModel(members)
+    carrier = serving_choice._keras_form(ensemble, "compacted")
+    offsets = serving_choice._keras_form(ensemble, "compacted_offsets")
+    assert [layer.name for layer in offsets.layers if layer.name.endswith("_offset")]
+    assert offsets.count_params() < carrier.count_params()
+    x = np.random.default_rng(2).random((3, 12, 12, 1)).astype(np.float32)
+    np.testing.assert_allclose(offsets(x), ensemble(x), atol=1e-5)

@@ -46,7 +46,8 @@ _INPUT_RANGE = flags.DEFINE_string(
 _FASTEST = flags.DEFINE_enum(
     "fastest", None, ["saved_model", "tflite"],
     "Write the form that serves fastest here instead of the ensemble SavedModel: a SavedModel folder among "
-    "members/stacked/compacted, or (tflite) one .tflite file among stacked/compacted/grouped.",
+    "members/stacked/compacted/compacted_offsets, or (tflite) one .tflite file among "
+    "stacked/compacted/compacted_offsets/grouped.",
 )  # fmt: skip
 _FASTEST_BATCH = flags.DEFINE_integer("fastest_batch", 1, "Batch size the --fastest forms are timed at (your serving batch).")
 

@@ -191,9 +191,10 @@ class EnsembleModel(keras.Model):
 
         The forms (`ensembles.serving_choice`): for runtime "saved_model" (one
         SavedModel at `filepath`) "members" (`export`), "stacked" (one plain
-        graph, `deploy.stacked`), "compacted" (stacked after `tft.compact`);
+        graph, `deploy.stacked`), "compacted" (stacked after `tft.compact`),
+        "compacted_offsets" (after `tft.compact(padded_constants="offset")`);
         for runtime "tflite" (one .tflite file at `filepath`) "stacked",
-        "compacted" and "grouped" (`deploy.grouped`). Each is exported,
+        "compacted", "compacted_offsets" and "grouped" (`deploy.grouped`). Each is exported,
         reloaded, checked against the mean probability (max abs diff <= 1e-5)
         and timed on `example`; the fastest is kept at `filepath`.
 

@@ -11,12 +11,16 @@ Two runtimes (`runtime`):
   - "compacted": the same of the members after `tft.compact` (dead units and
     channels removed, constants folded): faster where the tickets have dead
     channels (Chase, SRigL's ablation), the same as "stacked" where they have
-    none (BENCHMARKS.md 6e, 7).
+    none (BENCHMARKS.md 6e, 7);
+  - "compacted_offsets": the same with `tft.compact(padded_constants="offset")`
+    (no carrier channel; an offset map after each convolution that reads
+    removed constants): 4-9% faster than "compacted" on small_cnn Chase
+    tickets in TFLite, not on ResNet-20 ones (BENCHMARKS.md 7c).
   The grouped form is not a candidate here: Keras runs grouped convolutions
   through XLA on TensorFlow's CPU, 2.4-4.8x the stacked form (BENCHMARKS.md 6e).
 - "tflite": one .tflite file (`deploy.tflite.convert_to_tflite`, mean
   probability output; TFLite has no input contract) of "stacked",
-  "compacted" or "grouped" (`deploy.grouped.group_ensemble`, members of one
+  "compacted", "compacted_offsets" or "grouped" (`deploy.grouped.group_ensemble`, members of one
   architecture). At batch 1 the TFLite interpreter served this library's
   small CNNs in 0.15x the SavedModel runtime's time (BENCHMARKS.md 8).
 
@@ -37,8 +41,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-SERVING_FORMS = ("members", "stacked", "compacted")
-TFLITE_FORMS = ("stacked", "compacted", "grouped")
+SERVING_FORMS = ("members", "stacked", "compacted", "compacted_offsets")
+TFLITE_FORMS = ("stacked", "compacted", "compacted_offsets", "grouped")
 RUNTIME_FORMS = {"saved_model": SERVING_FORMS, "tflite": TFLITE_FORMS}
 
 
@@ -79,14 +83,18 @@ def check_target(path, runtime):
 
 
 def _keras_form(ensemble, form):
-    """The one-graph Keras model of `form` ("stacked", "compacted" or "grouped")."""
+    """The one-graph Keras model of `form` ("stacked", "compacted", "compacted_offsets" or "grouped")."""
     from tf_freetickets.deploy.compact import compact
     from tf_freetickets.deploy.grouped import group_ensemble
     from tf_freetickets.deploy.stacked import stack_ensemble
 
     if form == "grouped":
         return group_ensemble(ensemble.members, from_logits=ensemble.from_logits)
-    members = ensemble.members if form == "stacked" else [compact(member)[0] for member in ensemble.members]
+    if form == "stacked":
+        members = ensemble.members
+    else:
+        padded = "offset" if form == "compacted_offsets" else "carrier"
+        members = [compact(member, padded_constants=padded)[0] for member in ensemble.members]
     return stack_ensemble(members, from_logits=ensemble.from_logits)
 
 
@@ -195,9 +203,9 @@ def _print_choice(chosen, timings, batch, path, runtime):
     fastest = next(t.seconds for t in timings if t.form == chosen)
     for t in timings:
         if t.skipped:
-            print(f"  {t.form:10s} skipped: {t.skipped}")
+            print(f"  {t.form:17s} skipped: {t.skipped}")
         else:
-            print(f"  {t.form:10s} {1e3 * t.seconds:8.3f} ms per batch of {batch} ({t.seconds / fastest:.2f}x), "
+            print(f"  {t.form:17s} {1e3 * t.seconds:8.3f} ms per batch of {batch} ({t.seconds / fastest:.2f}x), "
                   f"max abs diff {t.max_abs_diff:.1e}")  # fmt: skip
     where = "" if runtime == "saved_model" else f" in {runtime}"
     print(f"Serving form: {chosen}{where} (fastest measured at batch {batch}), written to {path}")
