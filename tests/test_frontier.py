@@ -19,12 +19,21 @@ def _small_cnn(seed):
 @pytest.mark.parametrize("num_members", [1, 2])
 def test_every_form_serves_the_members_mean_probability(tmp_path, num_members):
     members = [tft.sparsify(_small_cnn(seed), 0.8, distribution="erk", seed=seed) for seed in range(num_members)]
+    for member in members:  # two dead channels holding relu(0.3): a carrier, or an offset map into conv2_1
+        layer = member.get_layer("conv1_2")
+        for variable in (layer.kernel_mask, layer.kernel_variable):
+            variable.assign(np.concatenate([np.zeros_like(variable.numpy()[..., :2]), variable.numpy()[..., 2:]], -1))
+        bn = member.get_layer("bn1_2")
+        bn.beta.assign(np.concatenate([[0.3, 0.3], bn.beta.numpy()[2:]]).astype(np.float32))
     x = np.random.default_rng(0).random((1, 28, 28, 1), dtype=np.float32)
     serves, forms = frontier_forms.row_forms("row", members, str(tmp_path), threads=1, x=x)
     expected = np.mean([keras.ops.convert_to_numpy(keras.ops.softmax(m(x))) for m in members], axis=0)
     exported = [f for f in forms if "bytes" in f]
     assert {f["form"] for f in exported} == set(serves)
-    assert len(exported) == (4 if num_members == 1 else 6)
+    assert len(exported) == (5 if num_members == 1 else 7)
+    offsets = [f for f in exported if "(offsets)" in f["form"]]
+    plain = [f for f in exported if f["form"] == offsets[0]["form"].replace(" (offsets)", "")]
+    assert len(offsets) == 1 and offsets[0]["bytes"] != plain[0]["bytes"]  # the offset form is another model
     for form in exported:
         assert form["bytes"] > 0
         assert form["max_abs_diff"] <= 1e-5, form

@@ -12,11 +12,12 @@ single model's softmax) and is checked against the Keras members' mean probabili
 
 Forms (the ones that apply to the row; a form that cannot serve a row says why in the table):
 - single model: "SavedModel" (`export_member`), "TFLite" (`export_tflite`, XNNPACK), "compacted
-  SavedModel" / "compacted TFLite" (`tft.compact` first: dead units removed);
+  SavedModel" / "compacted TFLite" (`tft.compact` first: dead units removed), "compacted (offsets)
+  TFLite" (`tft.compact(padded_constants="offset")`: no carrier channel);
 - ensemble (M > 1): "EnsembleModel" (`EnsembleModel.export`), "stacked" (`stack_ensemble`),
   "compacted stacked" (`tft.compact` on each member, then stacked), "stacked TFLite", "grouped TFLite"
   (`group_ensemble`: one convolution per layer with groups=M; its SavedModel is slower, BENCHMARKS 6e),
-  "compacted stacked TFLite";
+  "compacted stacked TFLite", "compacted (offsets) stacked TFLite";
 - "CSR" (`CSRPredictor`): tried on every row; it serves chains of Dense layers only.
 
 Timing: one process, TensorFlow and the TFLite interpreters on `--threads` threads (inter-op 1), calls

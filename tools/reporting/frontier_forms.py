@@ -93,6 +93,8 @@ def _exports(members, folder):
             "TFLite": (lambda: tflite(member, "model.tflite"), "tflite_logits"),
             "compacted SavedModel": (lambda: export_member(compact(member)[0], at("compact")), "saved_model_logits"),
             "compacted TFLite": (lambda: tflite(compact(member)[0], "compact.tflite"), "tflite_logits"),
+            "compacted (offsets) TFLite": (lambda: tflite(compact(member, padded_constants="offset")[0],
+                                                          "compact_offsets.tflite"), "tflite_logits"),
         }
     return {
         "EnsembleModel": (lambda: EnsembleModel(members).export(at("ensemble")), "saved_model"),
@@ -105,6 +107,11 @@ def _exports(members, folder):
         "grouped TFLite": (lambda: tflite(group_ensemble(members), "grouped.tflite"), "tflite"),
         "compacted stacked TFLite": (
             lambda: tflite(stack_ensemble([compact(m)[0] for m in members]), "compact_stacked.tflite"),
+            "tflite",
+        ),
+        "compacted (offsets) stacked TFLite": (
+            lambda: tflite(stack_ensemble([compact(m, padded_constants="offset")[0] for m in members]),
+                           "compact_offsets_stacked.tflite"),
             "tflite",
         ),
     }
