@@ -18,16 +18,18 @@ is the channel whose smallest |constant| over those convolutions is largest (it 
 wherever another merged channel's constant is read); where none qualifies, the channels stay and
 are reported ("constant into 'same'-padded Conv2D").
 
-The carrier can go too (`padded="offset"`, `compact(padded_constants="offset")`): what constant channels add to a
-convolution's output is a fixed map over its output positions (H, W, filters), the interior value
-everywhere but at the border windows the padding cuts (`constant_input_map`). A plain Keras
-`Rescaling(1, offset=map)` after the convolution adds it back exactly, so every such channel goes
-and no odd channel count is left behind (a carrier turns 16 channels into 17, which vector kernels
-pad to 32). It needs the convolution's input height and width to be known and a linear activation
-(the offset goes between the convolution and what follows); elsewhere the carrier stays. The library's CNNs put a "same" 3x3
-convolution after BatchNormalization + ReLU, so a removed channel there holds
-relu(beta - gamma * mean / sqrt(var + eps)), nonzero after training: the ResNet blocks' first
-convolutions, which Chase prunes, reach the next convolution this way.
+The carrier can go too (`padded="offset"`, `compact(padded_constants="offset")`): what constant
+channels add to a convolution's output is a fixed map over its output positions (H, W, filters),
+the interior value everywhere but at the border windows the padding cuts (`constant_input_map`). A
+plain Keras `Rescaling(1, offset=map)` after the convolution adds it back exactly, so every such
+channel goes and no odd channel count is left behind (a carrier turns 16 channels into 17, which
+vector kernels pad to 32). It needs the convolution's input height and width to be known, a linear
+activation (the offset goes between the convolution and what follows) and an output that is not a
+model output (whose name the offset layer would take); elsewhere the carrier stays.
+
+The library's CNNs put a "same" 3x3 convolution after BatchNormalization + ReLU, so a removed
+channel there holds relu(beta - gamma * mean / sqrt(var + eps)), nonzero after training: the ResNet
+blocks' first convolutions, which Chase prunes, reach the next convolution this way.
 
 A space that reaches a model output keeps every channel; so does one channel per space when all
 would go (a layer keeps at least one unit). A space read by a layer `compact` cannot slice keeps
