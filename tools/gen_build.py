@@ -12,6 +12,7 @@ tests/test_build.py fails when BUILD is stale.
 
 import ast
 import pathlib
+import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -81,8 +82,11 @@ def render():
     blocks.append('py_library(\n    name = "tests_conftest",\n    srcs = ["tests/conftest.py"],\n)\n')
     for path in sorted(p.relative_to(ROOT) for p in (ROOT / "tests").glob("test_*.py")):
         deps = sorted(set(_deps(path, modules)) | {":tests_conftest"})
+        # A test may import helpers from a sibling test module (`from test_compact import ...`): ship it too.
+        siblings = sorted(set(re.findall(r"^from (test_\w+) import", (ROOT / path).read_text(), flags=re.M)))
+        srcs = _list([str(path), *(f"tests/{name}.py" for name in siblings), "tests/bazel_pytest.py"])
         blocks.append(
-            f'py_test(\n    name = "{path.stem}",\n    size = "medium",\n    srcs = ["{path}", "tests/bazel_pytest.py"],\n'
+            f'py_test(\n    name = "{path.stem}",\n    size = "medium",\n    srcs = {srcs},\n'
             f'    args = ["$(location {path})"],\n    data = [":configs"],\n    main = "tests/bazel_pytest.py",\n'
             f"    deps = {_list(deps)},\n)\n"
         )
