@@ -12,7 +12,6 @@ tests/test_build.py fails when BUILD is stale.
 
 import ast
 import pathlib
-import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -83,7 +82,7 @@ def render():
     for path in sorted(p.relative_to(ROOT) for p in (ROOT / "tests").glob("test_*.py")):
         deps = sorted(set(_deps(path, modules)) | {":tests_conftest"})
         # A test may import helpers from a sibling test module (`from test_compact import ...`): ship it too.
-        siblings = sorted(set(re.findall(r"^from (test_\w+) import", (ROOT / path).read_text(), flags=re.M)))
+        siblings = sorted(n for n in _imports(path) if n.startswith("test_") and "." not in n and n != path.stem)
         srcs = _list([str(path), *(f"tests/{name}.py" for name in siblings), "tests/bazel_pytest.py"])
         blocks.append(
             f'py_test(\n    name = "{path.stem}",\n    size = "medium",\n    srcs = {srcs},\n'
